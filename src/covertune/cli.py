@@ -1,0 +1,134 @@
+"""The command line: flags, YAML files and presets -> a stage config -> the stage function.
+
+Flags are generated from the stage config dataclasses (covertune.config), so every option is
+documented with its default in ``covertune <stage> --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import sys
+
+from covertune import __version__
+from covertune.config import STAGE_CONFIGS, build, load_preset, load_yaml, preset_names
+
+# stage -> "module:function"; imported only when the stage runs, so `--help` stays fast
+STAGE_FUNCTIONS = {
+    "data": "covertune.data.stage:run_data",
+    "train": "covertune.train:train",
+    "merge": "covertune.merge:merge",
+    "generate": "covertune.generate:generate",
+    "evaluate": "covertune.metrics.evaluate:evaluate",
+    "report": "covertune.report:report",
+}
+STAGE_HELP = {
+    "data": "load, validate, clean, flag and split a cover-letter dataset",
+    "train": "QLoRA fine-tuning of a base model on the data stage's splits",
+    "merge": "merge the adapter into the base model in fp16/bf16",
+    "generate": "write base and fine-tuned letters for the test split to eval.csv",
+    "evaluate": "score an eval.csv: ROUGE-L, BERTScore, repetition, grounding",
+    "report": "plots, report.md and a self-contained report.html",
+    "run": "all stages end to end in one run directory, resuming where a run stopped",
+}
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+    t = str(f.type)
+    if t == "bool":
+        parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                            default=argparse.SUPPRESS, help=help_text)
+    elif t.startswith("list"):
+        parser.add_argument(flag, dest=f.name, nargs="+", default=argparse.SUPPRESS,
+                            metavar="VALUE", help=help_text)
+    else:
+        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
+                            type={"int": int, "float": float}.get(t, str), help=help_text)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of options (flat, or one section per stage)")
+    parser.add_argument("--preset", help=f"named preset: {', '.join(preset_names())}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="covertune",
+        description="Fine-tune an instruction-tuned LM with QLoRA to write grounded cover letters, "
+                    "and measure how much better it got.",
+    )
+    parser.add_argument("--version", action="version", version=f"covertune {__version__}")
+    sub = parser.add_subparsers(dest="stage", metavar="STAGE")
+    for stage, cls in STAGE_CONFIGS.items():
+        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        _add_common(p)
+        for f in dataclasses.fields(cls):
+            _add_field(p, f)
+    p = sub.add_parser("run", help=STAGE_HELP["run"], description=STAGE_HELP["run"])
+    _add_common(p)
+    p.add_argument("--out", help="run directory (default: the preset's, else runs/default)")
+    p.add_argument("--data", help="dataset (see `covertune data --help`)")
+    p.add_argument("--model", help="base model for train, merge and generate")
+    p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
+                   help="merge the adapter and generate from the merged model")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
+                   help="override one stage option, e.g. --set train.epochs=2 (repeatable)")
+    p.add_argument("--force", action="store_true", help="redo every stage")
+    sub.add_parser("presets", help="list the named presets and what they set")
+    return parser
+
+
+def _layers(args: argparse.Namespace) -> list[dict]:
+    layers = []
+    if args.preset:
+        layers.append(load_preset(args.preset))
+    if args.config:
+        layers.append(load_yaml(args.config))
+    return layers
+
+
+def _call(stage: str, cfg):
+    module, func = STAGE_FUNCTIONS[stage].split(":")
+    return getattr(importlib.import_module(module), func)(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if args.stage is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.stage == "presets":
+            import yaml
+            for name in preset_names():
+                print(f"# {name}\n{yaml.safe_dump(load_preset(name), sort_keys=False)}")
+            return 0
+        if args.stage == "run":
+            from covertune.pipeline import pipeline_from_args
+            result = pipeline_from_args(args, _layers(args))
+        else:
+            skip = {"stage", "config", "preset", "verbose"}
+            flags = {k: v for k, v in vars(args).items() if k not in skip}
+            cfg = build(args.stage, *_layers(args), flags)
+            result = _call(args.stage, cfg)
+        if isinstance(result, str):
+            print(result)
+        return 0
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"covertune {args.stage}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"covertune {args.stage}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

