@@ -8,22 +8,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import logging
 import sys
 
 from covertune import __version__
 from covertune.config import STAGE_CONFIGS, build, load_preset, load_yaml, preset_names
+from covertune.pipeline import pipeline_from_args, stage_function
 
-# stage -> "module:function"; imported only when the stage runs, so `--help` stays fast
-STAGE_FUNCTIONS = {
-    "data": "covertune.data.stage:run_data",
-    "train": "covertune.train:train",
-    "merge": "covertune.merge:merge",
-    "generate": "covertune.generate:generate",
-    "evaluate": "covertune.metrics.evaluate:evaluate",
-    "report": "covertune.report:report",
-}
 STAGE_HELP = {
     "data": "load, validate, clean, flag and split a cover-letter dataset",
     "train": "QLoRA fine-tuning of a base model on the data stage's splits",
@@ -94,11 +85,6 @@ def _layers(args: argparse.Namespace) -> list[dict]:
     return layers
 
 
-def _call(stage: str, cfg):
-    module, func = STAGE_FUNCTIONS[stage].split(":")
-    return getattr(importlib.import_module(module), func)(cfg)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -114,13 +100,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {name}\n{yaml.safe_dump(load_preset(name), sort_keys=False)}")
             return 0
         if args.stage == "run":
-            from covertune.pipeline import pipeline_from_args
             result = pipeline_from_args(args, _layers(args))
         else:
             skip = {"stage", "config", "preset", "verbose"}
             flags = {k: v for k, v in vars(args).items() if k not in skip}
             cfg = build(args.stage, *_layers(args), flags)
-            result = _call(args.stage, cfg)
+            result = stage_function(args.stage)(cfg)
         if isinstance(result, str):
             print(result)
         return 0

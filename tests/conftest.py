@@ -1,0 +1,94 @@
+"""Shared fixtures: the read-only shared data folder and a tiny randomly initialised Llama."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("COVERTUNE_SHARED", REPO.parent / "shared"))
+DATASET_DIR = SHARED / "data" / "cover-letter-dataset"
+REFERENCE_DIR = SHARED / "data" / "reference-run"
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def dataset_dir() -> Path:
+    if not (DATASET_DIR / "train.csv").exists():
+        pytest.skip(f"shared dataset not found at {DATASET_DIR} (set COVERTUNE_SHARED)")
+    return DATASET_DIR
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    if not (REFERENCE_DIR / "eval.csv").exists():
+        pytest.skip(f"reference run not found at {REFERENCE_DIR} (set COVERTUNE_SHARED)")
+    return REFERENCE_DIR
+
+
+def make_tiny_tokenizer(texts: list[str], vocab_size: int = 600):
+    """A byte-level BPE tokenizer trained on ``texts`` with ChatML special tokens; pad != eos."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                   unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    fast.chat_template = CHATML
+    return fast
+
+
+def make_tiny_llama(tokenizer, seed: int = 0, layers: int = 2, hidden: int = 64):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=True)
+    return LlamaForCausalLM(config)
+
+
+def _sample_texts() -> list[str]:
+    from covertune.data.sample import sample_path  # noqa: F401  (packaged sample, if built)
+
+    import pandas as pd
+
+    frame = pd.read_csv(sample_path(), keep_default_na=False, dtype=str)
+    return [" ".join(row) for row in frame.astype(str).values.tolist()]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A folder holding a tiny random Llama (2 layers, hidden 64) and its BPE tokenizer."""
+    from covertune.prompt import TEMPLATE
+
+    texts = [TEMPLATE] * 5
+    try:
+        texts += _sample_texts()
+    except Exception:
+        if (DATASET_DIR / "train.csv").exists():
+            import pandas as pd
+
+            frame = pd.read_csv(DATASET_DIR / "train.csv", keep_default_na=False, dtype=str).head(200)
+            texts += [" ".join(row) for row in frame.values.tolist()]
+    tokenizer = make_tiny_tokenizer(texts)
+    model = make_tiny_llama(tokenizer)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
