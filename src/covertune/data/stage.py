@@ -1,0 +1,179 @@
+"""The data stage, top to bottom: load -> clean letters -> flag -> dedupe -> overlap -> filter ->
+validation split -> write the splits, the report and the plots.
+
+Writes ``<out>/data/{train,validation,test}.jsonl``: one record per line with the 9 record keys,
+``id`` (``<source split>-<row index in the source>``), ``cover_letter_raw`` (the letter as loaded),
+``missing_fields`` and ``flags`` ([{"flag", "reason"}]); plus ``report.json``, ``report.md`` and
+PNG plots. The test split keeps every row, in source order; only its letters are cleaned.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from covertune import io
+from covertune.config import DataConfig, to_dict
+from covertune.data import report as rep
+from covertune.data.clean import RAW_FIELD, clean_records
+from covertune.data.load import load
+from covertune.data.quality import FLAG_NAMES, flag_names, flag_records
+from covertune.data.split import carve_validation, dedupe, drop_flagged, drop_ids, duplicates, input_overlap
+from covertune.records import FLAGS_FIELD, ID_FIELD, MISSING_FIELD, RECORD_FIELDS, SPLITS
+
+log = logging.getLogger(__name__)
+
+STAGE = "data"
+SPLIT_FILES = {name: f"{name}.jsonl" for name in SPLITS}
+OUTPUTS = (*SPLIT_FILES.values(), "report.json", "report.md", *rep.PLOTS)
+
+
+def _check(cfg: DataConfig) -> None:
+    unknown = sorted(set(cfg.drop_flags) - set(FLAG_NAMES))
+    if unknown:
+        raise ValueError(f"drop_flags: unknown flag(s) {unknown}; flags are {', '.join(FLAG_NAMES)}")
+    if cfg.val_size < 0:
+        raise ValueError(f"val_size must be >= 0, got {cfg.val_size}")
+    if cfg.min_letter_words < 0:
+        raise ValueError(f"min_letter_words must be >= 0, got {cfg.min_letter_words}")
+
+
+def _record(rec: dict) -> dict:
+    """A record in its written key order."""
+    out = {ID_FIELD: rec[ID_FIELD]}
+    out.update({k: rec[k] for k in RECORD_FIELDS})
+    out[RAW_FIELD] = rec[RAW_FIELD]
+    out[MISSING_FIELD] = rec[MISSING_FIELD]
+    out[FLAGS_FIELD] = rec[FLAGS_FIELD]
+    return out
+
+
+def _skip_message(cfg: DataConfig, data_dir: Path) -> str | None:
+    out = Path(cfg.out)
+    if cfg.force or not io.is_done(out, STAGE) or not all((data_dir / f).exists() for f in OUTPUTS):
+        return None
+    msg = f"data: {data_dir} is complete; skipped (--force redoes it)"
+    try:
+        previous = json.loads(io.stage_marker(out, STAGE).read_text(encoding="utf-8")).get("config", {})
+    except (OSError, ValueError):
+        previous = {}
+    changed = sorted(k for k, v in to_dict(cfg).items() if k != "force" and k in previous and previous[k] != v)
+    if changed:
+        msg += f"; note: it was written with other values of {', '.join(changed)}"
+    return msg
+
+
+def run_data(cfg: DataConfig) -> str:
+    data_dir = Path(cfg.out) / "data"
+    skipped = _skip_message(cfg, data_dir)
+    if skipped:
+        log.debug(skipped)
+        return skipped
+    _check(cfg)
+    io.stage_marker(cfg.out, STAGE).unlink(missing_ok=True)  # outputs are incomplete until the end
+
+    # 1. load
+    splits, note = load(cfg.data, seed=cfg.seed, test_size=cfg.test_size)
+    log.info("loaded %s", ", ".join(f"{s.name}: {len(s.records)} rows" for s in splits.values()))
+
+    # 2. clean the letters (inputs are never touched)
+    cleaning = {name: dict(clean_records(s.records)) for name, s in splits.items()}
+    log.info("cleaned letters: %s", {r: sum(c[r] for c in cleaning.values()) for r in next(iter(cleaning.values()))})
+
+    # 3. flag every row; letter reuse is counted over all splits
+    flag_records([r for s in splits.values() for r in s.records], cfg.min_letter_words)
+    flags = {name: rep.flag_counts(s.records) for name, s in splits.items()}
+    every = [r for s in splits.values() for r in s.records]
+    flags["all"] = rep.flag_counts(every)
+    flags["share"] = {k: (v / len(every) if every else 0.0) for k, v in flags["all"].items() if k != "rows"}
+    log.info("flags: %s", {k: v for k, v in flags["all"].items() if k != "rows"})
+
+    test = splits["test"].records
+    train_loaded = splits["train"].records
+    given_val = splits["validation"].records if "validation" in splits else None
+    stats = {name: {"loaded": len(s.records), "duplicates_removed": 0, "test_overlap_dropped": 0,
+                    "flagged_dropped": 0, "moved_to_validation": 0} for name, s in splits.items()}
+    stats.setdefault("validation", {"loaded": 0, "duplicates_removed": 0, "test_overlap_dropped": 0,
+                                    "flagged_dropped": 0, "moved_to_validation": 0})
+
+    # 4. exact duplicates: removed from train/validation, only reported for test
+    train, dup_train = dedupe(train_loaded)
+    dups = {"train": dup_train, "test": duplicates(test)}
+    stats["train"]["duplicates_removed"] = len(dup_train)
+    if given_val is not None:
+        given_val, dups["validation"] = dedupe(given_val)
+        stats["validation"]["duplicates_removed"] = len(dups["validation"])
+
+    # 5. train rows whose inputs equal a test row's: reported on the loaded rows, dropped after dedupe
+    overlap_rows = input_overlap(train_loaded, test) + (input_overlap(splits["validation"].records, test)
+                                                        if given_val is not None else [])
+    dropped_overlap = 0
+    if cfg.drop_test_overlap:
+        ids = {o["id"] for o in overlap_rows}
+        before = len(train)
+        train = drop_ids(train, ids)
+        stats["train"]["test_overlap_dropped"] = before - len(train)
+        dropped_overlap += before - len(train)
+        if given_val is not None:
+            before = len(given_val)
+            given_val = drop_ids(given_val, ids)
+            stats["validation"]["test_overlap_dropped"] = before - len(given_val)
+            dropped_overlap += before - len(given_val)
+    log.info("exact duplicates removed from train: %d; train rows overlapping test: %d (%d dropped)",
+             len(dup_train), len(overlap_rows), dropped_overlap)
+
+    # 6. flagged rows (train/validation only)
+    filtering = bool(cfg.drop_flagged or cfg.drop_flags)
+    if filtering:
+        train, gone = drop_flagged(train, cfg.drop_flags)
+        stats["train"]["flagged_dropped"] = len(gone)
+        if given_val is not None:
+            given_val, gone = drop_flagged(given_val, cfg.drop_flags)
+            stats["validation"]["flagged_dropped"] = len(gone)
+    if not train:
+        raise ValueError("no train rows left after removing duplicates, test overlap and flagged rows; "
+                         "drop fewer flags (--drop-flags) or turn --drop-flagged off")
+
+    # 7. validation: the given split, else carved from train (seeded)
+    if given_val is not None:
+        val = given_val
+        val_note = f"the dataset's own validation split ({len(val)} rows); val_size is not used"
+    else:
+        train, val = carve_validation(train, cfg.val_size, cfg.seed)
+        stats["train"]["moved_to_validation"] = len(val)
+        val_note = f"{len(val)} rows carved from train (val_size={cfg.val_size}, seed={cfg.seed}), source order kept"
+    written = {"train": train, "validation": val, "test": test}
+    for name, recs in written.items():
+        stats[name]["written"] = len(recs)
+        stats[name]["written_flagged"] = sum(bool(flag_names(r)) for r in recs)
+
+    # 8. write splits, plots, report; the marker last
+    for name, recs in written.items():
+        io.write_jsonl(data_dir / SPLIT_FILES[name], (_record(r) for r in recs))
+    plots = rep.write_plots(written, data_dir)
+    report = {
+        "source": {"data": cfg.data, "note": note, "origins": {n: s.origin for n, s in splits.items()}},
+        "config": to_dict(cfg),
+        "splits": {name: stats[name] for name in SPLITS},
+        "validation": val_note,
+        "cleaning": cleaning,
+        "flags": flags,
+        "filtering": {"drop_flagged": filtering, "drop_flags": list(cfg.drop_flags)},
+        "duplicates": dups,
+        "test_overlap": {"rows": overlap_rows, "drop": cfg.drop_test_overlap, "dropped": dropped_overlap},
+        "examples": rep.examples(every),
+        "lengths": {name: rep.length_stats(recs) for name, recs in written.items()},
+        "plots": plots,
+        "files": {name: SPLIT_FILES[name] for name in SPLITS},
+    }
+    io.write_json(data_dir / "report.json", report)
+    io.write_text(data_dir / "report.md", rep.render_markdown(report))
+    io.mark_done(cfg.out, STAGE, {"config": to_dict(cfg), "rows": {n: len(r) for n, r in written.items()}})
+
+    share = flags["all"]["any"] / max(1, flags["all"]["rows"])
+    return (f"data: wrote {data_dir}/{{train,validation,test}}.jsonl ({len(train)}/{len(val)}/{len(test)} rows), "
+            f"report.md, report.json and {len(plots)} plots; {flags['all']['any']} of {flags['all']['rows']} "
+            f"rows flagged ({share:.0%}, generic {flags['share']['generic']:.0%}); "
+            f"{len(dup_train)} duplicates removed, {len(overlap_rows)} train rows overlap test "
+            f"({dropped_overlap} dropped)")
