@@ -1,0 +1,201 @@
+"""The evaluate stage: score an eval.csv (prompt, ground_truth, base_output, fine_tuned_output).
+
+Top to bottom: read and check the CSV, score every model's letters against ``ground_truth`` (ROUGE-L,
+BERTScore, repetition) and against the inputs parsed from ``prompt`` (grounding), then write, in the run
+directory, ``results_per_example.csv``, ``eval_summary.csv`` and ``metrics.json``. A finished evaluation of
+the same file (same path, size and modification time) with the same scorer is not redone unless forced.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from covertune import io
+from covertune.config import EvaluateConfig
+from covertune.metrics import bertscore, grounding, summary
+from covertune.metrics.repetition import repetition_ratio
+from covertune.metrics.rouge import rouge_l
+from covertune.prompt import COVER_LETTER_HEADER
+from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS
+
+log = logging.getLogger(__name__)
+
+STAGE = "evaluate"
+RESULTS_FILE = "results_per_example.csv"
+SUMMARY_FILE = "eval_summary.csv"
+METRICS_FILE = "metrics.json"
+RESULT_COLUMNS: tuple[str, ...] = (
+    "model", "prediction", "reference", "rougeL_f", "bert_precision", "bert_recall", "bert_f1",
+    "repetition_ratio", "example", "length_chars", "empty_output", *grounding.GROUNDING_COLUMNS,
+    "bertscore_hash", "prompt",
+)
+# a cell that is a bare number or a missing-value marker is not a letter (empty cells are allowed)
+_NOT_TEXT = re.compile(r"^\s*(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|none|null|n/a|na|#n/a|<na>|"
+                       r"[-+]?inf(?:inity)?|true|false)\s*$", re.I)
+
+
+def evaluate(cfg: EvaluateConfig) -> str:
+    out = Path(cfg.out)
+    path = Path(cfg.eval_csv) if cfg.eval_csv else out / "eval.csv"
+    if not path.is_file():
+        hint = ("check --eval-csv" if cfg.eval_csv else
+                f"run `covertune generate --out {out}` first, or pass --eval-csv")
+        raise FileNotFoundError(f"{path} does not exist; {hint} (a CSV with the columns {', '.join(EVAL_COLUMNS)})")
+    spec = bertscore.resolve(cfg.bertscore_model, cfg.bertscore_layers, cfg.bertscore_rescale)
+    key = {"input": _file_id(path), "bertscore_hash": bertscore.scorer_hash(spec)}
+    if not cfg.force and _complete(out, key):
+        return f"evaluate: {out} already scored {path} (use --force to score again)"
+
+    # ---- read and check
+    frame, models = read_eval_csv(path)
+    n = len(frame)
+    log.info("scoring %d examples x %d model(s) from %s", n, len(models), path)
+    inputs = [grounding.try_parse_prompt(p) for p in frame["prompt"]]
+    parsed = sum(x is not None for x in inputs)
+    if parsed < n:
+        log.warning("%d of %d prompts are not in covertune's prompt schema: their grounding metrics are NaN",
+                    n - parsed, n)
+
+    # ---- score: text overlap, repetition and grounding per letter
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    rows = []
+    for model in models:
+        col = MODEL_COLUMNS[model]
+        for i in tqdm(range(n), desc=f"ROUGE-L + grounding ({model})", unit="letter"):
+            letter, reference = frame.at[i, col], frame.at[i, "ground_truth"]
+            rows.append({"model": model, "prediction": letter, "reference": reference,
+                         "rougeL_f": rouge_l(reference, letter),
+                         "repetition_ratio": repetition_ratio(letter), "example": i,
+                         "length_chars": len(letter), "empty_output": float(not letter.strip()),
+                         **grounding.ground(letter, inputs[i]), "prompt": frame.at[i, "prompt"]})
+    t_overlap = time.time() - t0
+
+    # ---- BERTScore: every (letter, reference) pair in one pass; base and fine-tuned letters of an
+    # example side by side, so the scorer encodes their shared reference once
+    t0 = time.time()
+    order = sorted(range(len(rows)), key=lambda j: (rows[j]["example"], j))
+    P, R, F, scorer_hash = bertscore.bert_score([rows[j]["prediction"] for j in order],
+                                                [rows[j]["reference"] for j in order], spec,
+                                                device=cfg.device, batch_size=cfg.bertscore_batch_size)
+    for k, j in enumerate(order):
+        rows[j].update(bert_precision=P[k], bert_recall=R[k], bert_f1=F[k], bertscore_hash=scorer_hash)
+    t_bert = time.time() - t0
+
+    # ---- summarise and write
+    results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
+    masks = summary.subset_masks(frame, [MODEL_COLUMNS[m] for m in models])
+    subsets = {name: [int(i) for i in frame.index[mask]] for name, mask in masks.items()}
+    table = summary.summarize(results, subsets, models)
+    table.insert(3, "bertscore_hash", scorer_hash)
+    metrics = {
+        "input": {**key["input"], "rows": n},
+        "models": models,
+        "bertscore": {"model": cfg.bertscore_model, "hash": scorer_hash,
+                      "num_layers": spec.num_layers if spec else None, "idf": False,
+                      "rescale_with_baseline": bool(spec and spec.rescale_with_baseline)},
+        "rouge": {"variant": "rougeL", "use_stemmer": False, "summary": "plain mean"},
+        "empty_outputs": {m: int(results.loc[results["model"] == m, "empty_output"].sum()) for m in models},
+        "prompts_parsed": parsed,
+        "subsets": summary.summary_json(table, subsets, models),
+        "metric_info": {m: {"label": label, "higher_is_better": hib} for m, (label, hib) in summary.METRICS.items()},
+        "seconds": {"overlap_and_grounding": round(t_overlap, 2), "bertscore": round(t_bert, 2)},
+    }
+    io.write_csv(out / RESULTS_FILE, results)
+    io.write_csv(out / SUMMARY_FILE, table)
+    io.write_json(out / METRICS_FILE, metrics)
+    io.mark_done(out, STAGE, key)
+
+    full = metrics["subsets"]["full"]["models"]
+    headline = ", ".join(f"{m} {_fmt(full[m]['rougeL_f']['mean'])}" for m in models)
+    bert = ", ".join(f"{m} {_fmt(full[m]['bert_f1']['mean'])}" for m in models) if spec else "skipped"
+    return (f"evaluate: scored {n} examples x {len(models)} model(s) from {path} -> {out / RESULTS_FILE}, "
+            f"{SUMMARY_FILE}, {METRICS_FILE}\n  ROUGE-L F1 (full): {headline}\n  BERTScore F1 (full): {bert} "
+            f"[{scorer_hash}]")
+
+
+def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The CSV as strings, checked; and the models it has outputs for (base, fine_tuned or both)."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty; expected a CSV with the header {','.join(EVAL_COLUMNS)}") from None
+    except pd.errors.ParserError as e:
+        raise ValueError(f"{path} is not a readable CSV ({e})") from None
+    present = list(frame.columns)
+    need = ["prompt", "ground_truth"]
+    missing = [c for c in need if c not in present]
+    cols = [c for c in MODEL_COLUMNS.values() if c in present]
+    if not cols:
+        missing += [c for c in MODEL_COLUMNS.values()]
+    if missing:
+        raise ValueError(f"{path} lacks the column(s) {', '.join(missing)}; it has {', '.join(present) or 'none'}. "
+                         f"Expected {', '.join(EVAL_COLUMNS)} (at least one of the two model columns)")
+    if frame.empty:
+        raise ValueError(f"{path} has a header but no rows")
+    frame = frame.reset_index(drop=True)
+    problems = []
+    for i, text in enumerate(frame["ground_truth"]):
+        if not text.strip():
+            problems.append(f"example {i} (data row {i + 1}), column ground_truth: empty; every example needs a "
+                            "reference letter (drop the row or fill it in)")
+    for col in ["ground_truth", *cols]:
+        for i, text in enumerate(frame[col]):
+            if text.strip() and _NOT_TEXT.match(text):
+                problems.append(f"example {i} (data row {i + 1}), column {col}: {text.strip()[:20]!r} is not a "
+                                "letter (a number or a missing-value marker); fix the cell, or leave it empty for "
+                                "a missing output")
+    if problems:
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise ValueError(f"{path}: {len(problems)} bad cell(s):\n  " + "\n  ".join(problems[:10]) + more)
+    models = []
+    for model, col in MODEL_COLUMNS.items():
+        if col not in cols:
+            continue
+        empty = int((frame[col].str.strip() == "").sum())
+        if empty == len(frame):
+            log.warning("%s: column %s is empty in every row: %s is not scored", path, col, model)
+            continue
+        if empty:
+            log.warning("%s: %d empty %s cell(s): they score 0 and are counted in metrics.json", path, empty, col)
+        echoed = int(frame[col].str.lstrip().str.startswith("### Job Description").sum())
+        if echoed:
+            log.warning("%s: %d %s cell(s) start with the prompt: they are scored as they are, which lowers every "
+                        "score. Keep only the letter (covertune.prompt.extract_letter)", path, echoed, col)
+        headers = int(frame[col].str.contains(COVER_LETTER_HEADER, regex=False).sum()) - echoed
+        if headers > 0:
+            log.info("%s: %d %s cell(s) contain a %r section after the letter (the model went on writing); "
+                     "scored as they are", path, headers, col, COVER_LETTER_HEADER)
+        models.append(model)
+    if not models:
+        raise ValueError(f"{path}: the model column(s) {', '.join(cols)} are empty in every row; nothing to score")
+    return frame, models
+
+
+def _file_id(path: Path) -> dict:
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _complete(out: Path, key: dict) -> bool:
+    if not io.is_done(out, STAGE):
+        return False
+    if not all((out / f).is_file() for f in (RESULTS_FILE, SUMMARY_FILE, METRICS_FILE)):
+        return False
+    try:
+        import json
+
+        return json.loads(io.stage_marker(out, STAGE).read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        return False
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"

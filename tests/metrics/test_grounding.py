@@ -1,0 +1,198 @@
+"""Grounding rules on hand-made cases, and the prompt parser against real rows."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from covertune.metrics import grounding as g
+from covertune.prompt import render_prompt
+from covertune.records import INPUT_FIELDS, from_source_row, inputs_of
+
+
+def inputs(**kw) -> dict:
+    return {k: kw.get(k, "") for k in INPUT_FIELDS}
+
+
+# ---------------------------------------------------------------- parse_prompt
+
+
+def _no_none(record: dict) -> dict:
+    # a field that is literally "None" renders like an empty one; both parse back as ""
+    return {k: "" if v == "None" else v for k, v in record.items()}
+
+
+def test_parse_inverts_render_on_real_rows(dataset_dir):
+    n = 0
+    for split in ("train", "test"):
+        frame = pd.read_csv(dataset_dir / f"{split}.csv", dtype=str, keep_default_na=False)
+        for row in frame.to_dict("records"):
+            record = inputs_of(from_source_row(row))
+            assert g.parse_prompt(render_prompt(record)) == _no_none(record)
+            n += record == _no_none(record)
+    assert n > 1100  # all but a handful of rows round-trip exactly
+
+
+def test_parse_reads_the_reference_prompts(reference_dir, dataset_dir):
+    ref = pd.read_csv(reference_dir / "cleaned_eval.csv", dtype=str, keep_default_na=False)
+    test = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False)
+    for prompt, row in zip(ref.prompt, test.to_dict("records")):
+        assert g.parse_prompt(prompt) == _no_none(inputs_of(from_source_row(row)))
+
+
+def test_parse_none_fields_and_chat_wrapping():
+    record = inputs(job_title="Data Scientist", hiring_company="XYZ Corp", applicant_name="Ann Lee",
+                    skillsets="Python\nSQL")
+    prompt = render_prompt(record)
+    assert "Qualifications: None" in prompt
+    assert g.parse_prompt(prompt) == record
+    wrapped = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n"
+    assert g.parse_prompt(wrapped) == record
+    with pytest.raises(ValueError, match="prompt schema"):
+        g.parse_prompt("Write a cover letter for a data scientist.")
+    assert g.try_parse_prompt("") is None
+
+
+# ---------------------------------------------------------------- mentions
+
+
+def test_name_mentioned():
+    assert g.name_mentioned("Sincerely,\nJohn Smith", "John Smith") == 1.0
+    assert g.name_mentioned("regards, JOHN   SMITH", "John Smith") == 1.0
+    assert g.name_mentioned("I, John, ... Best, Smith", "John A. Smith") == 1.0  # first + last
+    assert g.name_mentioned("Sincerely, John", "John Smith") == 0.0
+    assert g.name_mentioned("Sincerely, Johnny Smithers", "John Smith") == 0.0  # whole words only
+    assert math.isnan(g.name_mentioned("anything", ""))
+
+
+def test_company_mentioned():
+    assert g.company_mentioned("I admire XYZ Corporation's mission", "XYZ Corporation") == 1.0
+    assert g.company_mentioned("the role at XYZ Corp.", "XYZ Corporation") == 1.0  # legal suffix optional
+    assert g.company_mentioned("the role at xyz", "XYZ Inc.") == 1.0
+    assert g.company_mentioned("the role at ABC Company", "XYZ Company") == 0.0
+    assert g.company_mentioned("the role at your company", "Tech Solutions") == 0.0
+    assert math.isnan(g.company_mentioned("x", ""))
+
+
+def test_job_title_mentioned():
+    assert g.job_title_mentioned("the Senior Data Scientist role", " Senior Data Scientist") == 1.0
+    assert g.job_title_mentioned("the sr. data scientist role", "Senior Data Scientist") == 1.0
+    assert g.job_title_mentioned("the Data Scientist role", "Data Scientist (NLP)") == 1.0
+    assert g.job_title_mentioned("the Research & Development Engineer job", "Research and Development Engineer") == 1.0
+    assert g.job_title_mentioned("the Data Science team", "Data Scientist") == 0.0
+    assert g.job_title_mentioned("the Data Scientist role", "Senior Data Scientist") == 0.0
+
+
+# ---------------------------------------------------------------- skills
+
+
+def test_split_skills():
+    labels = [s.label for s in g.split_skills("Python, R, SQL, and machine learning; Communication skills")]
+    assert labels == ["Python", "R", "SQL", "machine learning", "Communication skills"]
+    skills = g.split_skills("Programming languages (Python, Java), Cloud computing and Docker")
+    assert [s.label for s in skills] == ["Programming languages", "Cloud computing", "Docker"]
+    assert skills[0].alternatives == ("Programming languages", "Python", "Java")
+    labels = [s.label for s in g.split_skills("Hard Skills: Python, Java\nSoft Skills: teamwork, problem-solving")]
+    assert labels == ["Python", "Java", "teamwork", "problem-solving"]
+    labels = [s.label for s in g.split_skills("Proficient in SQL; Strong knowledge of NLP; Excellent communication")]
+    assert labels == ["SQL", "NLP", "communication"]
+    assert g.split_skills("") == []
+    assert [s.label for s in g.split_skills("Python, python")] == ["Python"]
+
+
+def test_skill_coverage():
+    letter = ("I write Python and Java daily, and I am a strong problem-solving engineer with excellent "
+              "communication. R&D interests me.")
+    total, mentioned, missing = g.skill_coverage(
+        letter, "Programming (Python, Java), problemsolving, Communication skills, R, C++, Kubernetes")
+    assert (total, mentioned) == (6, 4)
+    assert missing == ["C++", "Kubernetes"]
+    assert g.skill_coverage("I know C++ and C#.", "C++, C#, C")[:2] == (3, 2)
+    assert g.skill_coverage("Regression models", "R")[1] == 0  # "R" never matches inside a word
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def test_sum_of_resume_numbers_supports_a_claim():
+    resume = inputs(past_experience="Analyst at ABC for 3 years", current_experience="Scientist at DEF for 4 years")
+    claimed, unsupported = g.number_claims("With 7 years of experience and 3 years at ABC", resume)
+    assert [n.value for n in claimed] == [7, 3]
+    assert unsupported == []
+    claimed, unsupported = g.number_claims("With over 5 years of experience", resume)
+    assert [n.text for n in unsupported] == ["5"]
+
+
+def test_numbers_in_the_inputs_are_supported():
+    inp = inputs(qualifications="5+ years of experience, improved retention by 20%",
+                 preferred_qualifications="4+ years of Python, 2+ years of SQL")
+    assert g.number_claims("I have 5+ years of experience and raised retention 20 %", inp)[1] == []
+    assert g.number_claims("I bring 4 years of Python", inp)[1] == []
+    # job-description requirements are not added up: 4 + 2 does not support 6
+    assert [n.text for n in g.number_claims("I have 6 years of experience", inp)[1]] == ["6"]
+    # percentages and money are claims too
+    assert [n.text for n in g.number_claims("cut costs by 30% and saved $1,000", inp)[1]] == ["30%", "$1,000"]
+
+
+def test_what_is_not_a_number_claim():
+    letter = ("June 5, 2023\n\n1. Experience with J2EE, 5G, word2vec and Lumen5.\n(2) Call (555) 123-4567.\n"
+              "Support 24/7 since 05/06/2021. Question 3: why? [123 Your Street] May 2020")
+    assert g.extract_numbers(letter) == []
+
+
+def test_spelled_numbers_and_years():
+    nums = g.extract_numbers("I have five years of experience, one of the best, ten projects, two-thirds")
+    assert [(n.text, n.value) for n in nums] == [("five", 5.0), ("ten", 10.0)]
+    assert g.extract_numbers("twenty-five years")[0].value == 25
+    inp = inputs(past_experience="Developer at ABC since 2015 (3 years)", current_experience="Lead (2 years)")
+    claimed, unsupported = g.number_claims("Since 2015 I have 5 years; in 2018 I led a team", inp)
+    assert [n.text for n in unsupported] == ["2018"]
+    assert claimed[0].kind == "year"
+
+
+def test_subset_sum():
+    assert g._is_subset_sum(7, [3, 4])
+    assert g._is_subset_sum(9, [2, 3, 4])
+    assert not g._is_subset_sum(5, [3, 4])
+    assert g._is_subset_sum(4.5, [1.5, 3])
+    assert not g._is_subset_sum(6, [3])  # each input number is used once
+
+
+# ---------------------------------------------------------------- organisations
+
+
+def test_find_orgs():
+    letter = ("At XYZ Corporation I led projects. Before that I worked at Google, Amazon and Meta. "
+              "I studied at Stanford University and hold a degree from University of Texas at Austin. "
+              "My experience with Python and [Company Name] templates helps. Data Science is my field. "
+              "I am certified at SE Level 1. Thank you,\nJohn Smith")
+    orgs = g.find_orgs(letter)
+    assert orgs == ["XYZ Corporation", "Google", "Amazon", "Meta", "Stanford University", "University of Texas",
+                    "Austin"]
+
+
+def test_unsupported_orgs():
+    inp = inputs(hiring_company="XYZ Corporation", current_experience="Data Scientist at DEF Company",
+                 past_experience="Analyst at Google", qualifications="BSc from MIT")
+    letter = ("I am excited to join XYZ Corp's team. At DEF Company and at Google I built models; "
+              "I studied at MIT. I also interned at Initech Labs and at ABC Company.")
+    assert g.unsupported_orgs(letter, inp) == ["Initech Labs", "ABC Company"]
+    assert g.unsupported_orgs("I want to work at XYZ.", inp) == []
+
+
+def test_ground_columns():
+    inp = inputs(applicant_name="Ann Lee", hiring_company="XYZ Corp", job_title="Data Scientist",
+                 skillsets="Python, SQL", past_experience="3 years at ABC Inc", current_experience="4 years")
+    row = g.ground("Dear XYZ Corp, as a Data Scientist with 7 years (and over 9 years) in Python at Initech "
+                   "Labs, I apply. Ann Lee", inp)
+    assert list(row) == list(g.GROUNDING_COLUMNS)
+    assert (row["name_mentioned"], row["company_mentioned"], row["job_title_mentioned"]) == (1.0, 1.0, 1.0)
+    assert (row["skills_total"], row["skills_mentioned"], row["skills_coverage"]) == (2, 1, 0.5)
+    assert row["skills_missing_list"] == "SQL"
+    assert row["numbers_claimed_list"] == "7; 9"
+    assert (row["unsupported_numbers"], row["unsupported_numbers_list"]) == (1, "9")
+    assert (row["unsupported_orgs"], row["unsupported_orgs_list"]) == (1, "Initech Labs")
+    unknown = g.ground("a letter", None)
+    assert math.isnan(unknown["name_mentioned"]) and unknown["unsupported_orgs_list"] == ""
