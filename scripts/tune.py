@@ -3,7 +3,7 @@
 
 Each variant of a grid (YAML) is trained into its own run directory under --root, generates letters
 for the validation split, and is scored there (ROUGE-L F1, repetition ratio). The best variant by
-validation ROUGE-L among those within the repetition bound is written to <root>/best.yaml; with
+validation ROUGE-L (optionally among those within a repetition bound) is written to <root>/best.yaml; with
 --final it then generates base and fine-tuned letters for the test split into <root>/<best>/eval.csv.
 The test split plays no part in the choice. Finished variants are kept in <root>/tuning.csv and are
 not run again, so an interrupted sweep resumes.
@@ -51,7 +51,8 @@ def main() -> None:
     ap.add_argument("--grid", required=True, help="YAML: {variants: [{name, train: {...}, generate: {...}, reuse: name}]}")
     ap.add_argument("--root", default="runs/tune")
     ap.add_argument("--only", nargs="*", help="run only these variants")
-    ap.add_argument("--max-repetition", type=float, default=0.36)
+    ap.add_argument("--max-repetition", type=float, default=None,
+                    help="only variants at or under this validation repetition ratio can be chosen")
     ap.add_argument("--final", action="store_true", help="generate the test split with the best variant")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -101,7 +102,7 @@ def main() -> None:
         io.write_csv(table_path, pd.DataFrame(rows))
 
     table = pd.DataFrame(rows)
-    ok = table[table["val_repetition"] <= args.max_repetition]
+    ok = table if args.max_repetition is None else table[table["val_repetition"] <= args.max_repetition]
     best = (ok if len(ok) else table).sort_values("val_rougeL", ascending=False).iloc[0]
     chosen = next(v for v in variants if v["name"] == best["name"])
     io.write_text(root / "best.yaml", yaml.safe_dump({"chosen_on": "validation", **chosen}, sort_keys=False))

@@ -76,6 +76,7 @@ class TrainConfig:
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory")
     group_by_length: bool = opt(False, "Batch examples of similar length together (less padding)")
     drop_flagged: bool = opt(False, "Skip train rows that the data stage flagged")
+    drop_flags: list[str] = opt([], "Skip only train rows with these flags (e.g. generic too_short)")
     logging_steps: int = opt(10, "Log the training loss every N optimizer steps")
     eval_strategy: str = opt("epoch", "When to compute validation loss: epoch, steps or no")
     save_strategy: str = opt("epoch", "When to checkpoint: epoch, steps or no")

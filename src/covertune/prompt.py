@@ -27,6 +27,8 @@ TEMPLATE = (
 # The reference formatted nulls with Python's str(None); "None" keeps its prompts byte for byte.
 REFERENCE_MISSING_TEXT = "None"
 PROMPT_FORMATS = ("raw", "chat")
+# Between the raw prompt and the letter in the training text; generation feeds its tokens after the prompt.
+LETTER_SEPARATOR = "\n\n"
 
 
 def render_prompt(record: dict, missing_text: str = REFERENCE_MISSING_TEXT) -> str:

@@ -1,0 +1,493 @@
+"""Generate base and fine-tuned letters for a split and write ``eval.csv``.
+
+Both passes share one loaded base model: the adapter is switched off for the base pass (or the
+fine-tuned pass reads a merged folder instead). Prompts go through ``model.generate`` in batches grouped
+by token length, left-padded with a pad token distinct from EOS; only the new tokens are decoded and the
+letter is extracted from them. Every finished batch is appended to a journal
+(``<out>/.generate/<split>.<model>.jsonl``), so an interrupted run resumes where it stopped;
+``eval.csv`` is written atomically once every row is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from covertune import io, models
+from covertune.config import GenerateConfig
+from covertune.merge import read_train_config
+from covertune.prompt import LETTER_SEPARATOR, PROMPT_FORMATS, extract_letter, render_prompt, wrap_chat
+from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD
+
+log = logging.getLogger(__name__)
+
+MODEL_NAMES = tuple(MODEL_COLUMNS)  # ("base", "fine_tuned")
+STATS_FILE = "generate_stats.json"
+
+
+# ---------------------------------------------------------------- decoding settings
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """What ``model.generate`` is told. The defaults are the reference's: greedy, 512 new tokens."""
+
+    max_new_tokens: int = 512
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    seed: int = 42
+
+    def generate_kwargs(self) -> dict:
+        # Every knob is passed explicitly: a model's generation_config.json (Llama-2-chat's samples at
+        # temperature 0.6) must not change what "greedy" means.
+        kw = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, num_beams=1,
+                  repetition_penalty=self.repetition_penalty)
+        if self.do_sample:
+            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:  # the neutral values, so transformers does not warn about sampling flags under greedy
+            kw.update(temperature=1.0, top_p=1.0, top_k=50)
+        return kw
+
+    def identity(self) -> dict:
+        """The settings that change outputs (sampling knobs only matter when sampling)."""
+        d = asdict(self)
+        if not self.do_sample:
+            for k in ("temperature", "top_p", "top_k", "seed"):
+                d.pop(k)
+        return d
+
+
+def stop_token_ids(tokenizer, model=None) -> list[int]:
+    """The tokenizer's EOS plus the model's generation_config EOS ids (e.g. chat models' end-of-turn)."""
+    ids = [tokenizer.eos_token_id]
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None)
+    ids += extra if isinstance(extra, (list, tuple)) else [extra]
+    return sorted({int(i) for i in ids if i is not None})
+
+
+# ---------------------------------------------------------------- resume journal
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def settings_hash(settings: dict) -> str:
+    return _sha(json.dumps(settings, sort_keys=True, default=str))[:16]
+
+
+class Journal:
+    """Append-only record of finished rows, ``{"index", "output", "new_tokens", "prompt_sha"}`` per line,
+    after a header line holding the hash of the settings that shape outputs. A journal with another hash
+    (a changed model, adapter, prompt format or decoding setting) is discarded and started fresh; a row
+    whose prompt changed is generated again."""
+
+    def __init__(self, path: str | os.PathLike, settings: dict, fresh: bool = False):
+        self.path = Path(path)
+        self.settings = settings
+        self.key = settings_hash(settings)
+        self.rows: dict[int, dict] = {}
+        if self.path.exists() and not fresh:
+            self._load()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # rewrite cleanly (drops a line cut off by a crash, or a stale journal), then append to it
+        header = {"settings_hash": self.key, "settings": settings}
+        io.write_jsonl(self.path, [header, *(self.rows[i] for i in sorted(self.rows))])
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def _load(self) -> None:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("settings_hash") != self.key:
+            log.info("%s was written with other settings; starting it afresh", self.path)
+            return
+        for line in lines[1:]:
+            try:
+                row = json.loads(line)
+                self.rows[int(row["index"])] = row
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # a line cut off by a crash: that row is generated again
+
+    def lookup(self, index: int, prompt: str) -> dict | None:
+        row = self.rows.get(index)
+        return row if row is not None and row.get("prompt_sha") == _sha(prompt) else None
+
+    def append(self, rows: Sequence[dict]) -> None:
+        for row in rows:
+            self.rows[int(row["index"])] = row
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---------------------------------------------------------------- batched generation
+
+
+def _device(model) -> torch.device:
+    dev = getattr(model, "device", None)
+    return dev if isinstance(dev, torch.device) else next(model.parameters()).device
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for n, r in enumerate(rows):
+        if r:
+            ids[n, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            mask[n, width - len(r):] = 1
+    return ids, mask
+
+
+def check_pad(tokenizer, stop_ids: Sequence[int]) -> int:
+    pad = tokenizer.pad_token_id
+    if pad is None or pad in stop_ids:
+        raise ValueError("the tokenizer's pad token must exist and differ from EOS (else a finished row "
+                         "cannot be told from padding); load it with covertune.models.load_tokenizer")
+    return int(pad)
+
+
+def generate_token_ids(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
+                       decoding: Decoding = Decoding(), indices: Sequence[int] | None = None,
+                       add_special_tokens: bool = True, suffix_ids: Sequence[int] = ()
+                       ) -> Iterator[tuple[list[int], list[list[int]]]]:
+    """Yield ``(row indices, new token ids per row)`` batch by batch for ``prompts[indices]``.
+
+    Each prompt is tokenized (``add_special_tokens``) and ``suffix_ids`` appended (see ``prompt_encoding``).
+
+    Rows are grouped by prompt length (longest first, so a batch that does not fit in memory fails at
+    once), left-padded, and cut after their first stop token (which is kept); padding after it is not."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    stop = stop_token_ids(tokenizer, model)
+    pad = check_pad(tokenizer, stop)
+    indices = list(range(len(prompts))) if indices is None else list(indices)
+    if not indices:
+        return
+    encoded = tokenizer([prompts[i] for i in indices], add_special_tokens=add_special_tokens)["input_ids"]
+    lengths = {i: list(ids) + list(suffix_ids) for i, ids in zip(indices, encoded)}
+    order = sorted(indices, key=lambda i: (-len(lengths[i]), i))
+    device = _device(model)
+    kwargs = decoding.generate_kwargs()
+    stop_set = set(stop)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        ids, mask = _left_pad([lengths[i] for i in batch], pad)
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                 eos_token_id=stop, pad_token_id=pad, **kwargs)
+        new_rows = []
+        for row in out[:, ids.shape[1]:].tolist():
+            cut = next((k + 1 for k, t in enumerate(row) if t in stop_set), len(row))
+            new_rows.append(row[:cut])
+        yield batch, new_rows
+
+
+def generate_letters(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
+                     max_new_tokens: int = 512, *, do_sample: bool = False, temperature: float = 1.0,
+                     top_p: float = 1.0, top_k: int = 50, repetition_penalty: float = 1.0, seed: int = 42,
+                     add_special_tokens: bool = True, suffix_ids: Sequence[int] = (),
+                     journal: Journal | None = None,
+                     stats: dict | None = None, progress: bool = True, desc: str = "letters") -> list[str]:
+    """The letter for every prompt (decoded new tokens, special tokens skipped, extract_letter applied).
+
+    ``prompts`` are the model inputs as text (see ``model_inputs``); pass ``**prompt_encoding(format,
+    tokenizer)`` for how they are tokenized, as the train stage did.
+    With a ``journal``, rows it holds are not generated again and each finished batch is appended to it.
+    ``stats``, if given, receives letters, resumed, new_tokens and seconds of this call."""
+    from tqdm.auto import tqdm
+
+    decoding = Decoding(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                        top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
+    letters: list[str | None] = [None] * len(prompts)
+    if journal is not None:
+        for i, p in enumerate(prompts):
+            row = journal.lookup(i, p)
+            if row is not None:
+                letters[i] = row["output"]
+    pending = [i for i, letter in enumerate(letters) if letter is None]
+    if do_sample and pending:
+        from transformers import set_seed
+
+        set_seed(seed)
+    done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(pending), desc=desc, unit="letter",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for batch, rows in generate_token_ids(model, tokenizer, prompts, batch_size, decoding, pending,
+                                              add_special_tokens, suffix_ids):
+            records = []
+            for i, ids in zip(batch, rows):
+                letters[i] = extract_letter(tokenizer.decode(ids, skip_special_tokens=True))
+                records.append({"index": i, "output": letters[i], "new_tokens": len(ids),
+                                "prompt_sha": _sha(prompts[i])})
+                done_tokens += len(ids)
+            if journal is not None:
+                journal.append(records)
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            done_letters += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix({"letters/s": f"{done_letters / elapsed:.2f}",
+                             "tok/s": f"{done_tokens / elapsed:.0f}"})
+    finally:
+        bar.close()
+        if stats is not None:
+            stats.update(letters=done_letters,
+                         resumed=len(prompts) - len(pending), new_tokens=done_tokens,
+                         seconds=round(time.perf_counter() - t0, 3))
+    return letters  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def model_inputs(records: Sequence[dict], prompt_format: str, tokenizer) -> list[str]:
+    """What the model reads for each record, as text: the raw schema, or the schema inside the chat
+    template. The raw format's separator is added as token ids (``prompt_encoding``), not as text."""
+    if prompt_format == "chat":
+        return [wrap_chat(render_prompt(r), tokenizer) for r in records]
+    return [render_prompt(r) for r in records]
+
+
+def separator_ids(tokenizer, separator: str = LETTER_SEPARATOR, probe: str = "Dear") -> list[int]:
+    r"""The token ids the separator has in the training text, where it precedes the letter.
+
+    Appending ``separator`` to the prompt as text would not give them: byte-level BPE tokenizers
+    (SmolLM2, GPT-2) encode a trailing "\n\n" as one token but "\n\nDear" as "\n", "\n", "Dear", so the
+    fine-tuned model would be fed a token it never saw there. These are the whitespace-only leading
+    tokens of ``separator + probe`` tokenized alone, as the train stage tokenizes separator + letter."""
+    ids = tokenizer(separator + probe, add_special_tokens=False)["input_ids"]
+    out: list[int] = []
+    for i in ids:
+        if tokenizer.decode(out + [i]).strip():
+            break
+        out.append(i)
+    return out
+
+
+def prompt_encoding(prompt_format: str, tokenizer) -> dict:
+    """How model_inputs' texts are tokenized, as in training: raw: the tokenizer's special tokens (BOS)
+    plus the separator's ids after the prompt; chat: the template's text alone (it holds its own
+    special tokens), the assistant turn's header being the last thing fed."""
+    if prompt_format == "chat":
+        return {"add_special_tokens": False, "suffix_ids": []}
+    return {"add_special_tokens": True, "suffix_ids": separator_ids(tokenizer)}
+
+
+def _file_sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _folder_identity(path: Path, hash_contents: bool) -> dict:
+    """Name and contents of a model folder: full hashes for an adapter, sizes and times for a merged model."""
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
+    if hash_contents:
+        return {"path": str(path.resolve()), "files": {p.name: _file_sha(p) for p in files}}
+    return {"path": str(path.resolve()),
+            "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
+
+
+def _fine_tuned_source(cfg: GenerateConfig, out: Path) -> tuple[Path | None, Path | None]:
+    """(adapter, merged): the fine-tuned model's source; both None when there is none."""
+    if cfg.merged:
+        merged = Path(cfg.merged).expanduser()
+        if not (merged / "config.json").exists():
+            raise FileNotFoundError(f"merged model folder {merged} has no config.json; run `covertune merge` first")
+        return None, merged
+    adapter = Path(cfg.adapter).expanduser() if cfg.adapter else out / "adapter"
+    if (adapter / "adapter_config.json").exists():
+        return adapter, None
+    if cfg.adapter:
+        raise FileNotFoundError(f"no PEFT adapter at {adapter} (adapter_config.json missing)")
+    return None, None
+
+
+def _resolve_format(cfg: GenerateConfig, train_cfg: dict) -> str:
+    trained = train_cfg.get("prompt_format")
+    if cfg.prompt_format == "auto":
+        return trained if trained in PROMPT_FORMATS else "raw"
+    if cfg.prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt_format must be auto, raw or chat, got {cfg.prompt_format!r}")
+    if trained and trained != cfg.prompt_format:
+        log.warning("the adapter was trained with prompt_format %r but %r was asked for; the fine-tuned "
+                    "letters will likely be worse", trained, cfg.prompt_format)
+    return cfg.prompt_format
+
+
+def _validate(cfg: GenerateConfig) -> None:
+    bad = [m for m in cfg.models if m not in MODEL_NAMES]
+    if bad or not cfg.models:
+        raise ValueError(f"models must be a non-empty subset of {list(MODEL_NAMES)}, got {cfg.models}")
+    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
+        raise ValueError("batch_size and max_new_tokens must be at least 1")
+    if cfg.limit < 0:
+        raise ValueError(f"limit must be 0 (all rows) or positive, got {cfg.limit}")
+    if cfg.do_sample and cfg.temperature <= 0:
+        raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
+
+
+def _free(model) -> None:
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def generate(cfg: GenerateConfig) -> str:
+    _validate(cfg)
+    out = Path(cfg.out)
+    split_path = out / "data" / f"{cfg.split}.jsonl"
+    if not split_path.exists():
+        raise FileNotFoundError(f"{split_path} not found: run `covertune data --out {out}` first")
+    records = io.read_jsonl(split_path)
+    if cfg.limit:
+        records = records[:cfg.limit]
+    if not records:
+        raise ValueError(f"{split_path} has no rows")
+
+    adapter, merged = _fine_tuned_source(cfg, out)
+    if "fine_tuned" in cfg.models and adapter is None and merged is None:
+        raise FileNotFoundError(f"no adapter at {out / 'adapter'}: run `covertune train` first, pass --adapter "
+                                "or --merged, or generate base letters only with --models base")
+    train_cfg = read_train_config(merged or adapter) if (merged or adapter) else {}
+    if adapter is not None and "fine_tuned" in cfg.models:
+        from covertune.merge import check_base_model
+
+        check_base_model(cfg.model, train_cfg, adapter)
+    prompt_format = _resolve_format(cfg, train_cfg)
+    decoding = Decoding(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p, cfg.top_k,
+                        cfg.repetition_penalty, cfg.seed)
+
+    dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
+    common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
+              "prompt_format": prompt_format, "decoding": decoding.identity()}
+    if cfg.do_sample:
+        common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
+    settings = {"base": {**common, "model": "base"}}
+    if "fine_tuned" in cfg.models:
+        source = ({"merged": _folder_identity(merged, hash_contents=False)} if merged
+                  else {"adapter": _folder_identity(adapter, hash_contents=True)})
+        settings["fine_tuned"] = {**common, "model": "fine_tuned", **source}
+    run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
+                             "limit": cfg.limit, "data": _file_sha(split_path)})
+
+    output = out / cfg.output_file
+    marker = io.stage_marker(out, "generate")
+    if not cfg.force and marker.exists() and output.exists():
+        info = json.loads(marker.read_text(encoding="utf-8") or "{}")
+        if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
+            return f"generate: {output} is complete (use --force to generate again)"
+
+    tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    inputs = model_inputs(records, prompt_format, tokenizer)
+    encoding = prompt_encoding(prompt_format, tokenizer)
+    for m in settings:
+        settings[m]["encoding"] = encoding
+    journal_dir = out / ".generate"
+
+    loaded: dict[str, object] = {}  # "base" (plain or PeftModel) and/or "merged"
+    use_adapter = adapter is not None and merged is None and "fine_tuned" in cfg.models
+
+    def model_for(which: str):
+        if which == "fine_tuned" and merged is not None:
+            if "base" in loaded:
+                _free(loaded.pop("base"))
+            if "merged" not in loaded:
+                log.info("loading the merged model %s", merged)
+                loaded["merged"] = models.load_model(str(merged), "none", cfg.dtype, tokenizer=tokenizer,
+                                                     trust_remote_code=cfg.trust_remote_code).eval()
+            return loaded["merged"], contextlib.nullcontext()
+        if "base" not in loaded:
+            if "merged" in loaded:
+                _free(loaded.pop("merged"))
+            log.info("loading %s (%s)", cfg.model, dtype_name)
+            m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=tokenizer,
+                                  trust_remote_code=cfg.trust_remote_code)
+            if use_adapter:
+                from peft import PeftModel
+
+                log.info("loading the adapter %s", adapter)
+                m = PeftModel.from_pretrained(m, str(adapter))
+            loaded["base"] = m.eval()
+        m = loaded["base"]
+        return m, (m.disable_adapter() if which == "base" and use_adapter else contextlib.nullcontext())
+
+    outputs: dict[str, list[str]] = {}
+    stats: dict[str, dict] = {}
+    for which in cfg.models:
+        with Journal(journal_dir / f"{cfg.split}.{which}.jsonl", settings[which], fresh=cfg.force) as journal:
+            todo = sum(journal.lookup(i, p) is None for i, p in enumerate(inputs))
+            st: dict = {}
+            if todo:
+                model, ctx = model_for(which)
+                with ctx:
+                    outputs[which] = generate_letters(
+                        model, tokenizer, inputs, cfg.batch_size, cfg.max_new_tokens, do_sample=cfg.do_sample,
+                        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                        repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
+                        journal=journal, stats=st, desc=which, **encoding)
+                device = _device(model)
+                device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+                model = None  # so that freeing the base before the merged model's pass frees its memory
+            else:
+                outputs[which] = [journal.lookup(i, p)["output"] for i, p in enumerate(inputs)]
+                st = dict(letters=0, resumed=len(inputs), new_tokens=0, seconds=0.0)
+                device = None
+        secs = st["seconds"]
+        stats[which] = {**st, "letters_per_s": round(st["letters"] / secs, 3) if secs else None,
+                        "tokens_per_s": round(st["new_tokens"] / secs, 1) if secs else None,
+                        "batch_size": cfg.batch_size, "device": device, "dtype": dtype_name,
+                        "max_new_tokens": cfg.max_new_tokens}
+        if st["letters"]:
+            log.info("%s: %d letters, %d new tokens in %.1f s (%.2f letters/s, %.0f tokens/s)", which,
+                     st["letters"], st["new_tokens"], secs, stats[which]["letters_per_s"] or 0,
+                     stats[which]["tokens_per_s"] or 0)
+    for m in list(loaded):
+        _free(loaded.pop(m))
+
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "prompt": [render_prompt(r) for r in records],
+        "ground_truth": [str(r.get("cover_letter_raw") or r.get(TARGET_FIELD) or "").strip() for r in records],
+        **{MODEL_COLUMNS[m]: outputs.get(m, [""] * len(records)) for m in MODEL_NAMES},
+    }, columns=list(EVAL_COLUMNS))
+    io.write_csv(output, frame)
+    io.write_json(out / STATS_FILE, stats)
+    io.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
+                                   "split": cfg.split, "models": list(cfg.models),
+                                   "prompt_format": prompt_format, "stats": stats})
+    missing = [m for m in MODEL_NAMES if m not in cfg.models]
+    note = f"; {', '.join(MODEL_COLUMNS[m] for m in missing)} left empty" if missing else ""
+    return f"generate: wrote {output} ({len(records)} rows, {', '.join(cfg.models)}, {prompt_format} prompts){note}"

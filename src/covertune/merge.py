@@ -1,0 +1,109 @@
+"""Merge a LoRA adapter into its base model and save the full model.
+
+The base is loaded unquantized (fp16/bf16, or fp32 on the CPU) even when the adapter was trained on a
+4-bit or 8-bit base: merging into k-bit weights would round the adapter's small updates away. The merged
+model is written to a temporary folder beside ``<out>/merged`` and renamed into place, so a crash never
+leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from covertune import io, models
+from covertune.config import MergeConfig
+
+log = logging.getLogger(__name__)
+
+TRAIN_CONFIG_FILE = "covertune_train.json"  # written by the train stage into the adapter folder
+MERGE_INFO_FILE = "covertune_merge.json"
+
+
+def adapter_dir(out: str | Path, adapter: str = "") -> Path:
+    """The adapter folder: ``adapter`` if given, else ``<out>/adapter``; checked to hold an adapter."""
+    path = Path(adapter).expanduser() if adapter else Path(out) / "adapter"
+    if not (path / "adapter_config.json").exists():
+        hint = "" if adapter else "; run `covertune train` first or pass --adapter"
+        raise FileNotFoundError(f"no PEFT adapter at {path} (adapter_config.json missing){hint}")
+    return path
+
+
+def read_train_config(folder: str | Path) -> dict:
+    """The train stage's config saved beside an adapter (or a merged model); {} if there is none."""
+    path = Path(folder) / TRAIN_CONFIG_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg})") from e
+    return data if isinstance(data, dict) else {}
+
+
+def check_base_model(model: str, train_cfg: dict, adapter: Path) -> None:
+    """Warn when the base model named now is not the one the adapter was trained on."""
+    trained = train_cfg.get("model")
+    if not trained or trained == model:
+        return
+    try:
+        same = models.resolve_model(trained) == models.resolve_model(model)
+    except Exception:  # the trained-on model may not exist here; a name mismatch is still worth a word
+        same = False
+    if not same:
+        log.warning("the adapter in %s was trained on %r but the base model given is %r; "
+                    "pass --model %s if that is a mistake", adapter, trained, model, trained)
+
+
+def merge(cfg: MergeConfig) -> str:
+    out = Path(cfg.out)
+    target = out / "merged"
+    if io.is_done(out, "merge") and (target / "config.json").exists() and not cfg.force:
+        return f"merge: {target} is complete (use --force to merge again)"
+    adapter = adapter_dir(out, cfg.adapter)
+    train_cfg = read_train_config(adapter)
+    check_base_model(cfg.model, train_cfg, adapter)
+
+    dtype = models.compute_dtype(cfg.dtype)
+    dtype_name = str(dtype).replace("torch.", "")
+    trained_q = train_cfg.get("quantization", "none")
+    if trained_q not in ("", "none", None):
+        log.info("the adapter was trained on a %s-quantized base; merging into the unquantized %s base "
+                 "(merging into %s weights would lose the adapter's precision)", trained_q, dtype_name, trained_q)
+
+    from peft import PeftModel
+
+    log.info("loading %s in %s and the adapter %s", cfg.model, dtype_name, adapter)
+    tokenizer = models.load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    base = models.load_model(cfg.model, quantization="none", dtype=cfg.dtype, tokenizer=tokenizer,
+                             trust_remote_code=cfg.trust_remote_code)
+    peft_model = PeftModel.from_pretrained(base, str(adapter))
+    merged = peft_model.merge_and_unload()
+    merged.eval()
+
+    info = {"base_model": cfg.model, "base_model_path": models.resolve_model(cfg.model),
+            "adapter": str(adapter), "dtype": dtype_name, "trained_quantization": trained_q or "none"}
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out))
+    try:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if train_cfg:  # so generate's prompt_format 'auto' finds the training format in the merged folder too
+            io.write_json(tmp / TRAIN_CONFIG_FILE, train_cfg)
+        io.write_json(tmp / MERGE_INFO_FILE, info)
+        umask = os.umask(0)
+        os.umask(umask)
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp/mkstemp make private files; give them the usual modes
+            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    io.mark_done(out, "merge", info)
+    return f"merge: wrote {target} ({dtype_name}, base {cfg.model} + adapter {adapter})"

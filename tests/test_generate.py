@@ -1,0 +1,283 @@
+"""generate: eval.csv contract, letter-only outputs, batching equivalence, resume, limit, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from covertune import io, records
+from covertune.config import GenerateConfig
+from covertune.generate import (Decoding, Journal, check_pad, generate, generate_letters, generate_token_ids,
+                                model_inputs, prompt_encoding, stop_token_ids)
+from covertune.models import load_model, load_tokenizer
+from covertune.prompt import LETTER_SEPARATOR, render_prompt, wrap_chat
+
+try:
+    from test_merge import make_tiny_adapter
+except ImportError:  # tests/ imported as a package
+    from tests.test_merge import make_tiny_adapter
+
+N_ROWS = 6
+
+
+@pytest.fixture(scope="module")
+def test_records(dataset_dir):
+    frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(N_ROWS)
+    rows = []
+    for n, row in enumerate(frame.to_dict("records")):
+        rec = records.from_source_row(row)
+        rec.update(id=f"test-{n}", flags=[], missing_fields=[k for k in records.INPUT_FIELDS if not rec[k]])
+        rows.append(rec)
+    rows[1]["cover_letter_raw"] = "  The letter before cleaning.  "
+    return rows
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), quantization="none")
+
+
+@pytest.fixture
+def run_dir(tmp_path, test_records, adapter_dir):
+    """A run directory holding data/test.jsonl; the adapter stays outside it (passed with --adapter)."""
+    io.write_jsonl(tmp_path / "data" / "test.jsonl", test_records)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir), padding_side="left")
+    model = load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok).eval()
+    return model, tok
+
+
+def _cfg(run_dir, tiny_model_dir, adapter_dir=None, **kw):
+    base = dict(model=str(tiny_model_dir), out=str(run_dir), adapter=str(adapter_dir) if adapter_dir else "",
+                max_new_tokens=10, batch_size=2, dtype="fp32")
+    return GenerateConfig(**{**base, **kw})
+
+
+class CountGenerate:
+    """Wraps LlamaForCausalLM.generate: counts calls and can fail on the n-th one (an interruption)."""
+
+    def __init__(self, monkeypatch, fail_on: int | None = None):
+        from transformers import LlamaForCausalLM
+
+        self.calls, self.fail_on, original = 0, fail_on, LlamaForCausalLM.generate
+
+        def wrapped(model, *args, **kwargs):
+            self.calls += 1
+            if self.fail_on is not None and self.calls == self.fail_on:
+                raise KeyboardInterrupt("simulated interruption")
+            return original(model, *args, **kwargs)
+
+        monkeypatch.setattr(LlamaForCausalLM, "generate", wrapped)
+
+
+def test_eval_csv_contract(run_dir, tiny_model_dir, adapter_dir, test_records, monkeypatch):
+    counter = CountGenerate(monkeypatch)
+    msg = generate(_cfg(run_dir, tiny_model_dir, adapter_dir))
+    assert "wrote" in msg and counter.calls == 2 * 3  # two models, 6 rows in batches of 2
+    frame = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    assert tuple(frame.columns) == records.EVAL_COLUMNS
+    assert frame["prompt"].tolist() == [render_prompt(r) for r in test_records]  # split order, raw schema
+    assert frame["ground_truth"][1] == "The letter before cleaning."
+    assert frame["ground_truth"][0] == test_records[0]["cover_letter"].strip()
+    for col in ("base_output", "fine_tuned_output"):
+        for text, prompt in zip(frame[col], frame["prompt"]):
+            assert "### Job Description" not in text and prompt not in text
+    assert (frame["base_output"] != frame["fine_tuned_output"]).sum() >= N_ROWS - 1
+    stats = json.loads((run_dir / "generate_stats.json").read_text())
+    assert stats["base"]["letters"] == N_ROWS and stats["fine_tuned"]["new_tokens"] > 0
+    assert {"seconds", "letters_per_s", "tokens_per_s", "batch_size", "device"} <= set(stats["base"])
+    assert io.is_done(run_dir, "generate")
+    # complete: skipped without generating; a changed decoding setting generates again
+    assert "complete" in generate(_cfg(run_dir, tiny_model_dir, adapter_dir))
+    assert counter.calls == 6
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, max_new_tokens=6))
+    assert counter.calls == 12
+
+
+def test_resume_after_interruption(run_dir, tiny_model_dir, adapter_dir, monkeypatch):
+    cfg = _cfg(run_dir, tiny_model_dir, adapter_dir)
+    counter = CountGenerate(monkeypatch, fail_on=2)  # the second batch of the base pass fails
+    with pytest.raises(KeyboardInterrupt):
+        generate(cfg)
+    assert not (run_dir / "eval.csv").exists()
+    journal = io.read_jsonl(run_dir / ".generate" / "test.base.jsonl")
+    done = {row["index"]: row["output"] for row in journal[1:]}
+    assert len(done) == 2 and all(r["new_tokens"] > 0 for r in journal[1:])
+
+    counter = CountGenerate(monkeypatch)
+    generate(cfg)
+    assert counter.calls == 2 + 3  # the base pass's 4 remaining rows, then all 6 fine-tuned rows
+    frame = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    assert len(frame) == N_ROWS and all(frame["base_output"][i] == out for i, out in done.items())
+
+    # the resumed csv equals an uninterrupted run
+    fresh = run_dir / "fresh"
+    io.write_jsonl(fresh / "data" / "test.jsonl", io.read_jsonl(run_dir / "data" / "test.jsonl"))
+    generate(_cfg(fresh, tiny_model_dir, adapter_dir))
+    pd.testing.assert_frame_equal(frame, pd.read_csv(fresh / "eval.csv", dtype=str, keep_default_na=False))
+
+
+def test_batched_greedy_equals_unbatched(tiny, test_records):
+    model, tok = tiny
+    prompts = model_inputs(test_records, "raw", tok)
+    assert len({len(tok(p).input_ids) for p in prompts}) > 1  # lengths differ: left padding is exercised
+    decoding = Decoding(max_new_tokens=16)
+
+    def ids(batch_size):
+        got = {}
+        for batch, rows in generate_token_ids(model, tok, prompts, batch_size, decoding,
+                                              **prompt_encoding("raw", tok)):
+            got.update(zip(batch, rows))
+        return [got[i] for i in range(len(prompts))]
+
+    single = ids(1)
+    assert ids(N_ROWS) == single and ids(4) == single
+
+
+def test_sampling_is_seeded(tiny, test_records):
+    model, tok = tiny
+    prompts = model_inputs(test_records[:3], "raw", tok)
+    kw = dict(batch_size=3, max_new_tokens=12, do_sample=True, temperature=1.5, top_k=0, progress=False)
+    first = generate_letters(model, tok, prompts, seed=7, **kw)
+    assert generate_letters(model, tok, prompts, seed=7, **kw) == first
+    greedy = generate_letters(model, tok, prompts, batch_size=3, max_new_tokens=12, progress=False)
+    assert first != greedy
+
+
+def test_outputs_hold_only_the_new_letter(tiny, monkeypatch):
+    """Only new tokens are decoded, cut at EOS (padding after it ignored), the extractor applied."""
+    model, tok = tiny
+    letter = "Dear Hiring Manager,\nI am applying."
+    tail = tok("### Cover Letter\n" + "Using the information above, write a professional, personalized "
+               "cover letter.\n\n" + letter).input_ids + [tok.eos_token_id, tok.pad_token_id, tok.pad_token_id]
+
+    def fake_generate(input_ids, attention_mask, **kw):
+        assert (attention_mask[:, -1] == 1).all()  # left padding
+        assert kw["pad_token_id"] != tok.eos_token_id and tok.eos_token_id in kw["eos_token_id"]
+        return torch.cat([input_ids, torch.tensor([tail] * input_ids.shape[0])], dim=1)
+
+    monkeypatch.setattr(model, "generate", fake_generate)
+    stats = {}
+    out = generate_letters(model, tok, ["Job Title: X", "short"], batch_size=2,
+                           stats=stats, progress=False)
+    assert out == [letter, letter]
+    assert stats["new_tokens"] == 2 * (len(tail) - 2)  # padding after EOS not counted
+
+
+def _fed_ids(tok, texts, prompt_format):
+    enc = prompt_encoding(prompt_format, tok)
+    return [tok(t, add_special_tokens=enc["add_special_tokens"]).input_ids + enc["suffix_ids"] for t in texts]
+
+
+@pytest.mark.parametrize("prompt_format", ["raw", "chat"])
+def test_inputs_are_a_token_prefix_of_the_training_text(tiny, test_records, prompt_format):
+    """The ids fed to the model are the start of the training sequence as the train stage builds it
+    (raw: ids(prompt) + ids("\n\n" + letter); chat: ids(wrapped prompt) + ids(letter)), so the
+    fine-tuned model continues exactly where it learned to."""
+    _, tok = tiny
+    texts = model_inputs(test_records, prompt_format, tok)
+    for record, text, fed in zip(test_records, texts, _fed_ids(tok, texts, prompt_format)):
+        letter = record["cover_letter"]
+        if prompt_format == "raw":
+            assert text == render_prompt(record)
+            train = tok(text).input_ids + tok(LETTER_SEPARATOR + letter, add_special_tokens=False).input_ids
+        else:
+            assert text == wrap_chat(render_prompt(record), tok)
+            train = tok(text, add_special_tokens=False).input_ids + tok(letter, add_special_tokens=False).input_ids
+        assert train[:len(fed)] == fed and len(train) > len(fed)
+
+
+def test_separator_ids_where_bpe_merges_newlines(test_records):
+    """A byte-level BPE that has a "\n\n" token: the trailing separator as text would be that token, but
+    before a letter it is two "\n" tokens; the separator ids fed are the latter."""
+    from conftest import make_tiny_tokenizer
+
+    texts = ["\n\n"] * 500 + [render_prompt(r) + "\n\n" + r["cover_letter"] for r in test_records]
+    tok = make_tiny_tokenizer(texts, 400)  # many texts ending in "\n\n": BPE learns a "\n\n" token
+    assert "ĊĊ" in tok.get_vocab()
+    prompt, letter = render_prompt(test_records[0]), "Dear Hiring Manager,"
+    as_text = tok(prompt + LETTER_SEPARATOR).input_ids
+    in_training = tok(prompt).input_ids + tok(LETTER_SEPARATOR + letter).input_ids
+    assert in_training[:len(as_text)] != as_text  # the trap
+    fed = _fed_ids(tok, [prompt], "raw")[0]
+    assert in_training[:len(fed)] == fed and tok.decode(fed[-2:]) == "\n\n"
+    assert in_training == tok(prompt + LETTER_SEPARATOR + letter).input_ids  # also the joint tokenization
+
+
+def test_journal_settings_and_prompt_changes(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path, {"a": 1}) as j:
+        j.append([{"index": 0, "output": "x", "new_tokens": 3, "prompt_sha": hashlib.sha256(b"p0").hexdigest()}])
+    with open(path, "a") as f:
+        f.write('{"index": 1, "outp')  # a line cut off by a crash
+    with Journal(path, {"a": 1}) as j:
+        assert j.lookup(0, "p0")["output"] == "x" and j.lookup(0, "other prompt") is None
+        assert j.lookup(1, "p1") is None
+    with Journal(path, {"a": 2}) as j:  # changed settings: fresh
+        assert j.lookup(0, "p0") is None
+    assert len(io.read_jsonl(path)) == 1  # the header alone; the file stays valid JSONL
+
+
+def test_limit_and_base_only(run_dir, tiny_model_dir, test_records):
+    msg = generate(_cfg(run_dir, tiny_model_dir, models=["base"], limit=3))
+    assert "fine_tuned_output left empty" in msg
+    frame = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    assert len(frame) == 3 and frame["prompt"].tolist() == [render_prompt(r) for r in test_records[:3]]
+    assert (frame["fine_tuned_output"] == "").all()
+    journal = io.read_jsonl(run_dir / ".generate" / "test.base.jsonl")[1:]
+    assert sorted(r["index"] for r in journal) == [0, 1, 2] and all(r["new_tokens"] == 10 for r in journal)
+
+
+def test_prompt_format_follows_the_adapter(run_dir, tiny_model_dir, tmp_path_factory):
+    chat_adapter = make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("chat-adapter"), prompt_format="chat")
+    generate(_cfg(run_dir, tiny_model_dir, chat_adapter, limit=2, max_new_tokens=4))
+    assert json.loads(io.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "chat"
+    generate(_cfg(run_dir, tiny_model_dir, chat_adapter, limit=2, max_new_tokens=4, prompt_format="raw"))
+    assert json.loads(io.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "raw"
+
+
+def test_generate_from_merged_folder(run_dir, tiny_model_dir, adapter_dir, monkeypatch):
+    from covertune.config import MergeConfig
+    from covertune.merge import merge
+
+    merge(MergeConfig(model=str(tiny_model_dir), out=str(run_dir), adapter=str(adapter_dir), dtype="fp32"))
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, limit=4, output_file="via_adapter.csv"))
+    generate(_cfg(run_dir, tiny_model_dir, merged=str(run_dir / "merged"), limit=4, output_file="via_merged.csv"))
+    a = pd.read_csv(run_dir / "via_adapter.csv", dtype=str, keep_default_na=False)
+    b = pd.read_csv(run_dir / "via_merged.csv", dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_missing_adapter(run_dir, tiny_model_dir):
+    with pytest.raises(FileNotFoundError, match="covertune train"):
+        generate(_cfg(run_dir, tiny_model_dir))
+    with pytest.raises(FileNotFoundError, match="no PEFT adapter"):
+        generate(_cfg(run_dir, tiny_model_dir, adapter_dir=run_dir / "nowhere"))
+
+
+def test_missing_split(tmp_path, tiny_model_dir):
+    with pytest.raises(FileNotFoundError, match="covertune data"):
+        generate(_cfg(tmp_path, tiny_model_dir, models=["base"]))
+
+
+def test_pad_distinct_from_eos(tiny):
+    model, tok = tiny
+    stop = stop_token_ids(tok, model)
+    assert tok.pad_token_id not in stop and check_pad(tok, stop) == tok.pad_token_id
+    with pytest.raises(ValueError, match="differ from EOS"):
+        check_pad(tok, stop + [tok.pad_token_id])
+
+
+def test_bad_options(run_dir, tiny_model_dir):
+    with pytest.raises(ValueError, match="models"):
+        generate(_cfg(run_dir, tiny_model_dir, models=["sft"]))
+    with pytest.raises(ValueError, match="prompt_format"):
+        generate(_cfg(run_dir, tiny_model_dir, models=["base"], prompt_format="xml"))

