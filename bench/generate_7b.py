@@ -1,0 +1,87 @@
+#!/usr/bin/env python
+"""Generation throughput of the evaluation stage at Llama-2-7B scale (random weights, built on the GPU).
+
+Compares the reference's loop (one prompt at a time) with the batching covertune's generate uses
+(prompts sorted by length, left-padded, large batches). Every row generates exactly --new-tokens tokens
+(random weights would otherwise stop at random), so tokens/s compare like for like. Prompt lengths are
+the 349 test prompts' token counts under the embedded model's tokenizer (bench/lengths.json), a stand-in
+for Llama-2's tokenizer.
+
+    python bench/generate_7b.py --new-tokens 128 --ref-prompts 6 --batches 32 64 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def llama2_7b() -> LlamaForCausalLM:
+    cfg = LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096,
+                      bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    return model.eval()
+
+
+def run(model, lengths: list[int], batch: int, new_tokens: int, gen: torch.Generator) -> float:
+    """Seconds to generate new_tokens for every prompt, in sorted left-padded batches."""
+    order = sorted(lengths, reverse=True)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for start in range(0, len(order), batch):
+        chunk = order[start:start + batch]
+        width = max(chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long)
+        mask = torch.zeros(len(chunk), width, dtype=torch.long)
+        for row, n in enumerate(chunk):
+            ids[row, width - n:] = torch.randint(3, 32000, (n,), generator=gen)
+            mask[row, width - n:] = 1
+        with torch.inference_mode():
+            model.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, eos_token_id=2)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--ref-prompts", type=int, default=6, help="prompts timed one at a time (after one warm-up)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[32, 64, 128])
+    ap.add_argument("--out", default="bench_generate_7b.json")
+    args = ap.parse_args()
+    lengths = json.loads((Path(__file__).parent / "lengths.json").read_text())["test_prompt_tokens"]
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    model = llama2_7b()
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "transformers": __import__("transformers").__version__, "new_tokens": args.new_tokens,
+               "prompts": len(lengths), "model_build_s": round(time.perf_counter() - t0, 1)}
+    run(model, lengths[:1], 1, 8, gen)  # warm-up
+    secs = run(model, lengths[1:1 + args.ref_prompts], 1, args.new_tokens, gen)
+    ref_tps = args.ref_prompts * args.new_tokens / secs
+    results["reference_loop"] = {"batch": 1, "prompts_timed": args.ref_prompts, "tokens_per_s": round(ref_tps, 1),
+                                 "eval_698_letters_s_estimate": round(698 * args.new_tokens / ref_tps, 1)}
+    print(json.dumps(results["reference_loop"]), flush=True)
+    for b in args.batches:
+        torch.cuda.reset_peak_memory_stats()
+        secs = run(model, lengths, b, args.new_tokens, gen)
+        tps = len(lengths) * args.new_tokens / secs
+        results[f"batched_{b}"] = {"batch": b, "seconds_349": round(secs, 1), "tokens_per_s": round(tps, 1),
+                                   "speedup_vs_reference_loop": round(tps / ref_tps, 1),
+                                   "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1)}
+        print(json.dumps(results[f"batched_{b}"]), flush=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
