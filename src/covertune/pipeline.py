@@ -57,6 +57,8 @@ def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -
     for stage in STAGES:
         if stage == "merge" and not merge:
             continue
+        if stage == "train":
+            _resume_if_interrupted(configs[stage])
         t0 = time.time()
         log.info("stage %s", stage)
         result = stage_function(stage)(configs[stage])
@@ -66,6 +68,16 @@ def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -
     out = Path(configs["report"].out)
     summary = ", ".join(f"{s} {t:.0f}s" for s, t in timings.items())
     return f"done ({summary}); report: {out / 'report.html'} and {out / 'report.md'}"
+
+
+def _resume_if_interrupted(cfg) -> None:
+    """A train stage that stopped part-way left checkpoints but no completion marker: continue it."""
+    from covertune import io
+    from covertune.train import last_checkpoint
+
+    if not cfg.force and not io.is_done(cfg.out, "train") and last_checkpoint(Path(cfg.out) / "checkpoints"):
+        log.info("train: continuing the interrupted run from its last checkpoint")
+        cfg.resume = True
 
 
 def pipeline_from_args(args, layers: list[dict]) -> str:

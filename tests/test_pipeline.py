@@ -1,0 +1,52 @@
+"""`covertune run` end to end on a tiny random Llama and the packaged sample."""
+
+from __future__ import annotations
+
+import json
+
+from covertune import io
+from covertune.cli import main
+from covertune.pipeline import parse_sets
+
+
+def _args(tiny_model_dir, out):
+    return ["run", "--preset", "demo", "--out", str(out), "--model", str(tiny_model_dir),
+            "--set", "train.max_steps=2", "--set", "train.compute_dtype=fp32",
+            "--set", "generate.max_new_tokens=8",
+            # a random model's greedy choice is one white-space token, which leaves an empty letter
+            "--set", "generate.do_sample=true", "--set", "generate.limit=3",
+            "--set", "evaluate.bertscore_model=none"]
+
+
+def test_run_chains_every_stage_and_skips_finished_ones(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(tiny_model_dir, out)) == 0
+    for stage in ("data", "train", "generate", "evaluate", "report"):
+        assert io.is_done(out, stage), stage
+    for name in ("data/test.jsonl", "adapter/adapter_config.json", "eval.csv", "metrics.json", "report.html"):
+        assert (out / name).exists(), name
+    printed = capsys.readouterr().out
+    assert "report.html" in printed
+    # a second run finds every stage complete and redoes nothing
+    stamp = (out / "eval.csv").stat().st_mtime_ns
+    assert main(_args(tiny_model_dir, out)) == 0
+    assert (out / "eval.csv").stat().st_mtime_ns == stamp
+    assert "skipped" in capsys.readouterr().out
+
+
+def test_run_continues_an_interrupted_training(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    base = _args(tiny_model_dir, out)
+    # a first run trains 2 steps with a checkpoint each step, then "crashes": the marker is removed
+    assert main(base + ["--set", "train.save_strategy=steps", "--set", "train.save_steps=1"]) == 0
+    io.stage_marker(out, "train").unlink()
+    (out / "adapter").rename(out / "adapter.old")
+    assert main(base + ["--set", "train.max_steps=3", "--set", "train.save_strategy=steps",
+                        "--set", "train.save_steps=1"]) == 0
+    steps = [json.loads(line).get("step") for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert max(s for s in steps if s is not None) == 3
+    assert (out / "adapter" / "adapter_config.json").exists()
+
+
+def test_parse_sets():
+    assert parse_sets(["train.epochs=2", "out=runs/x"]) == {"train": {"epochs": "2"}, "out": "runs/x"}
