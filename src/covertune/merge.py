@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from covertune import io, models
@@ -87,23 +84,11 @@ def merge(cfg: MergeConfig) -> str:
 
     info = {"base_model": cfg.model, "base_model_path": models.resolve_model(cfg.model),
             "adapter": str(adapter), "dtype": dtype_name, "trained_quantization": trained_q or "none"}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".merged-", dir=out))
-    try:
+    with io.atomic_dir(target) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if train_cfg:  # so generate's prompt_format 'auto' finds the training format in the merged folder too
             io.write_json(tmp / TRAIN_CONFIG_FILE, train_cfg)
         io.write_json(tmp / MERGE_INFO_FILE, info)
-        umask = os.umask(0)
-        os.umask(umask)
-        for path in (tmp, *tmp.iterdir()):  # mkdtemp/mkstemp make private files; give them the usual modes
-            os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     io.mark_done(out, "merge", info)
     return f"merge: wrote {target} ({dtype_name}, base {cfg.model} + adapter {adapter})"

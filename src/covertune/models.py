@@ -10,12 +10,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
+from covertune import io
 from covertune.config import EMBEDDED_MODEL
 
 log = logging.getLogger(__name__)
@@ -64,17 +63,9 @@ def embedded_model_dir() -> Path:
     model.hf_quantizer = None
     model.config.name_or_path = EMBEDDED_NAME
     model = model.to(torch.bfloat16)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
-    try:
+    with io.atomic_dir(target) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

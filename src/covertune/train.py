@@ -15,9 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -208,16 +206,11 @@ def train(cfg: TrainConfig) -> str:
              f"{logger.tokens:,}", logger.seconds, f"{tokens_per_s:,.0f}" if tokens_per_s else "n/a")
 
     # ---- outputs: the adapter folder appears whole (written beside it, then renamed)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out))
-    tmp.chmod(0o755)
-    try:
+    with io.atomic_dir(adapter_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         io.write_json(tmp / TRAIN_INFO, info)
         io.write_text(tmp / "README.md", model_card(cfg, info))
-        replace_dir(tmp, adapter_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     plot_loss(history, plot_path)
     io.mark_done(out, "train", {"adapter": str(adapter_dir), "global_step": trainer.state.global_step,
                                 "eval_loss": info["eval_loss"], "train_loss": info["train_loss"]})
@@ -347,17 +340,6 @@ def plot_loss(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     io.save_figure(path, fig)
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place; the old one is removed only once the new one is there."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def versions() -> dict:
