@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from covertune.prompt import format_prompt
+from covertune.prompt import LETTER_SEPARATOR, format_prompt
 from covertune.records import from_source_row
-from covertune.sft_data import (IGNORE_INDEX, RAW_SEPARATOR, PadCollator, encode_example, encode_prompt,
+from covertune.sft_data import (IGNORE_INDEX, PadCollator, encode_example, encode_prompt,
                                 encode_records)
 
 
@@ -37,7 +37,7 @@ def test_labels_mask_prompt_keep_letter_and_eos(tokenizer, records, prompt_forma
     rec = records[0]
     ex = encode_example(rec, tokenizer, max_length=4096, prompt_format=prompt_format)
     prompt_ids = encode_prompt(format_prompt(rec, prompt_format, tokenizer), tokenizer, prompt_format)
-    sep = RAW_SEPARATOR if prompt_format == "raw" else ""
+    sep = LETTER_SEPARATOR if prompt_format == "raw" else ""
     letter_ids = tokenizer(sep + rec["cover_letter"].strip(), add_special_tokens=False)["input_ids"]
     n = len(prompt_ids)
     assert not ex["truncated"] and ex["prompt_length"] == n

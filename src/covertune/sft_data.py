@@ -39,7 +39,6 @@ from covertune.records import ID_FIELD, TARGET_FIELD
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value that cross-entropy ignores
-RAW_SEPARATOR = LETTER_SEPARATOR  # "\n\n" between the raw prompt's instruction sentence and the letter
 LOSS_ON = ("letter", "all")
 
 
@@ -52,7 +51,7 @@ def encode_prompt(prompt: str, tokenizer, prompt_format: str = "raw") -> list[in
 def completion_text(record: dict, prompt_format: str = "raw") -> str:
     """The completion text (without EOS): the raw separator (raw format) and the letter."""
     letter = str(record.get(TARGET_FIELD, "") or "").strip()
-    return (RAW_SEPARATOR + letter) if prompt_format == "raw" else letter
+    return (LETTER_SEPARATOR + letter) if prompt_format == "raw" else letter
 
 
 @dataclass
