@@ -15,7 +15,7 @@ import torch
 from covertune import io, models
 from covertune.config import TrainConfig
 from covertune.records import from_source_row
-from covertune.train import last_checkpoint, train
+from covertune.train import add_lora, check_config, last_checkpoint, train, use_liger
 
 FAST = dict(quantization="none", compute_dtype="fp32", max_length=512, batch_size=2, grad_accum=1,
             logging_steps=1, seed=0)
@@ -74,6 +74,10 @@ def test_training_loss_goes_down(trained):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.05
     assert evals[-1] < evals[0] - 0.05
     assert all(r["tokens_per_s"] > 0 for r in log if "loss" in r)
+    info = json.loads((out / "adapter" / "covertune_train.json").read_text())
+    steps = [r for r in log if "loss" in r]  # the step intervals add up to the whole session's count
+    assert sum(r["interval_tokens"] for r in steps) == info["speed"]["tokens"]
+    assert sum(r["interval_seconds"] for r in steps) == pytest.approx(info["speed"]["train_seconds"], rel=1e-3)
     assert "tokens/s" in message and "12 steps" in message
 
 
@@ -91,6 +95,9 @@ def test_outputs_written(trained, tiny_model_dir):
     assert info["eval_loss"] == info["eval_loss_per_epoch"][-1]["eval_loss"]
     assert isinstance(info["train_loss"], float)
     assert {"torch", "transformers", "peft"} <= set(info["versions"])
+    if not torch.cuda.is_available():  # Liger's Triton kernels and GPU memory counters need CUDA
+        assert info["liger_kernel_resolved"] is False
+        assert "peak_gpu_memory_reserved_gib" not in info["speed"]
     card = (adapter / "README.md").read_text()
     front = card.split("---")[1]
     assert "library_name: peft" in front and "tags:" in front
@@ -229,3 +236,42 @@ def test_embedded_model_converts_and_loads():
     with torch.no_grad():
         logits = model(ids).logits
     assert logits.shape[-1] >= len(tok) and torch.isfinite(logits).all()
+
+
+def test_liger_setting_is_checked(tiny_model_dir, tmp_path):
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(tmp_path), liger_kernel="yes")
+    with pytest.raises(ValueError, match="liger_kernel must be one of"):
+        check_config(cfg)
+    assert use_liger("off") is False
+    assert use_liger("auto") is (torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="Liger runs on a CUDA GPU")
+def test_liger_on_without_gpu_is_an_error(tiny_model_dir, tmp_path):
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(tmp_path), liger_kernel="on")
+    with pytest.raises(ValueError, match="CUDA GPU; use auto or off"):
+        check_config(cfg)
+
+
+@pytest.mark.parametrize("upcast", [False, True])
+def test_fp32_upcast_of_a_quantized_base(tiny_model_dir, upcast):
+    err = models.bitsandbytes_error("nf4")
+    if err:
+        pytest.skip(err)
+    model = models.load_model(str(tiny_model_dir), "nf4", "bf16")
+    cfg = TrainConfig(model=str(tiny_model_dir), quantization="nf4", compute_dtype="bf16", fp32_upcast=upcast)
+    model = add_lora(model, cfg)
+    norm = model.base_model.model.model.norm.weight
+    assert norm.dtype == (torch.float32 if upcast else torch.bfloat16)
+    assert not norm.requires_grad
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {n.split(".")[-4] for n in trainable} == {"q_proj", "v_proj"}
+
+
+def test_tokenizer_only_folder_loads(tiny_model_dir, tmp_path):
+    models.load_tokenizer(str(tiny_model_dir)).save_pretrained(tmp_path)
+    assert not (tmp_path / "config.json").exists()
+    tok = models.load_tokenizer(str(tmp_path))
+    assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
+    assert tok("Dear Hiring Manager").input_ids

@@ -129,10 +129,14 @@ def quantization_config(quantization: str, dtype: torch.dtype):
 
 
 def load_tokenizer(model: str, padding_side: str = "right", trust_remote_code: bool = False):
-    """The model's tokenizer with a pad token distinct from EOS (so EOS is never masked as padding)."""
+    """The model's tokenizer with a pad token distinct from EOS (so EOS is never masked as padding).
+    ``model`` may also be a folder holding only a tokenizer."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(resolve_model(model), trust_remote_code=trust_remote_code)
+    folder = Path(model).expanduser()
+    only_tokenizer = folder.is_dir() and (folder / "tokenizer_config.json").exists()
+    tok = AutoTokenizer.from_pretrained(str(folder) if only_tokenizer else resolve_model(model),
+                                        trust_remote_code=trust_remote_code)
     if tok.eos_token is None:
         raise ValueError(f"tokenizer of {model} has no EOS token; the model could not learn to stop")
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:

@@ -13,6 +13,7 @@ Works with transformers 5.17 and later (warmup as a float ``warmup_steps``, the 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import shutil
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantized from
 STRATEGIES = ("no", "steps", "epoch")
+LIGER = ("auto", "on", "off")
 TRAIN_INFO = "covertune_train.json"
 
 
@@ -99,24 +101,15 @@ def train(cfg: TrainConfig) -> str:
     model = models.load_model(cfg.model, cfg.quantization, cfg.compute_dtype, tokenizer=tokenizer,
                               attn_implementation=cfg.attn_implementation,
                               trust_remote_code=cfg.trust_remote_code)
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
-    if cfg.quantization != "none":
-        # freezes the base, casts norms/embeddings to fp32; the Trainer turns on checkpointing below
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
-    targets = cfg.target_modules
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
-                      target_modules="all-linear" if targets == ["all-linear"] else list(targets),
-                      task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    model = add_lora(model, cfg)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d on %s: %s trainable of %s parameters (%.3f%%)", cfg.lora_r, targets,
+    log.info("LoRA r=%d on %s: %s trainable of %s parameters (%.3f%%)", cfg.lora_r, cfg.target_modules,
              f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     # ---- the Trainer: validation loss and a checkpoint each epoch, a progress bar, a JSONL log
     on_gpu = models.has_cuda()
     optim = optimizer_name(cfg.optimizer)
+    liger = use_liger(cfg.liger_kernel)
     eval_strategy = cfg.eval_strategy if val_set is not None else "no"
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -134,6 +127,7 @@ def train(cfg: TrainConfig) -> str:
         fp16=dtype == torch.float16,
         **checkpointing_args(cfg.gradient_checkpointing),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        use_liger_kernel=liger,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
@@ -175,6 +169,9 @@ def train(cfg: TrainConfig) -> str:
     history = trainer.state.log_history
 
     # ---- results and speed
+    peak = ({"peak_gpu_memory_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+             "peak_gpu_memory_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+            if on_gpu else {})
     train_losses = [h for h in history if "loss" in h]
     evals = [h for h in history if "eval_loss" in h]
     tokens_per_s = logger.tokens / logger.seconds if logger.seconds else None
@@ -195,10 +192,11 @@ def train(cfg: TrainConfig) -> str:
                  "skipped_prompt_too_long": [rid for rid, _ in train_set.skipped],
                  "skipped_empty_letter": train_set.empty},
         "speed": {"tokens_per_s": tokens_per_s, "tokens": logger.tokens, "train_seconds": logger.seconds,
-                  "device": torch.cuda.get_device_name(0) if on_gpu else "cpu",
+                  "device": torch.cuda.get_device_name(0) if on_gpu else "cpu", **peak,
                   "note": "non-padding tokens (prompt and letter) per second of optimizer steps, this session"},
         "trainable_parameters": trainable,
         "optimizer_resolved": optim,
+        "liger_kernel_resolved": liger,
         "compute_dtype_resolved": str(dtype).replace("torch.", ""),
         "versions": versions(),
     }
@@ -248,6 +246,36 @@ def check_config(cfg: TrainConfig) -> None:
         bad("lora_r must be at least 1 and target_modules not empty")
     if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
         bad("target_modules: 'all-linear' stands alone")
+    if cfg.liger_kernel not in LIGER:
+        bad(f"liger_kernel must be one of {LIGER}, got {cfg.liger_kernel!r}")
+    if cfg.liger_kernel == "on":
+        if not models.has_cuda():
+            bad("--liger-kernel on runs Triton kernels on a CUDA GPU; use auto or off on the CPU")
+        if importlib.util.find_spec("liger_kernel") is None:
+            bad("--liger-kernel on needs the liger-kernel package: `pip install liger-kernel`, or use auto/off")
+
+
+def add_lora(model, cfg: TrainConfig):
+    """The LoRA adapter of ``cfg`` on a frozen base. With a 4/8-bit base and ``fp32_upcast``, peft's
+    prepare_model_for_kbit_training first casts norms, embeddings and LM head to fp32; otherwise they stay
+    in the compute dtype (less memory, faster, and what the fused Liger kernels expect)."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if cfg.quantization != "none" and cfg.fp32_upcast:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # the Trainer does it
+    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    targets = cfg.target_modules
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
+                      target_modules="all-linear" if targets == ["all-linear"] else list(targets),
+                      task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def use_liger(setting: str) -> bool:
+    """on: yes (check_config made sure it can run); auto: where a CUDA GPU and liger-kernel are."""
+    if setting == "auto":
+        return models.has_cuda() and importlib.util.find_spec("liger_kernel") is not None
+    return setting == "on"
 
 
 def read_split(out: Path, split: str) -> list[dict]:
@@ -314,6 +342,7 @@ class JsonlLogger(TrainerCallback):
         if "loss" in row:
             dt, dtok = self.seconds - self._mark[1], self.tokens - self._mark[0]
             row["tokens_per_s"] = round(dtok / dt, 1) if dt > 0 else None
+            row["interval_tokens"], row["interval_seconds"] = dtok, round(dt, 4)
             self._mark = (self.tokens, self.seconds)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
@@ -396,7 +425,8 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
           ("epochs / max steps", f"{cfg.epochs} / {cfg.max_steps}"),
           ("learning rate, schedule, warmup", f"{cfg.learning_rate}, {cfg.lr_scheduler}, {cfg.warmup_ratio:.0%}"),
           ("optimizer", info["optimizer_resolved"]),
-          ("gradient checkpointing", cfg.gradient_checkpointing), ("seed", cfg.seed),
+          ("gradient checkpointing", cfg.gradient_checkpointing), ("Liger kernels", info["liger_kernel_resolved"]),
+          ("seed", cfg.seed),
           ("optimizer steps done", info["global_step"])]
     lines = meta + [
         "",
