@@ -203,7 +203,12 @@ def run_recipe(args) -> dict:
     cfg = recipe_config(args.name, model=str(work / "model"), out=str(out), max_steps=args.steps, force=True)
     t0 = time.perf_counter()
     print(train(cfg), flush=True)
-    result = {"recipe": args.name, "config": RECIPES[args.name], "stage_wall_s": round(time.perf_counter() - t0, 1),
+    from covertune.config import to_dict
+
+    levers = ("quantization", "compute_dtype", "batch_size", "grad_accum", "gradient_checkpointing",
+              "group_by_length", "liger_kernel", "fp32_upcast", "lora_dropout", "loss_on", "learning_rate")
+    result = {"recipe": args.name, "config": {k: v for k, v in to_dict(cfg).items() if k in levers},
+              "stage_wall_s": round(time.perf_counter() - t0, 1),
               **window(out / "train_log.jsonl", args.warmup), **peak_memory()}
     return result
 
@@ -267,10 +272,10 @@ def run_peer(args) -> dict:
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=basis["batch_size"],
         gradient_accumulation_steps=basis["grad_accum"], max_steps=args.steps, learning_rate=basis["learning_rate"],
         optim=basis["optimizer"], bf16=True, logging_steps=1, save_strategy="no", report_to="none",
-        max_length=basis["max_length"], use_cpu=not torch.cuda.is_available(), 
+        max_length=basis["max_length"], use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=basis["gradient_checkpointing"] and not unsloth,
-        train_sampling_strategy="group_by_length" if basis["group_by_length"] else "random", include_num_input_tokens_seen="non_padding",
-        seed=42)
+        train_sampling_strategy="group_by_length" if basis["group_by_length"] else "random",
+        include_num_input_tokens_seen="non_padding", seed=42)
     trainer = trl.SFTTrainer(model=model, args=sft, train_dataset=data, processing_class=tok,
                              peft_config=peft_config, callbacks=[logger])
     trainer.train()
