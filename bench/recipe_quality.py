@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from train_7b import recipe_config  # noqa: E402
+from train_7b import copy_splits, recipe_config  # noqa: E402
 
 QUALITY = dict(model="embedded", epochs=4, max_steps=-1, warmup_ratio=0.03, eval_strategy="epoch",
                save_strategy="epoch", save_total_limit=8, logging_steps=10)
@@ -51,18 +51,27 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     return name, fields
 
 
-def letter_val_loss(run: Path, adapter: Path, quantization: str = "none", batch_size: int = 16) -> float:
+def validation_letters(run: Path):
+    """The embedded tokenizer and the run's validation split encoded with the loss on the letter only."""
+    from covertune import models
+    from covertune.sft_data import encode_records
+    from covertune.train import read_split
+
+    tok = models.load_tokenizer("embedded")
+    return tok, encode_records(read_split(run, "validation"), tok, 768, "raw", "letter", "validation")
+
+
+def letter_val_loss(letters, adapter: Path, quantization: str = "none",
+                    batch_size: int = 16) -> float:
     """Mean cross-entropy per validation letter token (and EOS), prompt masked, on the base (bf16
-    compute, quantized as named) plus the adapter."""
+    compute, quantized as named) plus the adapter; ``letters`` from ``validation_letters``."""
     import torch
     from peft import PeftModel
 
     from covertune import models
-    from covertune.sft_data import IGNORE_INDEX, PadCollator, encode_records
-    from covertune.train import read_split
+    from covertune.sft_data import IGNORE_INDEX, PadCollator
 
-    tok = models.load_tokenizer("embedded")
-    enc = encode_records(read_split(run, "validation"), tok, 768, "raw", "letter", "validation")
+    tok, enc = letters
     model = models.load_model("embedded", quantization, "bf16", tokenizer=tok)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()
     collate = PadCollator(tok.pad_token_id)
@@ -93,9 +102,7 @@ def child_train(spec: str, seed: int, work: Path, resume: bool = False) -> None:
         return
     resume = resume and last_checkpoint(out / "checkpoints") is not None
     if not resume:
-        (out / "data").mkdir(parents=True, exist_ok=True)
-        for f in (work / "run" / "data").glob("*.jsonl"):
-            (out / "data" / f.name).write_bytes(f.read_bytes())
+        copy_splits(work, out)
     cfg = recipe_config(name, **{**QUALITY, **fields, "seed": seed, "out": str(out), "force": not resume,
                                  "resume": resume})
     t0 = time.perf_counter()
@@ -109,6 +116,7 @@ def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
     name, fields = parse_spec(spec)
     out = run_dir(work, spec, seed)
     cfg = recipe_config(name, **{**QUALITY, **fields})
+    letters = validation_letters(out)
     epochs = []
     for ckpt in sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
         state = ckpt / "trainer_state.json"
@@ -118,8 +126,8 @@ def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
         evals = [h["eval_loss"] for h in st["log_history"] if "eval_loss" in h]
         epochs.append({"epoch": round(st["epoch"], 2), "step": st["global_step"],
                        "stage_eval_loss": evals[-1] if evals else None,
-                       "letter_val_loss": letter_val_loss(out, ckpt),
-                       "letter_val_loss_trained_base": letter_val_loss(out, ckpt, cfg.quantization)})
+                       "letter_val_loss": letter_val_loss(letters, ckpt),
+                       "letter_val_loss_trained_base": letter_val_loss(letters, ckpt, cfg.quantization)})
     wall = out / "train_wall_s.txt"
     result.write_text(json.dumps({"recipe": spec, "seed": seed, "finished": wall.exists(),
                                   "train_wall_s": wall.read_text() if wall.exists() else None,
@@ -178,13 +186,14 @@ def main() -> None:
     models.resolve_model("embedded")  # converted once here, not by every child at the same time
     jobs = [(spec, seed) for spec in args.recipes for seed in args.seeds]
 
-    def pool(todo, make) -> None:
+    def pool(todo, make, deadline: float | None = None) -> None:
+        """Run ``make(spec, seed)`` jobs, --parallel at a time; past ``deadline`` seconds, stop them all."""
         running = []
         while todo or running:
             while todo and len(running) < args.parallel:
                 running.append(make(*todo.pop(0)))
             time.sleep(2)
-            if args.deadline and time.monotonic() - t0 > args.deadline and make is train_job:
+            if deadline and time.monotonic() - t0 > deadline:
                 for proc in running:
                     proc.kill()
                 todo.clear()
@@ -200,17 +209,18 @@ def main() -> None:
         return launch(args, "--_score", spec, str(seed), str(work / f"score_{name}.json"),
                       log=work / f"score_{name}.log")
 
-    pool(list(jobs), train_job)
+    pool(list(jobs), train_job, args.deadline)
     print(f"training done or stopped after {time.monotonic() - t0:.0f} s; scoring", flush=True)
     pool(list(jobs), score_job)
     runs = [json.loads(f.read_text()) for spec, seed in jobs
             if (f := work / f"score_{run_dir(work, spec, seed).name}.json").exists()]
+    summary = summarise(runs)
     io.write_json(Path(args.json), {
         "yardstick": "mean cross-entropy per validation letter token (prompt masked): letter_val_loss on the "
                      "bf16 base + adapter (as generate runs it), letter_val_loss_trained_base on the base "
                      "quantized as in training", "settings": QUALITY, "deadline_s": args.deadline,
-        "wall_s": round(time.monotonic() - t0, 1), "summary": summarise(runs), "runs": runs})
-    print(json.dumps(summarise(runs), indent=1))
+        "wall_s": round(time.monotonic() - t0, 1), "summary": summary, "runs": runs})
+    print(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

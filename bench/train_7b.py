@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -172,9 +173,18 @@ def setup(args) -> None:
 # ------------------------------------------------------------------------------ one recipe
 
 
+def copy_splits(work: Path, out: Path) -> None:
+    """The data stage's splits (``<work>/run/data/*.jsonl``) into the run directory ``out``."""
+    (out / "data").mkdir(parents=True, exist_ok=True)
+    for f in (work / "run" / "data").glob("*.jsonl"):
+        shutil.copyfile(f, out / "data" / f.name)
+
+
 def window(log_path: Path, warmup: int) -> dict:
     """Tokens/s over the optimizer steps after the first ``warmup`` (from train_log.jsonl)."""
-    rows = [json.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+    from covertune import io
+
+    rows = io.read_jsonl(log_path)
     steps = [r for r in rows if "interval_tokens" in r and r["step"] > warmup]
     tokens = sum(r["interval_tokens"] for r in steps)
     secs = sum(r["interval_seconds"] for r in steps)
@@ -193,18 +203,15 @@ def peak_memory() -> dict:
 
 
 def run_recipe(args) -> dict:
+    from covertune.config import to_dict
     from covertune.train import train
 
     work = Path(args.work)
     out = work / "runs" / args.name
-    (out / "data").mkdir(parents=True, exist_ok=True)
-    for f in (work / "run" / "data").glob("*.jsonl"):
-        (out / "data" / f.name).write_bytes(f.read_bytes())
+    copy_splits(work, out)
     cfg = recipe_config(args.name, model=str(work / "model"), out=str(out), max_steps=args.steps, force=True)
     t0 = time.perf_counter()
     print(train(cfg), flush=True)
-    from covertune.config import to_dict
-
     levers = ("quantization", "compute_dtype", "batch_size", "grad_accum", "gradient_checkpointing",
               "group_by_length", "liger_kernel", "fp32_upcast", "lora_dropout", "loss_on", "learning_rate")
     result = {"recipe": args.name, "config": {k: v for k, v in to_dict(cfg).items() if k in levers},
