@@ -5,8 +5,9 @@ Trains the embedded model (SmolLM2-135M-Instruct) on the real train split with e
 bench/train_7b.py (``name`` or ``name:field=value,...``) and each seed, through covertune's train
 stage, several runs at a time on one GPU (their speed is not measured here), each saving a checkpoint
 per epoch. Every checkpoint is then scored by one yardstick, whatever its recipe trained on: the mean
-cross-entropy per letter token of the validation letters (prompt masked), on the base in bf16 plus the
-adapter (as generate runs it) and on the base quantized as in training. Runs still training at
+cross-entropy per letter token of the validation letters (prompt masked), on a bf16 base plus the
+adapter: the original base, and the base quantized as in training then dequantized (what merge and
+generate use by default for a 4-bit adapter, ``--base-weights``). Runs still training at
 ``--deadline`` are stopped and scored on the epochs they finished.
 
     python bench/recipe_quality.py --data <dataset folder> --work /tmp/q --seeds 1 2 \\
@@ -61,10 +62,11 @@ def validation_letters(run: Path):
     return tok, encode_records(read_split(run, "validation"), tok, 768, "raw", "letter", "validation")
 
 
-def letter_val_loss(letters, adapter: Path, quantization: str = "none",
+def letter_val_loss(letters, adapter: Path, quantization: str = "none", base_weights: str = "original",
                     batch_size: int = 16) -> float:
-    """Mean cross-entropy per validation letter token (and EOS), prompt masked, on the base (bf16
-    compute, quantized as named) plus the adapter; ``letters`` from ``validation_letters``."""
+    """Mean cross-entropy per validation letter token (and EOS), prompt masked, on the bf16 base plus
+    the adapter: the original base, or (``base_weights`` 'trained') the base quantized as in training
+    and dequantized, as merge and generate build it; ``letters`` from ``validation_letters``."""
     import torch
     from peft import PeftModel
 
@@ -72,7 +74,7 @@ def letter_val_loss(letters, adapter: Path, quantization: str = "none",
     from covertune.sft_data import IGNORE_INDEX, PadCollator
 
     tok, enc = letters
-    model = models.load_model("embedded", quantization, "bf16", tokenizer=tok)
+    model, _ = models.load_adapter_base("embedded", quantization, base_weights, "bf16", tokenizer=tok)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()
     collate = PadCollator(tok.pad_token_id)
     total, count = 0.0, 0
@@ -127,7 +129,7 @@ def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
         epochs.append({"epoch": round(st["epoch"], 2), "step": st["global_step"],
                        "stage_eval_loss": evals[-1] if evals else None,
                        "letter_val_loss": letter_val_loss(letters, ckpt),
-                       "letter_val_loss_trained_base": letter_val_loss(letters, ckpt, cfg.quantization)})
+                       "letter_val_loss_trained_base": letter_val_loss(letters, ckpt, cfg.quantization, "trained")})
     wall = out / "train_wall_s.txt"
     result.write_text(json.dumps({"recipe": spec, "seed": seed, "finished": wall.exists(),
                                   "train_wall_s": wall.read_text() if wall.exists() else None,
@@ -216,9 +218,9 @@ def main() -> None:
             if (f := work / f"score_{run_dir(work, spec, seed).name}.json").exists()]
     summary = summarise(runs)
     io.write_json(Path(args.json), {
-        "yardstick": "mean cross-entropy per validation letter token (prompt masked): letter_val_loss on the "
-                     "bf16 base + adapter (as generate runs it), letter_val_loss_trained_base on the base "
-                     "quantized as in training", "settings": QUALITY, "deadline_s": args.deadline,
+        "yardstick": "mean cross-entropy per validation letter token (prompt masked) on a bf16 base + adapter: "
+                     "letter_val_loss on the original base, letter_val_loss_trained_base on the base quantized "
+                     "as in training and dequantized (merge/generate --base-weights trained)", "settings": QUALITY, "deadline_s": args.deadline,
         "wall_s": round(time.monotonic() - t0, 1), "summary": summary, "runs": runs})
     print(json.dumps(summary, indent=1))
 

@@ -312,7 +312,12 @@ def run_one(name: str, args, work: Path) -> dict:
     cmd = [sys.executable, __file__, "_child", name, "--work", str(work), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--result", str(res_path)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired as e:
+        def text(b):
+            return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        proc = subprocess.CompletedProcess(cmd, -9, text(e.stdout), text(e.stderr) + f"\ntimed out after {args.timeout} s")
     with open(work / f"log_{name}.txt", "a") as f:
         f.write(proc.stdout + proc.stderr)
     res = (json.loads(res_path.read_text()) if res_path.exists()

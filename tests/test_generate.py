@@ -41,6 +41,12 @@ def adapter_dir(tiny_model_dir, tmp_path_factory):
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), quantization="none")
 
 
+@pytest.fixture(scope="module")
+def nf4_adapter(tiny_model_dir, tmp_path_factory):
+    """An adapter whose covertune_train.json says it was trained on an NF4 base."""
+    return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("nf4-adapter"), quantization="nf4")
+
+
 @pytest.fixture
 def run_dir(tmp_path, test_records, adapter_dir):
     """A run directory holding data/test.jsonl; the adapter stays outside it (passed with --adapter)."""
@@ -244,16 +250,36 @@ def test_prompt_format_follows_the_adapter(run_dir, tiny_model_dir, tmp_path_fac
     assert json.loads(io.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "raw"
 
 
-def test_generate_from_merged_folder(run_dir, tiny_model_dir, adapter_dir, monkeypatch):
+@pytest.mark.parametrize("base_weights", ["original", "auto"])
+def test_generate_from_merged_folder(run_dir, tiny_model_dir, nf4_adapter, base_weights):
+    """Adapter and merged folder give the same letters, with the adapter on the original base or (auto,
+    for this NF4-trained adapter) on the base rounded through NF4 as in training."""
     from covertune.config import MergeConfig
     from covertune.merge import merge
 
-    merge(MergeConfig(model=str(tiny_model_dir), out=str(run_dir), adapter=str(adapter_dir), dtype="fp32"))
-    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, limit=4, output_file="via_adapter.csv"))
+    merge(MergeConfig(model=str(tiny_model_dir), out=str(run_dir), adapter=str(nf4_adapter), dtype="fp32",
+                      base_weights=base_weights))
+    generate(_cfg(run_dir, tiny_model_dir, nf4_adapter, limit=4, output_file="via_adapter.csv",
+                  base_weights=base_weights))
     generate(_cfg(run_dir, tiny_model_dir, merged=str(run_dir / "merged"), limit=4, output_file="via_merged.csv"))
     a = pd.read_csv(run_dir / "via_adapter.csv", dtype=str, keep_default_na=False)
     b = pd.read_csv(run_dir / "via_merged.csv", dtype=str, keep_default_na=False)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_base_pass_ignores_base_weights(run_dir, tiny_model_dir, nf4_adapter):
+    """Only the fine-tuned pass changes with base_weights: the base letters come from the original model,
+    and a changed base_weights generates the fine-tuned letters again."""
+    generate(_cfg(run_dir, tiny_model_dir, nf4_adapter, limit=3, base_weights="original", output_file="o.csv"))
+    msg = generate(_cfg(run_dir, tiny_model_dir, nf4_adapter, limit=3, base_weights="trained", output_file="t.csv"))
+    assert "complete" not in msg
+    journal = io.read_jsonl(run_dir / ".generate" / "test.fine_tuned.jsonl")
+    assert any("trained" in json.dumps(row) for row in journal), "the journal should record the base weights"
+    o = pd.read_csv(run_dir / "o.csv", dtype=str, keep_default_na=False)
+    t = pd.read_csv(run_dir / "t.csv", dtype=str, keep_default_na=False)
+    assert o["base_output"].tolist() == t["base_output"].tolist()
+    with pytest.raises(ValueError, match="base_weights"):
+        generate(_cfg(run_dir, tiny_model_dir, nf4_adapter, limit=3, base_weights="nf4"))
 
 
 def test_missing_adapter(run_dir, tiny_model_dir):

@@ -103,6 +103,9 @@ class MergeConfig:
     adapter: str = opt("", "Adapter folder (default: <out>/adapter)")
     dtype: str = opt("auto", "Dtype of the merged weights: auto (bf16 where supported, else fp16 on "
                      "GPU, fp32 on CPU), bf16, fp16, fp32. Never 4/8-bit")
+    base_weights: str = opt("auto", "Base weights under the adapter: original (the unquantized checkpoint), "
+                            "trained (the base quantized as in training, dequantized: what the adapter "
+                            "learned against), auto (trained for a 4-bit adapter, else original)")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     force: bool = opt(False, "Merge again even if <out>/merged is complete")
 
@@ -113,6 +116,10 @@ class GenerateConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/data/test.jsonl, writes <out>/eval.csv")
     adapter: str = opt("", "Adapter folder (default: <out>/adapter if present)")
     merged: str = opt("", "Merged model folder for the fine-tuned pass (instead of base + adapter)")
+    base_weights: str = opt("auto", "Base weights under the adapter in the fine-tuned pass (the base pass "
+                            "always uses the original): original (the unquantized checkpoint), "
+                            "trained (the base quantized as in training, dequantized: what the adapter "
+                            "learned against), auto (trained for a 4-bit adapter, else original)")
     split: str = opt("test", "Split to generate for: test or validation")
     models: list[str] = opt(["base", "fine_tuned"], "Which outputs to generate: base, fine_tuned "
                             "(a column not generated is written empty)")

