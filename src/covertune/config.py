@@ -65,7 +65,7 @@ class TrainConfig:
                           "(the prompt is always kept whole; a cut letter gets no EOS)")
     epochs: float = opt(4.0, "Training epochs")
     max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)")
-    batch_size: int = opt(16, "Micro-batch size per device")
+    batch_size: int = opt(8, "Micro-batch size per device")
     grad_accum: int = opt(1, "Gradient accumulation steps")
     learning_rate: float = opt(4e-4, "Peak learning rate")
     lr_scheduler: str = opt("linear", "LR schedule (transformers names: linear, cosine, constant...)")
