@@ -69,6 +69,10 @@ RECIPES = {
     "nf4_b32_gc_grouped_liger_noupcast_dropout0": recipe("nf4", "bf16", 32, 1, True, True, "on", False),
     "nf4_b16_nogc_grouped_liger_noupcast_dropout0": recipe("nf4", "bf16", 16, 1, False, True, "on", False),
     "bf16_b16_nogc_grouped_liger_dropout0": recipe("none", "bf16", 16, 1, False, True, "on", False),
+    "bf16_b16_nogc_grouped_compile_dropout0": recipe("none", "bf16", 16, 1, False, True, "off", False,
+                                                     torch_compile=True),
+    "bf16_b16_nogc_grouped_liger_compile_dropout0": recipe("none", "bf16", 16, 1, False, True, "on", False,
+                                                           torch_compile=True),
 }
 # the peers run with the covertune recipe's batch, checkpointing, sampler, LoRA dropout and NF4 base
 PEER_BASIS = {"trl": "covertune", "unsloth": "covertune"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -275,3 +276,25 @@ def test_tokenizer_only_folder_loads(tiny_model_dir, tmp_path):
     tok = models.load_tokenizer(str(tmp_path))
     assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
     assert tok("Dear Hiring Manager").input_ids
+
+
+def test_torch_compile_trains_the_compiled_model(tiny_model_dir, short_records, tmp_path, monkeypatch):
+    """--torch-compile hands the model to torch.compile through the Trainer and still trains it (here
+    with dynamo's eager backend: the graph capture is real, inductor's CPU code generation would take
+    minutes)."""
+    calls = []
+    real_compile = torch.compile
+
+    def counting_compile(model, *args, **kwargs):
+        calls.append(type(model).__name__)
+        return real_compile(model, *args, **{**kwargs, "backend": "eager"})
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    out = make_run(tmp_path, short_records[:4], short_records[:2])
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), epochs=1, eval_strategy="no", save_strategy="no",
+                      torch_compile=True, **FAST)
+    train(cfg)
+    assert calls, "torch.compile was not called"
+    losses = [r["loss"] for r in read_log(out) if "loss" in r]
+    assert losses and all(math.isfinite(x) for x in losses)
+    assert json.loads((out / "adapter" / "covertune_train.json").read_text())["torch_compile"] is True

@@ -128,6 +128,7 @@ def train(cfg: TrainConfig) -> str:
         **checkpointing_args(cfg.gradient_checkpointing),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         use_liger_kernel=liger,
+        torch_compile=cfg.torch_compile,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
         eval_strategy=eval_strategy,
