@@ -74,7 +74,7 @@ def letter_val_loss(letters, adapter: Path, quantization: str = "none", base_wei
     from covertune.sft_data import IGNORE_INDEX, PadCollator
 
     tok, enc = letters
-    model, _ = models.load_adapter_base("embedded", quantization, base_weights, "bf16", tokenizer=tok)
+    model = models.load_adapter_base("embedded", quantization, base_weights, "bf16", tokenizer=tok)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()
     collate = PadCollator(tok.pad_token_id)
     total, count = 0.0, 0
@@ -115,10 +115,14 @@ def child_train(spec: str, seed: int, work: Path, resume: bool = False) -> None:
 
 def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
     """Both yardsticks on every epoch checkpoint of one run."""
+    from covertune import models
+
     name, fields = parse_spec(spec)
     out = run_dir(work, spec, seed)
     cfg = recipe_config(name, **{**QUALITY, **fields})
     letters = validation_letters(out)
+    # an unquantized base is its own trained base: score it once
+    trained_is_original = models.resolve_base_weights("trained", cfg.quantization) == "original"
     epochs = []
     for ckpt in sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
         state = ckpt / "trainer_state.json"
@@ -126,10 +130,12 @@ def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
             continue
         st = json.loads(state.read_text())
         evals = [h["eval_loss"] for h in st["log_history"] if "eval_loss" in h]
+        on_original = letter_val_loss(letters, ckpt)
+        on_trained = (on_original if trained_is_original
+                      else letter_val_loss(letters, ckpt, cfg.quantization, "trained"))
         epochs.append({"epoch": round(st["epoch"], 2), "step": st["global_step"],
                        "stage_eval_loss": evals[-1] if evals else None,
-                       "letter_val_loss": letter_val_loss(letters, ckpt),
-                       "letter_val_loss_trained_base": letter_val_loss(letters, ckpt, cfg.quantization, "trained")})
+                       "letter_val_loss": on_original, "letter_val_loss_trained_base": on_trained})
     wall = out / "train_wall_s.txt"
     result.write_text(json.dumps({"recipe": spec, "seed": seed, "finished": wall.exists(),
                                   "train_wall_s": wall.read_text() if wall.exists() else None,
@@ -220,7 +226,8 @@ def main() -> None:
     io.write_json(Path(args.json), {
         "yardstick": "mean cross-entropy per validation letter token (prompt masked) on a bf16 base + adapter: "
                      "letter_val_loss on the original base, letter_val_loss_trained_base on the base quantized "
-                     "as in training and dequantized (merge/generate --base-weights trained)", "settings": QUALITY, "deadline_s": args.deadline,
+                     "as in training and dequantized (merge/generate --base-weights trained)",
+        "settings": QUALITY, "deadline_s": args.deadline,
         "wall_s": round(time.monotonic() - t0, 1), "summary": summary, "runs": runs})
     print(json.dumps(summary, indent=1))
 

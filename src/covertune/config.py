@@ -25,6 +25,9 @@ def opt(default: Any, help: str, **kw):
 
 EMBEDDED_MODEL = "embedded"
 DEFAULT_DATASET = "ShashiVish/cover-letter-dataset"
+BASE_WEIGHTS_HELP = ("original (the unquantized checkpoint), trained (the base quantized as in training, "
+                     "dequantized: what the adapter learned against), auto (trained for a 4-bit adapter, "
+                     "else original)")
 
 
 @dataclass
@@ -105,9 +108,7 @@ class MergeConfig:
     adapter: str = opt("", "Adapter folder (default: <out>/adapter)")
     dtype: str = opt("auto", "Dtype of the merged weights: auto (bf16 where supported, else fp16 on "
                      "GPU, fp32 on CPU), bf16, fp16, fp32. Never 4/8-bit")
-    base_weights: str = opt("auto", "Base weights under the adapter: original (the unquantized checkpoint), "
-                            "trained (the base quantized as in training, dequantized: what the adapter "
-                            "learned against), auto (trained for a 4-bit adapter, else original)")
+    base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     force: bool = opt(False, "Merge again even if <out>/merged is complete")
 
@@ -119,9 +120,7 @@ class GenerateConfig:
     adapter: str = opt("", "Adapter folder (default: <out>/adapter if present)")
     merged: str = opt("", "Merged model folder for the fine-tuned pass (instead of base + adapter)")
     base_weights: str = opt("auto", "Base weights under the adapter in the fine-tuned pass (the base pass "
-                            "always uses the original): original (the unquantized checkpoint), "
-                            "trained (the base quantized as in training, dequantized: what the adapter "
-                            "learned against), auto (trained for a 4-bit adapter, else original)")
+                            f"always uses the original): {BASE_WEIGHTS_HELP}")
     split: str = opt("test", "Split to generate for: test or validation")
     models: list[str] = opt(["base", "fine_tuned"], "Which outputs to generate: base, fine_tuned "
                             "(a column not generated is written empty)")

@@ -3,8 +3,8 @@
 The base pass runs the original base model. The fine-tuned pass runs a merged folder, or the adapter on
 the base it learned against: for an NF4 adapter (``--base-weights auto``) the base quantized as in
 training, dequantized and merged with the adapter in memory; otherwise the same loaded base with the
-adapter switched on (it is switched off for the base pass). Prompts go through ``model.generate`` in batches grouped
-by token length, left-padded with a pad token distinct from EOS; only the new tokens are decoded and the
+adapter switched on (it is switched off for the base pass). Prompts go through ``model.generate`` in
+batches grouped by token length, left-padded with a pad token distinct from EOS; only the new tokens are decoded and the
 letter is extracted from them. Every finished batch is appended to a journal
 (``<out>/.generate/<split>.<model>.jsonl``), so an interrupted run resumes where it stopped;
 ``eval.csv`` is written atomically once every row is done.
@@ -381,8 +381,8 @@ def _fine_tuned_weights(cfg: GenerateConfig, merged: Path | None, adapter: Path 
     trained_q = train_cfg.get("quantization")
     log.info("loading %s quantized %s as in training, dequantized, and merging the adapter %s",
              cfg.model, trained_q, adapter)
-    base, _ = models.load_adapter_base(cfg.model, trained_q, "trained", cfg.dtype, tokenizer=tokenizer,
-                                       trust_remote_code=cfg.trust_remote_code)
+    base = models.load_adapter_base(cfg.model, trained_q, "trained", cfg.dtype, tokenizer=tokenizer,
+                                    trust_remote_code=cfg.trust_remote_code)
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
 
 
@@ -427,9 +427,8 @@ def generate(cfg: GenerateConfig) -> str:
                              "limit": cfg.limit, "data": _file_sha(split_path)})
 
     output = out / cfg.output_file
-    marker = io.stage_marker(out, "generate")
-    if not cfg.force and marker.exists() and output.exists():
-        info = json.loads(marker.read_text(encoding="utf-8") or "{}")
+    info = io.stage_info(out, "generate")
+    if not cfg.force and info is not None and output.exists():
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
             return f"generate: {output} is complete (use --force to generate again)"
 
@@ -443,8 +442,8 @@ def generate(cfg: GenerateConfig) -> str:
     # "base": the original base (a PeftModel when the adapter runs on it unmerged); "merged": the
     # fine-tuned model as one set of weights (a merged folder, or the trained base + adapter merged here).
     loaded: dict[str, object] = {}
-    use_adapter = adapter is not None and merged is None and "fine_tuned" in cfg.models
-    adapter_on_base = use_adapter and base_weights == "original"
+    # the adapter runs unmerged on the shared original base (base_weights is None without an adapter)
+    adapter_on_base = "fine_tuned" in cfg.models and base_weights == "original"
 
     def model_for(which: str):
         if which == "fine_tuned" and not adapter_on_base:

@@ -116,3 +116,11 @@ def mark_done(run_dir: str | os.PathLike, stage: str, info: dict | None = None) 
 
 def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
     return stage_marker(run_dir, stage).exists()
+
+
+def stage_info(run_dir: str | os.PathLike, stage: str) -> dict | None:
+    """What a finished stage recorded in its marker; None if the stage has not finished."""
+    marker = stage_marker(run_dir, stage)
+    if not marker.exists():
+        return None
+    return json.loads(marker.read_text(encoding="utf-8") or "{}")

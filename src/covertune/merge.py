@@ -3,9 +3,9 @@
 The merged weights are never k-bit (fp16/bf16, or fp32 on the CPU): merging into 4/8-bit weights would
 round the adapter's small updates away. The base under the adapter is, by default, the one it learned
 against: for a 4-bit (QLoRA) adapter the base quantized as in training and dequantized again, since the
-adapter partly corrects that rounding (``--base-weights original`` takes the unquantized checkpoint). The merged
-model is written to a temporary folder beside ``<out>/merged`` and renamed into place, so a crash never
-leaves a half-written model behind.
+adapter partly corrects that rounding (``--base-weights original`` takes the unquantized checkpoint).
+The merged model is written to a temporary folder beside ``<out>/merged`` and renamed into place, so a
+crash never leaves a half-written model behind.
 """
 
 from __future__ import annotations
@@ -65,9 +65,8 @@ def merge(cfg: MergeConfig) -> str:
     train_cfg = read_train_config(adapter)
     trained_q = train_cfg.get("quantization", "none")
     base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
-    marker = io.stage_marker(out, "merge")
-    if marker.exists() and (target / "config.json").exists() and not cfg.force:
-        done = json.loads(marker.read_text(encoding="utf-8") or "{}")
+    done = io.stage_info(out, "merge")
+    if done is not None and (target / "config.json").exists() and not cfg.force:
         if done.get("adapter") == str(adapter) and done.get("base_weights", "original") == base_weights:
             return f"merge: {target} is complete (use --force to merge again)"
         log.info("merging again: %s was merged from another adapter or base", target)
@@ -86,8 +85,8 @@ def merge(cfg: MergeConfig) -> str:
 
     log.info("loading %s in %s and the adapter %s", cfg.model, dtype_name, adapter)
     tokenizer = models.load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    base, _ = models.load_adapter_base(cfg.model, trained_q, base_weights, cfg.dtype, tokenizer=tokenizer,
-                                       trust_remote_code=cfg.trust_remote_code)
+    base = models.load_adapter_base(cfg.model, trained_q, base_weights, cfg.dtype, tokenizer=tokenizer,
+                                    trust_remote_code=cfg.trust_remote_code)
     peft_model = PeftModel.from_pretrained(base, str(adapter))
     merged = peft_model.merge_and_unload()
     merged.eval()

@@ -144,14 +144,13 @@ def resolve_base_weights(base_weights: str, trained_quantization: str | None) ->
 
 def load_adapter_base(model: str, trained_quantization: str | None, base_weights: str = "auto",
                       dtype: str = "auto", tokenizer=None, trust_remote_code: bool = False):
-    """(base model, resolved base_weights): the base an adapter trained on a ``trained_quantization``
-    base is applied to, in ``dtype``; never k-bit (see ``resolve_base_weights``)."""
-    which = resolve_base_weights(base_weights, trained_quantization)
-    if which == "original":
-        return load_model(model, "none", dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code), which
+    """The base an adapter trained on a ``trained_quantization`` base is applied to, in ``dtype``;
+    never k-bit (which weights: ``resolve_base_weights``)."""
+    if resolve_base_weights(base_weights, trained_quantization) == "original":
+        return load_model(model, "none", dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     m = load_model(model, trained_quantization, dtype, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     m = m.dequantize()  # transformers rebuilds plain Linear layers from the bitsandbytes weights
-    return m.to(compute_dtype(dtype)), which
+    return m.to(compute_dtype(dtype))
 
 
 def load_tokenizer(model: str, padding_side: str = "right", trust_remote_code: bool = False):
