@@ -23,6 +23,7 @@ Results: docs/PERFORMANCE.md. ``--shape tiny`` runs the same code on a small mod
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -49,17 +50,20 @@ COMMON = dict(lora_r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], max_
               logging_steps=1)
 
 
-def recipe(quantization, dtype, batch, accum, checkpointing, grouped, liger, upcast, dropout=0.0, **extra) -> dict:
+def recipe(quantization, dtype, batch, accum, checkpointing, grouped, liger, upcast, dropout=0.0, packed=False,
+           **extra) -> dict:
     return dict(quantization=quantization, compute_dtype=dtype, batch_size=batch, grad_accum=accum,
                 gradient_checkpointing=checkpointing, group_by_length=grouped, liger_kernel=liger,
-                fp32_upcast=upcast, lora_dropout=dropout, **extra)
+                fp32_upcast=upcast, lora_dropout=dropout, padding_free="on" if packed else "off", **extra)
 
 
 # name -> TrainConfig fields on top of COMMON. "covertune" is the train stage's defaults; "reference" is
 # the reference run's recipe (LLM.int8 base, fp16, batch 1 x 4, checkpointing, right padding, LoRA dropout
-# 0.05, lr 2e-4, loss on the whole sequence); the others change one lever at a time.
+# 0.05, lr 2e-4, loss on the whole sequence); the others change one lever at a time ("packed":
+# padding-free batches, covertune.padding_free).
 RECIPES = {
     "covertune": {},
+    "covertune_padded": {"padding_free": "off"},
     "reference": recipe("int8", "fp16", 1, 4, True, False, "off", True, 0.05, loss_on="all", learning_rate=2e-4),
     "nf4_b1x4_gc": recipe("nf4", "bf16", 1, 4, True, False, "off", True, 0.05),
     "nf4_b16_gc_grouped": recipe("nf4", "bf16", 16, 1, True, True, "off", True, 0.05),
@@ -73,6 +77,12 @@ RECIPES = {
                                                      torch_compile=True),
     "bf16_b16_nogc_grouped_liger_compile_dropout0": recipe("none", "bf16", 16, 1, False, True, "on", False,
                                                            torch_compile=True),
+    "bf16_b16_nogc_grouped_liger_packed_dropout0": recipe("none", "bf16", 16, 1, False, True, "on", False,
+                                                          packed=True),
+    "bf16_b24_nogc_grouped_liger_packed_dropout0": recipe("none", "bf16", 24, 1, False, True, "on", False,
+                                                          packed=True),
+    "bf16_b16_nogc_grouped_liger_packed_compile_dropout0": recipe("none", "bf16", 16, 1, False, True, "on", False,
+                                                                  packed=True, torch_compile=True),
 }
 # the peers run with the covertune recipe's batch, checkpointing, sampler, LoRA dropout and NF4 base
 PEER_BASIS = {"trl": "covertune", "unsloth": "covertune"}
@@ -124,6 +134,31 @@ def measured_bf16_tflops() -> float:
     return 2 * 8192 ** 3 / (ms / 1e3) / 1e12
 
 
+def varlen_check(lengths: list[int], heads: int = 32, dim: int = 128) -> dict:
+    """The padding-free attention's fused kernel against SDPA run once per example (covertune.padding_free),
+    forward and input gradients, in bf16 on one packed micro-batch of real example lengths."""
+    import torch
+
+    from covertune import padding_free
+
+    if not padding_free.kernel_available():
+        return {"kernel": None}
+    torch.manual_seed(0)
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device="cuda")
+    qkv = [torch.randn(cu[-1].item(), heads, dim, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+           for _ in range(3)]
+    grad = torch.randn_like(qkv[0])
+    results = []
+    for fn in (lambda *t: padding_free._fused(*t, cu, max(lengths), dim ** -0.5),
+               lambda *t: padding_free._per_example(*t, cu, dim ** -0.5)):
+        out = fn(*qkv)
+        results.append([out.float(), *(g.float() for g in torch.autograd.grad(out, qkv, grad))])
+    diff = [(a - b).abs().max().item() for a, b in zip(*results)]
+    scale = [b.abs().max().item() for b in results[1]]
+    return {"kernel": "torch.nn.attention.varlen.varlen_attn", "examples": len(lengths), "tokens": int(cu[-1]),
+            "max_abs_diff_out_dq_dk_dv": [round(d, 5) for d in diff], "max_abs_ref": [round(x, 3) for x in scale]}
+
+
 def setup(args) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -170,6 +205,7 @@ def setup(args) -> None:
     if cuda:
         info["device"] = torch.cuda.get_device_name(0)
         info["measured_bf16_tflops"] = round(measured_bf16_tflops(), 1)
+        info["padding_free_check"] = varlen_check(lengths[:16])
     io.write_json(work / "setup.json", info)
     print(json.dumps(info, indent=1))
 
@@ -217,7 +253,8 @@ def run_recipe(args) -> dict:
     t0 = time.perf_counter()
     print(train(cfg), flush=True)
     levers = ("quantization", "compute_dtype", "batch_size", "grad_accum", "gradient_checkpointing",
-              "group_by_length", "liger_kernel", "fp32_upcast", "lora_dropout", "loss_on", "learning_rate")
+              "group_by_length", "liger_kernel", "fp32_upcast", "lora_dropout", "loss_on", "learning_rate",
+              "padding_free", "torch_compile")
     result = {"recipe": args.name, "config": {k: v for k, v in to_dict(cfg).items() if k in levers},
               "stage_wall_s": round(time.perf_counter() - t0, 1),
               **window(out / "train_log.jsonl", args.warmup), **peak_memory()}

@@ -298,3 +298,20 @@ def test_torch_compile_trains_the_compiled_model(tiny_model_dir, short_records, 
     losses = [r["loss"] for r in read_log(out) if "loss" in r]
     assert losses and all(math.isfinite(x) for x in losses)
     assert json.loads((out / "adapter" / "covertune_train.json").read_text())["torch_compile"] is True
+
+
+def test_train_stage_padding_free_matches_padded(tiny_model_dir, short_records, tmp_path):
+    """The train stage with --padding-free on logs the padded run's first loss (same weights, same
+    batch) and counts the same non-padding tokens, and records the choice."""
+    losses, tokens = {}, {}
+    for setting in ("off", "on"):
+        out = make_run(tmp_path / setting, short_records[:4], short_records[:2])
+        cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=2, eval_strategy="no",
+                          save_strategy="no", padding_free=setting, **FAST)
+        train(cfg)
+        losses[setting] = [r["loss"] for r in read_log(out) if "loss" in r]
+        info = json.loads((out / "adapter" / "covertune_train.json").read_text())
+        assert info["padding_free_resolved"] is (setting == "on")
+        tokens[setting] = info["speed"]["tokens"]
+    assert losses["on"][0] == pytest.approx(losses["off"][0], rel=1e-4)
+    assert tokens["on"] == tokens["off"] > 0

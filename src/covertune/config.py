@@ -78,6 +78,9 @@ class TrainConfig:
                          "transformers optim name")
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory")
     group_by_length: bool = opt(True, "Batch examples of similar length together (less padding)")
+    padding_free: str = opt("auto", "Concatenate a micro-batch's examples into one row with no padding, "
+                            "attention kept inside each example by PyTorch's variable-length kernel: auto "
+                            "(on where that kernel runs: a CUDA GPU, and attn_implementation auto), on, off")
     liger_kernel: str = opt("auto", "Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a cross-entropy "
                             "fused with the LM head that never builds the logits): auto (on where a CUDA GPU "
                             "and the liger-kernel package are), on, off")

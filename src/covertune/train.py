@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from covertune import io, models
+from covertune import io, models, padding_free
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict
 from covertune.prompt import PROMPT_FORMATS
 from covertune.records import FLAGS_FIELD
@@ -98,8 +98,12 @@ def train(cfg: TrainConfig) -> str:
     if dtype == torch.float16 and not models.has_cuda():
         raise ValueError("fp16 mixed precision needs a CUDA GPU; on the CPU use --compute-dtype bf16 or fp32")
     base_ref = models.resolve_model(cfg.model)
+    packed = padding_free.resolve(cfg.padding_free, cfg.attn_implementation)
+    # packed rows need attention that stops at each example's end: ours by default; transformers' own
+    # implementations (flash, sdpa, eager) handle them too when asked for by name
+    attn = padding_free.register() if packed and cfg.attn_implementation == "auto" else cfg.attn_implementation
     model = models.load_model(cfg.model, cfg.quantization, cfg.compute_dtype, tokenizer=tokenizer,
-                              attn_implementation=cfg.attn_implementation,
+                              attn_implementation=attn,
                               trust_remote_code=cfg.trust_remote_code)
     model = add_lora(model, cfg)
     trainable, total = model.get_nb_trainable_parameters()
@@ -156,7 +160,8 @@ def train(cfg: TrainConfig) -> str:
         args=args,
         train_dataset=train_set.examples,
         eval_dataset=val_set.examples if val_set is not None else None,
-        data_collator=PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None),
+        data_collator=(padding_free.collator() if packed else
+                       PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None)),
         processing_class=tokenizer,
         callbacks=[logger],
     )
@@ -198,6 +203,7 @@ def train(cfg: TrainConfig) -> str:
         "trainable_parameters": trainable,
         "optimizer_resolved": optim,
         "liger_kernel_resolved": liger,
+        "padding_free_resolved": packed,
         "compute_dtype_resolved": str(dtype).replace("torch.", ""),
         "versions": versions(),
     }
@@ -247,6 +253,8 @@ def check_config(cfg: TrainConfig) -> None:
         bad("lora_r must be at least 1 and target_modules not empty")
     if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
         bad("target_modules: 'all-linear' stands alone")
+    if cfg.padding_free not in padding_free.SETTINGS:
+        bad(f"padding_free must be one of {padding_free.SETTINGS}, got {cfg.padding_free!r}")
     if cfg.liger_kernel not in LIGER:
         bad(f"liger_kernel must be one of {LIGER}, got {cfg.liger_kernel!r}")
     if cfg.liger_kernel == "on":
@@ -427,6 +435,7 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
           ("learning rate, schedule, warmup", f"{cfg.learning_rate}, {cfg.lr_scheduler}, {cfg.warmup_ratio:.0%}"),
           ("optimizer", info["optimizer_resolved"]),
           ("gradient checkpointing", cfg.gradient_checkpointing), ("Liger kernels", info["liger_kernel_resolved"]),
+          ("padding-free batches", info["padding_free_resolved"]),
           ("seed", cfg.seed),
           ("optimizer steps done", info["global_step"])]
     lines = meta + [
