@@ -116,6 +116,8 @@ def test_resolve():
     assert padding_free.resolve("off") is False
     assert padding_free.resolve("auto") is padding_free.kernel_available()
     assert padding_free.resolve("auto", "eager") is False
+    assert padding_free.resolve("auto", torch_compile=True) is False
+    assert padding_free.resolve("on", torch_compile=True) is True
     with pytest.raises(ValueError, match="padding_free must be one of"):
         padding_free.resolve("yes")
 

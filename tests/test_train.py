@@ -245,6 +245,7 @@ def test_liger_setting_is_checked(tiny_model_dir, tmp_path):
         check_config(cfg)
     assert use_liger("off") is False
     assert use_liger("auto") is (torch.cuda.is_available() and importlib.util.find_spec("liger_kernel") is not None)
+    assert use_liger("auto", torch_compile=True) is False
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="Liger runs on a CUDA GPU")
@@ -301,17 +302,18 @@ def test_torch_compile_trains_the_compiled_model(tiny_model_dir, short_records, 
 
 
 def test_train_stage_padding_free_matches_padded(tiny_model_dir, short_records, tmp_path):
-    """The train stage with --padding-free on logs the padded run's first loss (same weights, same
-    batch) and counts the same non-padding tokens, and records the choice."""
-    losses, tokens = {}, {}
+    """The train stage with --padding-free on logs the padded run's first loss and validation loss
+    (same weights, same batches), counts the same non-padding tokens, and records the choice."""
+    losses, evals, tokens = {}, {}, {}
     for setting in ("off", "on"):
-        out = make_run(tmp_path / setting, short_records[:4], short_records[:2])
-        cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=2, eval_strategy="no",
-                          save_strategy="no", padding_free=setting, **FAST)
+        out = make_run(tmp_path / setting, short_records[:4], short_records[:3])
+        cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=2, eval_strategy="steps",
+                          eval_steps=2, save_strategy="no", padding_free=setting, **FAST)
         train(cfg)
         losses[setting] = [r["loss"] for r in read_log(out) if "loss" in r]
         info = json.loads((out / "adapter" / "covertune_train.json").read_text())
         assert info["padding_free_resolved"] is (setting == "on")
-        tokens[setting] = info["speed"]["tokens"]
+        evals[setting], tokens[setting] = info["eval_loss"], info["speed"]["tokens"]
     assert losses["on"][0] == pytest.approx(losses["off"][0], rel=1e-4)
+    assert evals["on"] == pytest.approx(evals["off"], rel=1e-4)
     assert tokens["on"] == tokens["off"] > 0

@@ -87,7 +87,8 @@ class TrainConfig:
     fp32_upcast: bool = opt(False, "With a 4/8-bit base, cast norms, embeddings and LM head to fp32 "
                             "(peft's prepare_model_for_kbit_training); off: they stay in the compute dtype")
     torch_compile: bool = opt(False, "Compile the model with torch.compile (inductor): the first steps "
-                              "compile, and new sequence-length shapes may recompile")
+                              "compile (minutes at 7B), new sequence-length shapes may recompile; turns "
+                              "the auto Liger kernels and padding-free batches off")
     drop_flagged: bool = opt(False, "Skip train rows that the data stage flagged")
     drop_flags: list[str] = opt([], "Skip only train rows with these flags (e.g. generic too_short)")
     logging_steps: int = opt(10, "Log the training loss every N optimizer steps")

@@ -43,13 +43,15 @@ def kernel_available() -> bool:
             and torch.cuda.get_device_capability(0) >= (8, 0))
 
 
-def resolve(setting: str, attn_implementation: str = "auto") -> bool:
+def resolve(setting: str, attn_implementation: str = "auto", torch_compile: bool = False) -> bool:
     """on: always (the exact per-example fallback where the kernel cannot run); off: never; auto: where
-    the fused kernel runs and no other attention implementation was asked for."""
+    the fused kernel runs, no other attention implementation was asked for, and the model is not
+    compiled (packed rows under torch.compile are untested on a GPU)."""
     if setting not in SETTINGS:
         raise ValueError(f"padding_free must be one of {', '.join(SETTINGS)}, not {setting!r}")
     if setting == "auto":
-        return kernel_available() and attn_implementation in ("auto", ATTN_IMPLEMENTATION)
+        return (kernel_available() and attn_implementation in ("auto", ATTN_IMPLEMENTATION)
+                and not torch_compile)
     return setting == "on"
 
 

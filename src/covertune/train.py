@@ -98,7 +98,7 @@ def train(cfg: TrainConfig) -> str:
     if dtype == torch.float16 and not models.has_cuda():
         raise ValueError("fp16 mixed precision needs a CUDA GPU; on the CPU use --compute-dtype bf16 or fp32")
     base_ref = models.resolve_model(cfg.model)
-    packed = padding_free.resolve(cfg.padding_free, cfg.attn_implementation)
+    packed = padding_free.resolve(cfg.padding_free, cfg.attn_implementation, cfg.torch_compile)
     # packed rows need attention that stops at each example's end: ours by default; transformers' own
     # implementations (flash, sdpa, eager) handle them too when asked for by name
     attn = padding_free.register() if packed and cfg.attn_implementation == "auto" else cfg.attn_implementation
@@ -113,7 +113,7 @@ def train(cfg: TrainConfig) -> str:
     # ---- the Trainer: validation loss and a checkpoint each epoch, a progress bar, a JSONL log
     on_gpu = models.has_cuda()
     optim = optimizer_name(cfg.optimizer)
-    liger = use_liger(cfg.liger_kernel)
+    liger = use_liger(cfg.liger_kernel, cfg.torch_compile)
     eval_strategy = cfg.eval_strategy if val_set is not None else "no"
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -280,10 +280,16 @@ def add_lora(model, cfg: TrainConfig):
     return get_peft_model(model, lora)
 
 
-def use_liger(setting: str) -> bool:
-    """on: yes (check_config made sure it can run); auto: where a CUDA GPU and liger-kernel are."""
+def use_liger(setting: str, torch_compile: bool = False) -> bool:
+    """on: yes (check_config made sure it can run); auto: where a CUDA GPU and liger-kernel are, and
+    not under torch.compile (the two together stopped with an illegal memory access on an H100:
+    docs/PERFORMANCE.md)."""
     if setting == "auto":
-        return models.has_cuda() and importlib.util.find_spec("liger_kernel") is not None
+        return (models.has_cuda() and importlib.util.find_spec("liger_kernel") is not None
+                and not torch_compile)
+    if setting == "on" and torch_compile:
+        log.warning("--liger-kernel on with --torch-compile: this pair stopped with a CUDA illegal memory "
+                    "access on an H100 (torch 2.11, liger-kernel 0.8.5); use --liger-kernel auto if it does")
     return setting == "on"
 
 
