@@ -35,13 +35,22 @@ QUALITY = dict(model="embedded", epochs=4, max_steps=-1, warmup_ratio=0.03, eval
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """'covertune:learning_rate=4e-4,batch_size=8' -> ('covertune', {...}) with values parsed as YAML."""
+    """'covertune:learning_rate=4e-4,batch_size=8' -> ('covertune', {...}) with values parsed as YAML,
+    except for text fields of TrainConfig, kept as written (YAML would read padding_free=off as False)."""
+    import dataclasses
+
     import yaml
 
+    from covertune.config import TrainConfig
+
+    text_fields = {f.name for f in dataclasses.fields(TrainConfig) if f.type in (str, "str")}
     name, _, rest = spec.partition(":")
     fields = {}
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
+        if key.strip() in text_fields:
+            fields[key.strip()] = value.strip()
+            continue
         parsed = yaml.safe_load(value)
         if isinstance(parsed, str):  # YAML 1.1 reads 4e-4 as a string
             try:

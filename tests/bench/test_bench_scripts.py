@@ -27,6 +27,9 @@ def test_parse_spec_reads_numbers_booleans_and_names():
                                              "save_strategy=steps")
     assert name == "reference"
     assert fields == {"learning_rate": 4e-4, "batch_size": 8, "fp32_upcast": False, "save_strategy": "steps"}
+    # text fields stay text: YAML alone reads off/on as booleans
+    assert recipe_quality.parse_spec("covertune:padding_free=off,liger_kernel=on")[1] == {
+        "padding_free": "off", "liger_kernel": "on"}
 
 
 def test_recipes_are_valid_train_configs():
