@@ -4,8 +4,8 @@ The base pass runs the original base model. The fine-tuned pass runs a merged fo
 the base it learned against: for an NF4 adapter (``--base-weights auto``) the base quantized as in
 training, dequantized and merged with the adapter in memory; otherwise the same loaded base with the
 adapter switched on (it is switched off for the base pass). Prompts go through ``model.generate`` in
-batches grouped by token length, left-padded with a pad token distinct from EOS; only the new tokens are decoded and the
-letter is extracted from them. Every finished batch is appended to a journal
+batches grouped by token length, left-padded with a pad token distinct from EOS; only the new tokens
+are decoded and the letter is extracted from them. Every finished batch is appended to a journal
 (``<out>/.generate/<split>.<model>.jsonl``), so an interrupted run resumes where it stopped;
 ``eval.csv`` is written atomically once every row is done.
 """

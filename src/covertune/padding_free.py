@@ -16,13 +16,11 @@ compute goes away, which for grouped batches of this task's lengths is 4-16% of 
 
 from __future__ import annotations
 
+import functools
 import inspect
-import logging
 
 import torch
 import torch.nn.functional as F
-
-log = logging.getLogger(__name__)
 
 ATTN_IMPLEMENTATION = "covertune_varlen"
 SETTINGS = ("auto", "on", "off")
@@ -55,16 +53,20 @@ def resolve(setting: str, attn_implementation: str = "auto", torch_compile: bool
     return setting == "on"
 
 
-def _fused(q, k, v, cu_seqlens, max_len: int, scale: float):
-    """varlen_attn on (tokens, heads, dim) tensors, causal, across the PyTorch versions that have it
-    (``is_causal=True`` in early ones, ``window_size=(-1, 0)`` later)."""
-    fn = varlen_kernel()
+@functools.cache
+def _call_style(fn) -> tuple[bool, dict]:
+    """Whether ``fn`` (a varlen_attn) takes ``scale``, and how it asks for causal attention:
+    ``is_causal=True`` in early PyTorch versions, ``window_size=(-1, 0)`` later. Read once per function,
+    not in every layer's forward."""
     params = inspect.signature(fn).parameters
-    kwargs = {"scale": scale} if "scale" in params else {}
-    if "is_causal" in params:
-        kwargs["is_causal"] = True
-    else:
-        kwargs["window_size"] = (-1, 0)
+    return "scale" in params, ({"is_causal": True} if "is_causal" in params else {"window_size": (-1, 0)})
+
+
+def _fused(q, k, v, cu_seqlens, max_len: int, scale: float):
+    """varlen_attn on (tokens, heads, dim) tensors, causal, across the PyTorch versions that have it."""
+    fn = varlen_kernel()
+    takes_scale, causal = _call_style(fn)
+    kwargs = {**causal, **({"scale": scale} if takes_scale else {})}
     return fn(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, **kwargs)
 
 
