@@ -22,6 +22,8 @@ STAGE_HELP = {
     "generate": "write base and fine-tuned letters for the test split to eval.csv",
     "evaluate": "score an eval.csv: ROUGE-L, BERTScore, repetition, grounding",
     "report": "plots, report.md and a self-contained report.html",
+    "write": "write one letter from the 8 fields (flags, a YAML/JSON file, or a posting and a resume)",
+    "serve": "HTTP server: /v1/cover-letter, OpenAI- and Ollama-compatible routes, dynamic batching",
     "run": "all stages end to end in one run directory, resuming where a run stopped",
 }
 

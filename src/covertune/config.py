@@ -168,6 +168,76 @@ class ReportConfig:
     force: bool = opt(False, "Write the report again")
 
 
+MODEL_SOURCE_HELP = {
+    "model": "Base model: HF hub id, local folder, or 'embedded'",
+    "out": "Run directory whose model to use: its merged/ (with --merged) or adapter/ on the base, as "
+           "`covertune generate` loads the fine-tuned model; empty: the base model alone",
+    "adapter": "Adapter folder (default: <out>/adapter if present)",
+    "merged": "Merged model folder (instead of base + adapter)",
+}
+
+
+@dataclass
+class WriteConfig:
+    model: str = opt(EMBEDDED_MODEL, MODEL_SOURCE_HELP["model"])
+    out: str = opt("", MODEL_SOURCE_HELP["out"])
+    adapter: str = opt("", MODEL_SOURCE_HELP["adapter"])
+    merged: str = opt("", MODEL_SOURCE_HELP["merged"])
+    base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
+    prompt_format: str = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
+    input: str = opt("", "YAML or JSON file holding the 8 fields by their names (job_title, "
+                     "hiring_company, ...); flags override it")
+    job_posting: str = opt("", "Plain-text job posting file: becomes preferred_qualifications")
+    resume: str = opt("", "Plain-text resume file: becomes current_experience")
+    job_title: str = opt("", "Job title")
+    hiring_company: str = opt("", "Hiring company")
+    preferred_qualifications: str = opt("", "The job's preferred qualifications")
+    applicant_name: str = opt("", "Applicant's name")
+    current_experience: str = opt("", "Applicant's current experience")
+    past_experience: str = opt("", "Applicant's past experience")
+    skillsets: str = opt("", "Applicant's skills, comma-separated")
+    qualifications: str = opt("", "Applicant's qualifications (degrees, certificates)")
+    json: bool = opt(False, "Print JSON: the letter, its grounding check and token counts")
+    max_new_tokens: int = opt(512, "Max new tokens")
+    do_sample: bool = opt(False, "Sample instead of greedy decoding")
+    temperature: float = opt(1.0, "Sampling temperature")
+    top_p: float = opt(1.0, "Nucleus sampling p")
+    top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
+    repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
+    seed: int = opt(42, "Seed for sampling")
+    dtype: str = opt("auto", "auto, bf16, fp16, fp32")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+
+
+@dataclass
+class ServeConfig:
+    model: str = opt(EMBEDDED_MODEL, MODEL_SOURCE_HELP["model"])
+    out: str = opt("", MODEL_SOURCE_HELP["out"])
+    adapter: str = opt("", MODEL_SOURCE_HELP["adapter"])
+    merged: str = opt("", MODEL_SOURCE_HELP["merged"])
+    base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
+    prompt_format: str = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
+    dtype: str = opt("auto", "auto, bf16, fp16, fp32")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    host: str = opt("127.0.0.1", "Address to bind (127.0.0.1: this machine only)")
+    port: int = opt(8000, "Port")
+    model_name: str = opt("covertune", "Name clients use for the served model (OpenAI 'model', Ollama name)")
+    api_key: str = opt("", "Require 'Authorization: Bearer KEY' (default: the COVERTUNE_API_KEY "
+                       "environment variable; empty: no auth)")
+    cors_origins: list[str] = opt([], "Origins allowed besides chrome-extension:// ones (e.g. "
+                                  "http://localhost:3000; '*' for any)")
+    max_batch_size: int = opt(8, "Most requests generated together in one batch")
+    batch_window_ms: float = opt(20.0, "How long the batcher waits for more requests after the first")
+    max_queue: int = opt(64, "Requests waiting for the model at most; more get 503 with Retry-After")
+    retry_after_s: int = opt(2, "Retry-After seconds sent with a 503")
+    max_new_tokens: int = opt(512, "New tokens per letter when a request does not say")
+    max_new_tokens_cap: int = opt(1024, "Largest max_new_tokens a request may ask for (larger is capped)")
+    max_body_bytes: int = opt(65536, "Largest request body; larger gets 413")
+    max_field_chars: int = opt(8000, "Longest input field or message, in characters; longer gets 422")
+    graceful_timeout_s: int = opt(60, "On shutdown, seconds to let in-flight requests finish")
+    log_level: str = opt("info", "Server log level: debug, info, warning, error")
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
@@ -175,6 +245,8 @@ STAGE_CONFIGS: dict[str, type] = {
     "generate": GenerateConfig,
     "evaluate": EvaluateConfig,
     "report": ReportConfig,
+    "write": WriteConfig,
+    "serve": ServeConfig,
 }
 
 

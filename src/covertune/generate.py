@@ -176,6 +176,36 @@ def check_pad(tokenizer, stop_ids: Sequence[int]) -> int:
     return int(pad)
 
 
+def encode_prompts(tokenizer, prompts: Sequence[str], add_special_tokens: bool = True,
+                   suffix_ids: Sequence[int] = ()) -> list[list[int]]:
+    """The token ids the model reads for each prompt text: tokenized (``add_special_tokens``), then
+    ``suffix_ids`` appended (see ``prompt_encoding``)."""
+    if not prompts:
+        return []
+    encoded = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
+    return [list(ids) + list(suffix_ids) for ids in encoded]
+
+
+def cut_at_stop(row: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
+    """A row of new tokens up to and including its first stop token (what follows is padding)."""
+    stop_set = set(stop_ids)
+    cut = next((k + 1 for k, t in enumerate(row) if t in stop_set), len(row))
+    return list(row[:cut])
+
+
+def generate_batch(model, rows: Sequence[Sequence[int]], decoding: Decoding, stop_ids: Sequence[int],
+                   pad_id: int, **generate_kwargs) -> list[list[int]]:
+    """One left-padded ``model.generate`` call over token-id rows; the new tokens of each row, cut after
+    its first stop token. ``generate_kwargs`` (a streamer, stopping criteria) go to ``model.generate``."""
+    ids, mask = _left_pad([list(r) for r in rows], pad_id)
+    device = _device(model)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                             eos_token_id=list(stop_ids), pad_token_id=pad_id, **decoding.generate_kwargs(),
+                             **generate_kwargs)
+    return [cut_at_stop(row, stop_ids) for row in out[:, ids.shape[1]:].tolist()]
+
+
 def generate_token_ids(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
                        decoding: Decoding = Decoding(), indices: Sequence[int] | None = None,
                        add_special_tokens: bool = True, suffix_ids: Sequence[int] = ()
@@ -193,23 +223,12 @@ def generate_token_ids(model, tokenizer, prompts: Sequence[str], batch_size: int
     indices = list(range(len(prompts))) if indices is None else list(indices)
     if not indices:
         return
-    encoded = tokenizer([prompts[i] for i in indices], add_special_tokens=add_special_tokens)["input_ids"]
-    lengths = {i: list(ids) + list(suffix_ids) for i, ids in zip(indices, encoded)}
+    encoded = encode_prompts(tokenizer, [prompts[i] for i in indices], add_special_tokens, suffix_ids)
+    lengths = dict(zip(indices, encoded))
     order = sorted(indices, key=lambda i: (-len(lengths[i]), i))
-    device = _device(model)
-    kwargs = decoding.generate_kwargs()
-    stop_set = set(stop)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        ids, mask = _left_pad([lengths[i] for i in batch], pad)
-        with torch.inference_mode():
-            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                 eos_token_id=stop, pad_token_id=pad, **kwargs)
-        new_rows = []
-        for row in out[:, ids.shape[1]:].tolist():
-            cut = next((k + 1 for k, t in enumerate(row) if t in stop_set), len(row))
-            new_rows.append(row[:cut])
-        yield batch, new_rows
+        yield batch, generate_batch(model, [lengths[i] for i in batch], decoding, stop, pad)
 
 
 def generate_letters(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
@@ -384,6 +403,58 @@ def _fine_tuned_weights(cfg: GenerateConfig, merged: Path | None, adapter: Path 
     base = models.load_adapter_base(cfg.model, trained_q, "trained", cfg.dtype, tokenizer=tokenizer,
                                     trust_remote_code=cfg.trust_remote_code)
     return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+
+
+@dataclass
+class LetterModel:
+    """A model ready to write letters: the weights, the left-padding tokenizer, and how prompts are fed."""
+
+    model: object
+    tokenizer: object
+    prompt_format: str
+    encoding: dict  # prompt_encoding(prompt_format, tokenizer)
+    source: str  # what was loaded, for logs and /v1/models
+
+
+def load_letter_model(cfg: GenerateConfig) -> LetterModel:
+    """The model ``write`` and ``serve`` use, loaded as the fine-tuned pass of ``generate`` loads it: a
+    merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
+    against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
+    Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, trust_remote_code`` are read."""
+    if cfg.base_weights not in models.BASE_WEIGHTS:
+        raise ValueError(f"base_weights must be one of {models.BASE_WEIGHTS}, got {cfg.base_weights!r}")
+    out = Path(cfg.out).expanduser() if cfg.out else None
+    if out is not None and not out.is_dir():
+        raise FileNotFoundError(f"run directory {out} does not exist")
+    adapter = merged = None
+    if out is not None or cfg.adapter or cfg.merged:
+        adapter, merged = _fine_tuned_source(cfg, out if out is not None else Path(cfg.adapter or cfg.merged))
+    train_cfg = read_train_config(merged or adapter) if (merged or adapter) else {}
+    if adapter is not None:
+        from covertune.merge import check_base_model
+
+        check_base_model(cfg.model, train_cfg, adapter)
+    prompt_format = _resolve_format(cfg, train_cfg)
+    tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
+                    if adapter is not None else None)
+    if merged is not None or base_weights == "trained":
+        model = _fine_tuned_weights(cfg, merged, adapter, train_cfg, tokenizer)
+        source = f"merged model {merged}" if merged else f"{cfg.model} + adapter {adapter} (merged in memory)"
+    else:
+        log.info("loading %s", cfg.model)
+        model = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=tokenizer,
+                                  trust_remote_code=cfg.trust_remote_code)
+        source = cfg.model
+        if adapter is not None:
+            from peft import PeftModel
+
+            log.info("loading the adapter %s", adapter)
+            model = PeftModel.from_pretrained(model, str(adapter))
+            source = f"{cfg.model} + adapter {adapter}"
+        elif out is not None:
+            log.warning("%s holds no adapter or merged model: writing with the base model %s", out, cfg.model)
+    return LetterModel(model.eval(), tokenizer, prompt_format, prompt_encoding(prompt_format, tokenizer), source)
 
 
 def generate(cfg: GenerateConfig) -> str:

@@ -24,6 +24,8 @@ STAGE_FUNCTIONS = {
     "generate": "covertune.generate:generate",
     "evaluate": "covertune.metrics.evaluate:evaluate",
     "report": "covertune.report:report",
+    "write": "covertune.write:write",  # commands that use a run's model; not pipeline stages
+    "serve": "covertune.serve.app:serve",
 }
 
 

@@ -403,13 +403,12 @@ def unsupported_orgs(letter: str, inputs: dict[str, str]) -> list[str]:
 # ------------------------------------------------------------------ all of it for one letter
 
 
-def ground(letter: str, inputs: dict[str, str] | None) -> dict:
-    """The grounding columns for one letter; NaN/empty when the inputs are unknown."""
-    if inputs is None:
-        return {c: ("" if c.endswith("_list") else NAN) for c in GROUNDING_COLUMNS}
+def ground_details(letter: str, inputs: dict[str, str]) -> dict:
+    """The grounding findings for one letter with their lists as lists: mentions (1.0/0.0, NaN when the
+    input field is empty), skill counts and the missing skills, the numbers claimed and those unsupported
+    (as written), the unsupported organisations."""
     total, mentioned, missing = skill_coverage(letter, inputs.get("skillsets", ""))
     claimed, unsupported = number_claims(letter, inputs)
-    orgs = unsupported_orgs(letter, inputs)
     return {
         "name_mentioned": name_mentioned(letter, inputs.get("applicant_name", "")),
         "company_mentioned": company_mentioned(letter, inputs.get("hiring_company", "")),
@@ -417,14 +416,44 @@ def ground(letter: str, inputs: dict[str, str] | None) -> dict:
         "skills_total": total,
         "skills_mentioned": mentioned,
         "skills_coverage": mentioned / total if total else NAN,
-        "skills_missing_list": LIST_SEP.join(missing),
-        "numbers_claimed": len(claimed),
-        "numbers_claimed_list": LIST_SEP.join(n.text for n in claimed),
-        "unsupported_numbers": len(unsupported),
-        "unsupported_numbers_list": LIST_SEP.join(n.text for n in unsupported),
-        "unsupported_orgs": len(orgs),
-        "unsupported_orgs_list": LIST_SEP.join(orgs),
+        "skills_missing": missing,
+        "numbers_claimed": [n.text for n in claimed],
+        "unsupported_numbers": [n.text for n in unsupported],
+        "unsupported_orgs": unsupported_orgs(letter, inputs),
     }
+
+
+def ground(letter: str, inputs: dict[str, str] | None) -> dict:
+    """The grounding columns for one letter; NaN/empty when the inputs are unknown."""
+    if inputs is None:
+        return {c: ("" if c.endswith("_list") else NAN) for c in GROUNDING_COLUMNS}
+    d = ground_details(letter, inputs)
+    return {
+        "name_mentioned": d["name_mentioned"],
+        "company_mentioned": d["company_mentioned"],
+        "job_title_mentioned": d["job_title_mentioned"],
+        "skills_total": d["skills_total"],
+        "skills_mentioned": d["skills_mentioned"],
+        "skills_coverage": d["skills_coverage"],
+        "skills_missing_list": LIST_SEP.join(d["skills_missing"]),
+        "numbers_claimed": len(d["numbers_claimed"]),
+        "numbers_claimed_list": LIST_SEP.join(d["numbers_claimed"]),
+        "unsupported_numbers": len(d["unsupported_numbers"]),
+        "unsupported_numbers_list": LIST_SEP.join(d["unsupported_numbers"]),
+        "unsupported_orgs": len(d["unsupported_orgs"]),
+        "unsupported_orgs_list": LIST_SEP.join(d["unsupported_orgs"]),
+    }
+
+
+def ground_json(letter: str, inputs: dict[str, str]) -> dict:
+    """``ground_details`` as JSON: mentions true/false (null when the input field is empty), the skill
+    coverage a float (null without skills), lists of strings."""
+    d = ground_details(letter, inputs)
+    for k in ("name_mentioned", "company_mentioned", "job_title_mentioned"):
+        d[k] = None if is_nan(d[k]) else bool(d[k])
+    if is_nan(d["skills_coverage"]):
+        d["skills_coverage"] = None
+    return d
 
 
 def is_nan(x) -> bool:

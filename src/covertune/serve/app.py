@@ -1,0 +1,148 @@
+"""`covertune serve`: the FastAPI application and its uvicorn server.
+
+FastAPI + uvicorn rather than transformers' own ``transformers serve``: covertune needs its own route
+(``/v1/cover-letter`` with the grounding check), its prompt encoding and letter extraction exactly as
+``covertune generate`` applies them, adapters loaded as the fine-tuned pass loads them, Ollama-compatible
+routes, and limits, auth and CORS of its own; ``transformers serve`` offers OpenAI routes over a plain
+chat template. FastAPI gives request parsing (pydantic), streaming responses and middleware; uvicorn a
+well-kept ASGI server with graceful shutdown.
+
+The model is loaded once; one worker thread generates (``covertune.serve.batching``). Every request but
+``GET /health`` and CORS preflights needs ``Authorization: Bearer KEY`` when a key is set (``--api-key``
+or the ``COVERTUNE_API_KEY`` environment variable). CORS allows ``chrome-extension://`` origins and those
+given with ``--cors-origins``. On SIGINT/SIGTERM uvicorn stops accepting connections, lets in-flight
+requests finish (``--graceful-timeout-s``), then the worker finishes what is queued.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from covertune.config import GenerateConfig, ServeConfig
+from covertune.serve.errors import APIError
+
+log = logging.getLogger(__name__)
+
+API_KEY_ENV = "COVERTUNE_API_KEY"
+EXTENSION_ORIGINS = r"(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9._-]+"
+OPEN_PATHS = ("/health",)
+
+
+def _is_ollama(path: str) -> bool:
+    return path.startswith("/api/")
+
+
+class GuardMiddleware:
+    """Bearer-token check (when a key is set) and per-request metrics, around every route."""
+
+    def __init__(self, app: ASGIApp, engine, api_key: str = ""):
+        self.app, self.engine, self.api_key = app, engine, api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, t0, status = scope["path"], time.perf_counter(), [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if self.api_key and path not in OPEN_PATHS and scope["method"] != "OPTIONS":
+                headers = dict(scope.get("headers") or [])
+                auth = headers.get(b"authorization", b"").decode("latin-1")
+                scheme, _, token = auth.partition(" ")
+                if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(),
+                                                                            self.api_key.encode()):
+                    err = APIError(401, "missing or wrong API key: send 'Authorization: Bearer KEY'",
+                                   headers={"WWW-Authenticate": "Bearer"})
+                    log.info("401 %s %s: %s", scope["method"], path, "no bearer token" if not auth else "wrong key")
+                    return await err.response(_is_ollama(path))(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
+        finally:
+            route = path if path in ROUTES else "other"
+            self.engine.metrics.request(route, status[0], time.perf_counter() - t0)
+
+
+ROUTES = {"/health", "/metrics", "/v1/cover-letter", "/v1/chat/completions", "/v1/models",
+          "/api/generate", "/api/chat", "/api/tags", "/api/version"}
+
+
+def create_app(engine, cfg: ServeConfig) -> FastAPI:
+    """The application around a loaded ``Engine``; the batcher's worker runs while the app's lifespan does."""
+    from covertune.serve import ollama_compat, openai_compat, routes
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.batcher.start()
+        log.info("serving %s as '%s'", engine.lm.source, engine.name)
+        try:
+            yield
+        finally:
+            log.info("shutting down: finishing %d queued request(s)", engine.batcher.waiting())
+            engine.batcher.stop(timeout=cfg.graceful_timeout_s)
+
+    app = FastAPI(title="covertune", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    for r in (routes.router, openai_compat.router, ollama_compat.router):
+        app.include_router(r)
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError):
+        log.info("%d %s %s: %s", exc.status, request.method, request.url.path, exc.message)
+        return exc.response(_is_ollama(request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        message = {404: f"no route {request.method} {request.url.path}",
+                   405: f"method {request.method} not allowed on {request.url.path}"}.get(exc.status_code,
+                                                                                         str(exc.detail))
+        return APIError(exc.status_code, message, headers=getattr(exc, "headers", None)).response(
+            _is_ollama(request.url.path))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("500 %s %s: %s", request.method, request.url.path, exc)
+        return APIError(500, "internal server error; the server log has the cause").response(
+            _is_ollama(request.url.path))
+
+    api_key = cfg.api_key or os.environ.get(API_KEY_ENV, "")
+    app.add_middleware(GuardMiddleware, engine=engine, api_key=api_key)
+    # added last, so outermost: preflights are answered and every response (401 included) carries CORS headers
+    app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_origin_regex=EXTENSION_ORIGINS,
+                       allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type"],
+                       max_age=600)
+    return app
+
+
+def build_engine(cfg: ServeConfig):
+    from covertune.generate import load_letter_model
+    from covertune.serve.engine import Engine
+
+    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
+                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
+                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
+    return Engine(lm, cfg)
+
+
+def serve(cfg: ServeConfig) -> str:
+    import uvicorn
+
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        key = cfg.api_key or os.environ.get(API_KEY_ENV, "")
+        log.warning("binding %s: the server is reachable from other machines%s", cfg.host,
+                    "" if key else " and has no API key (set COVERTUNE_API_KEY)")
+    app = create_app(build_engine(cfg), cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+                timeout_graceful_shutdown=cfg.graceful_timeout_s)
+    return "serve: stopped"

@@ -1,0 +1,266 @@
+"""Dynamic batching: one worker thread owns the model and generates queued requests together.
+
+The worker takes the oldest waiting request, then keeps taking requests for ``window_s`` (or until
+``max_batch_size``) and generates them as one left-padded batch with ``covertune.generate.generate_batch``,
+the function ``covertune generate`` uses. Only requests with the same decoding settings share a batch:
+greedy requests batch together (each with its own ``max_new_tokens``: greedy tokens do not depend on how
+long the batch runs); a sampling request is generated alone, seeded, so its letter depends only on its
+own settings. Requests that do not fit the current batch wait, first in line, for the next one.
+
+A ``BatchTracker`` (a transformers ``BaseStreamer`` and ``StoppingCriteria``) receives each step's new
+tokens for the whole batch: it hands each row's tokens to its job (streaming jobs get their text as it
+grows), finishes a job as soon as its row emits a stop token or reaches its own ``max_new_tokens``, and
+tells ``generate`` to stop rows that are finished or whose client went away.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Sequence
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers.generation.streamers import BaseStreamer
+
+from covertune.generate import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
+from covertune.prompt import COVER_LETTER_HEADER, INSTRUCTION, extract_letter
+
+log = logging.getLogger(__name__)
+
+
+class QueueFull(Exception):
+    """The batcher's queue holds its maximum of waiting requests."""
+
+
+@dataclass
+class Result:
+    letter: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str  # "stop" (a stop token) or "length" (max_new_tokens reached)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@dataclass(eq=False)
+class Job:
+    """One letter to generate. ``emit(kind, payload)`` is called from the worker thread with
+    ("delta", str) for streaming jobs, then ("done", Result) or ("error", str)."""
+
+    ids: list[int]
+    decoding: Decoding
+    emit: Callable[[str, object], None]
+    stream: bool = False
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.perf_counter)
+
+    def batch_key(self):
+        """Jobs with equal keys may share a batch (None: never shared)."""
+        if self.decoding.do_sample:
+            return None
+        return ("greedy", self.decoding.repetition_penalty)
+
+
+class LetterText:
+    """The letter of a growing output, as ``extract_letter`` gives it at the end, released only in pieces
+    that the end result will start with: held back are white space at the end, an incomplete UTF-8
+    character, and text that may still turn out to be the prompt's instruction sentence or header.
+    (A header the model writes after letter text has been released makes ``extract_letter`` drop that
+    text: the final letter then does not extend what was released; see ``Batcher`` users.)"""
+
+    def __init__(self):
+        self.sent = ""
+
+    def delta(self, output: str, final: bool = False) -> str:
+        letter = extract_letter(output)
+        if not final:
+            letter = letter.rstrip("\ufffd")
+            body = output[output.find(COVER_LETTER_HEADER) + len(COVER_LETTER_HEADER):] \
+                if COVER_LETTER_HEADER in output else output
+            window = len(INSTRUCTION) + 8
+            if len(body) < window and any(INSTRUCTION.startswith(body[k:]) for k in range(min(9, len(body) + 1))):
+                return ""  # the instruction sentence may still be forming at the start
+            for n in range(len(COVER_LETTER_HEADER) - 1, 0, -1):  # a header may be forming at the end
+                if letter.endswith(COVER_LETTER_HEADER[:n]):
+                    letter = letter[:-n]
+                    break
+        if not letter.startswith(self.sent):
+            return ""
+        piece = letter[len(self.sent):]
+        self.sent = letter
+        return piece
+
+
+class BatchTracker(BaseStreamer, StoppingCriteria):
+    """Per-row bookkeeping of one ``generate`` call (see the module docstring)."""
+
+    def __init__(self, jobs: Sequence[Job], tokenizer, stop_ids: Sequence[int], prompt_width: int):
+        self.jobs = list(jobs)
+        self.tokenizer = tokenizer
+        self.stop_ids = set(stop_ids)
+        self.prompt_width = prompt_width
+        self.rows: list[list[int]] = [[] for _ in jobs]
+        self.finished = [False] * len(jobs)
+        self.texts = [LetterText() for _ in jobs]
+        self._prompt_seen = False
+
+    # StoppingCriteria: True for rows that need no more tokens
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        new = input_ids.shape[1] - self.prompt_width
+        done = [f or j.cancelled or new >= j.decoding.max_new_tokens for f, j in zip(self.finished, self.jobs)]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    # BaseStreamer
+    def put(self, value: torch.Tensor) -> None:
+        if not self._prompt_seen:  # generate's first call hands over the prompts
+            self._prompt_seen = True
+            return
+        for i, token in enumerate(value.view(-1).tolist()):
+            if self.finished[i]:
+                continue
+            job = self.jobs[i]
+            self.rows[i].append(int(token))
+            if int(token) in self.stop_ids or len(self.rows[i]) >= job.decoding.max_new_tokens:
+                self.finish(i, self.rows[i])
+            elif job.stream and not job.cancelled:
+                piece = self.texts[i].delta(self.tokenizer.decode(self.rows[i], skip_special_tokens=True))
+                if piece:
+                    job.emit("delta", piece)
+
+    def end(self) -> None:
+        pass
+
+    def finish(self, i: int, ids: list[int]) -> None:
+        """Hand row ``i`` its result (once)."""
+        if self.finished[i]:
+            return
+        self.finished[i] = True
+        job = self.jobs[i]
+        ids = cut_at_stop(ids, list(self.stop_ids))[:job.decoding.max_new_tokens]
+        output = self.tokenizer.decode(ids, skip_special_tokens=True)
+        letter = extract_letter(output)
+        if job.stream and not job.cancelled:
+            piece = self.texts[i].delta(output, final=True)
+            if piece:
+                job.emit("delta", piece)
+            if self.texts[i].sent != letter:
+                log.warning("the streamed text of a letter was not a prefix of its final text (the model "
+                            "wrote the prompt's header after the letter began); the done event holds the letter")
+        reason = "stop" if ids and ids[-1] in self.stop_ids else "length"
+        job.emit("done", Result(letter, ids, len(job.ids), reason))
+
+
+class Batcher:
+    """The model's single worker: ``submit`` jobs from any thread; ``start``/``stop`` the worker."""
+
+    def __init__(self, model, tokenizer, max_batch_size: int = 8, window_s: float = 0.02, max_queue: int = 64,
+                 on_batch: Callable[[int, int, float], None] | None = None):
+        if max_batch_size < 1 or max_queue < 1 or window_s < 0:
+            raise ValueError("max_batch_size and max_queue must be at least 1, batch_window_ms at least 0")
+        self.model, self.tokenizer = model, tokenizer
+        self.stop_ids = stop_token_ids(tokenizer, model)
+        self.pad_id = check_pad(tokenizer, self.stop_ids)
+        self.max_batch_size, self.window_s = max_batch_size, window_s
+        self.on_batch = on_batch  # (rows, new tokens, seconds) after each batch
+        self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self._held: list[Job] = []  # taken from the queue, waiting for a batch with their settings
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.busy = False
+
+    def submit(self, job: Job) -> None:
+        if self._stopping.is_set():
+            raise QueueFull("the server is shutting down")
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"{self._queue.maxsize} requests are waiting") from None
+
+    def waiting(self) -> int:
+        return self._queue.qsize() + len(self._held)
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="covertune-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish every job already submitted, then end the worker."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # ------------------------------------------------------------ worker
+
+    def _next(self, timeout: float) -> Job | None:
+        if self._held:
+            return self._held.pop(0)
+        try:
+            return self._queue.get(timeout=max(timeout, 0.0))
+        except queue.Empty:
+            return None
+
+    def _take_batch(self) -> list[Job]:
+        first = self._next(0.1)
+        if first is None:
+            return []
+        key = first.batch_key()
+        batch = [first]
+        if key is None:
+            return batch
+        # waiting jobs with the same settings join first, then new arrivals within the window
+        keep = []
+        for job in self._held:
+            (batch if job.batch_key() == key and len(batch) < self.max_batch_size else keep).append(job)
+        self._held = keep
+        deadline = time.perf_counter() + self.window_s
+        while len(batch) < self.max_batch_size:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            try:
+                job = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            (batch if job.batch_key() == key else self._held).append(job)
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = [j for j in self._take_batch() if not j.cancelled]
+            if not batch:
+                if self._stopping.is_set() and self.waiting() == 0:
+                    return
+                continue
+            self.busy = True
+            try:
+                self._run(batch)
+            except Exception as e:  # a failed batch fails its requests, never the server
+                log.exception("generation failed for a batch of %d: %s", len(batch), e)
+                for job in batch:
+                    job.emit("error", f"generation failed ({type(e).__name__}); the server log has the cause")
+            finally:
+                self.busy = False
+
+    def _run(self, batch: list[Job]) -> None:
+        t0 = time.perf_counter()
+        decoding = replace(batch[0].decoding, max_new_tokens=max(j.decoding.max_new_tokens for j in batch))
+        width = max(len(j.ids) for j in batch)
+        tracker = BatchTracker(batch, self.tokenizer, self.stop_ids, width)
+        if decoding.do_sample:
+            from transformers import set_seed
+
+            set_seed(decoding.seed)
+        rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id,
+                              streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]))
+        for i, row in enumerate(rows):  # rows the tracker did not finish (cancelled ones)
+            tracker.finish(i, row)
+        if self.on_batch is not None:
+            self.on_batch(len(batch), sum(len(r) for r in tracker.rows), time.perf_counter() - t0)

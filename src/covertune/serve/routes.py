@@ -1,0 +1,80 @@
+"""covertune's own routes: ``POST /v1/cover-letter``, ``GET /health``, ``GET /metrics``.
+
+``/v1/cover-letter`` takes the 8 input fields by their record names and answers ``{letter, grounding,
+usage, model}``; ``grounding`` is the evaluate stage's per-letter check (``ground_json``). With
+``"stream": true`` it answers server-sent events: ``{"type": "delta", "text"}`` as the letter grows (their
+texts concatenate to the letter), one ``{"type": "done", letter, grounding, usage, model}``, then
+``[DONE]``; an error after streaming began is ``{"type": "error", "error": {"message"}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from covertune.metrics.grounding import ground_json
+from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
+from covertune.serve.engine import GenerationFailed
+from covertune.serve.errors import APIError
+from covertune.serve.schemas import CoverLetterRequest
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _engine(request: Request):
+    return request.app.state.engine
+
+
+@router.get("/health")
+async def health(request: Request):
+    return {"status": "ok", "model": _engine(request).name}
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    engine = _engine(request)
+    return PlainTextResponse(engine.metrics.render(engine.batcher.waiting(), engine.batcher.busy),
+                             media_type="text/plain; version=0.0.4")
+
+
+@router.post("/v1/cover-letter")
+async def cover_letter(request: Request):
+    engine = _engine(request)
+    req = parse(CoverLetterRequest, await read_json(request, engine.cfg.max_body_bytes))
+    engine.check_model(req.model)
+    fields = req.fields()
+    for name, value in fields.items():
+        engine.check_length(name, value)
+    decoding = engine.decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
+                               req.repetition_penalty)
+    ids = engine.fields_ids(fields)
+    engine.check_context(ids, decoding, "max_new_tokens")
+    ticket = engine.submit(ids, decoding, stream=req.stream)
+
+    def final(result) -> dict:
+        return {"letter": result.letter, "grounding": ground_json(result.letter, fields),
+                "usage": usage(result), "model": engine.name}
+
+    if not req.stream:
+        try:
+            return final(await ticket.result())
+        except GenerationFailed as e:
+            raise APIError(500, str(e)) from None
+
+    async def events():
+        try:
+            async for kind, payload in ticket.events():
+                if kind == "delta":
+                    yield sse({"type": "delta", "text": payload})
+                else:
+                    yield sse({"type": "done", **final(payload)})
+            yield sse("[DONE]")
+        except GenerationFailed as e:
+            yield sse({"type": "error", "error": {"message": str(e)}})
+        finally:
+            ticket.cancel()  # a client gone mid-letter frees its batch row
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
