@@ -68,3 +68,46 @@ def make_client(tiny_lm, monkeypatch):
 @pytest.fixture
 def client(make_client):
     return make_client()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def make_server(tiny_lm, monkeypatch):
+    """``make_server(**ServeConfig options)`` -> the base URL of the app under a real uvicorn on a free
+    loopback port (stopped with the test)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from covertune.config import ServeConfig
+    from covertune.serve.app import create_app
+    from covertune.serve.engine import Engine
+
+    monkeypatch.delenv("COVERTUNE_API_KEY", raising=False)
+    servers = []
+
+    def make(**options):
+        cfg = ServeConfig(**{"max_new_tokens": 24, "port": free_port(), **options})
+        app = create_app(Engine(tiny_lm, cfg), cfg)
+        srv = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
+        thread = threading.Thread(target=srv.run, daemon=True)
+        thread.start()
+        servers.append((srv, thread))
+        deadline = time.time() + 30
+        while not srv.started:
+            assert time.time() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{cfg.port}", app
+
+    yield make
+    for srv, thread in servers:
+        srv.should_exit = True
+        thread.join(30)

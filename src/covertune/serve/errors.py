@@ -35,7 +35,9 @@ class APIError(Exception):
 
 def field_of(loc: tuple) -> str | None:
     """A pydantic error location as a dotted field name ("messages.0.content"), without the body marker."""
-    parts = [str(p) for p in loc if p not in ("body",)]
+    # a union's failed members appear in the location as type tags ("str", "list[ContentPart]"): dropped
+    tags = {"str", "int", "float", "bool", "none", "dict", "list"}
+    parts = [str(p) for p in loc if p != "body" and not (isinstance(p, str) and (p in tags or "[" in p))]
     return ".".join(parts) or None
 
 
