@@ -226,7 +226,7 @@ class ServeConfig:
                        "environment variable; empty: no auth)")
     cors_origins: list[str] = opt([], "Origins allowed besides chrome-extension:// ones (e.g. "
                                   "http://localhost:3000; '*' for any)")
-    max_batch_size: int = opt(8, "Most requests generated together in one batch")
+    max_batch_size: int = opt(16, "Most requests generated together in one batch")
     batch_window_ms: float = opt(20.0, "How long the batcher waits for more requests after the first")
     max_queue: int = opt(64, "Requests waiting for the model at most; more get 503 with Retry-After")
     retry_after_s: int = opt(2, "Retry-After seconds sent with a 503")
