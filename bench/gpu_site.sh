@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds .gpu/w/bsite.tgz here: the Python packages the benchmarks need that the lent GPU machine lacks
 # (bitsandbytes for CUDA 13 only, liger-kernel, TRL, datasets, Unsloth and their small dependencies,
-# gguf), unpacked, for the machine's python3 3.12; its own torch 2.11 and transformers 5.17 are used.
+# gguf, and FastAPI, uvicorn and pydantic for bench/serve_load.py; anyio, h11 and httpx are there), unpacked,
+# for the machine's python3 3.12; its own torch 2.11 and transformers 5.17 are used.
 # Versions: Unsloth 2026.10.9 accepts transformers <= 5.17 and trl <= 1.15, hence those pins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,9 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   bitsandbytes==0.50.2 liger-kernel==0.8.5 trl==1.15.0 datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19 \
   unsloth==2026.10.9 unsloth_zoo==2026.10.9 cut_cross_entropy==25.1.1 tyro==1.0.17 docstring_parser==0.18.0 \
   typeguard==4.6.1 msgspec==0.22.0 torchao==0.18.0 xformers==0.0.35 hf_transfer==0.1.9 json5==0.17.3 \
-  nest_asyncio==1.6.0 structlog==26.1.0 gguf==0.19.0
+  nest_asyncio==1.6.0 structlog==26.1.0 gguf==0.19.0 \
+  fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 pydantic==2.14.4 pydantic_core==2.50.5 \
+  annotated-types==0.8.0 typing-inspection==0.4.5 opentelemetry-api==1.45.2
 for w in "$W"/*.whl; do unzip -q -o "$w" -d "$S"; done
 rm -rf "$S/studio"  # Unsloth's web UI, not needed to train
 find "$S/bitsandbytes" -name 'libbitsandbytes*' ! -name '*cuda130*' ! -name '*cpu*' -delete
