@@ -172,7 +172,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         print(f"| {r['max_batch_size']} | {r['letters_per_s']} | {r['tokens_per_s']} | {r['p50_s']} | {r['p95_s']} | "
-              f"{r['p99_s']} | {r['errors']} | {r['mean_batch_rows']} | {r['gain_letters_per_s']}x |")
+              f"{r['p99_s']} | {r['errors']} | {r['mean_batch_rows']} | "
+              f"{'-' if r['gain_letters_per_s'] is None else str(r['gain_letters_per_s']) + 'x'} |")
     print(json.dumps(env))
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "results": results}, indent=2))

@@ -97,7 +97,9 @@ def make_server(tiny_lm, monkeypatch):
     def make(**options):
         cfg = ServeConfig(**{"max_new_tokens": 24, "port": free_port(), **options})
         app = create_app(Engine(tiny_lm, cfg), cfg)
-        srv = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning"))
+        srv = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
+                                            timeout_graceful_shutdown=cfg.graceful_timeout_s))
+        app.state.server = srv
         thread = threading.Thread(target=srv.run, daemon=True)
         thread.start()
         servers.append((srv, thread))
