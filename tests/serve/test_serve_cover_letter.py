@@ -89,3 +89,27 @@ def test_letters_equal_generate_stage(client, serve_model_dir, dataset_dir, tmp_
     got = [client.post("/v1/cover-letter", json=records.inputs_of(r)).json()["letter"] for r in rows]
     assert got == expected
     assert any(expected)  # not all empty: the comparison has teeth
+
+
+def test_chat_prompt_format(serve_model_dir):
+    """A model trained on chat prompts is fed the schema inside its chat template, as generate feeds it."""
+    from fastapi.testclient import TestClient
+
+    from covertune.config import ServeConfig
+    from covertune.generate import (encode_prompts, generate_letters, load_letter_model, model_inputs,
+                                    separator_ids)
+    from covertune.serve.app import create_app
+    from covertune.serve.engine import Engine
+
+    lm = load_letter_model(GenerateConfig(model=str(serve_model_dir), out="", prompt_format="chat", dtype="fp32"))
+    assert lm.encoding == {"add_special_tokens": False, "suffix_ids": []}
+    expected = generate_letters(lm.model, lm.tokenizer, model_inputs([FIELDS], "chat", lm.tokenizer),
+                                max_new_tokens=16, progress=False, **lm.encoding)[0]
+    cfg = ServeConfig(max_new_tokens=16)
+    with TestClient(create_app(Engine(lm, cfg), cfg)) as client:
+        body = client.post("/v1/cover-letter", json=FIELDS).json()
+    assert body["letter"] == expected
+    chat_ids = encode_prompts(lm.tokenizer, model_inputs([FIELDS], "chat", lm.tokenizer), **lm.encoding)[0]
+    raw_ids = encode_prompts(lm.tokenizer, model_inputs([FIELDS], "raw", lm.tokenizer), add_special_tokens=True,
+                             suffix_ids=separator_ids(lm.tokenizer))[0]
+    assert body["usage"]["prompt_tokens"] == len(chat_ids) != len(raw_ids)  # the template was fed
