@@ -49,6 +49,9 @@ def test_cover_letter_shape(client):
 
 def test_empty_fields_give_null_mentions(client):
     body = client.post("/v1/cover-letter", json={"job_title": "Welder", "max_new_tokens": 8}).json()
+    nulls = client.post("/v1/cover-letter", json={"job_title": "Welder", "applicant_name": None,
+                                                  "hiring_company": "", "max_new_tokens": 8}).json()
+    assert nulls == body  # missing, null and empty fields are the same request
     g = body["grounding"]
     assert g["name_mentioned"] is None and g["company_mentioned"] is None and g["skills_coverage"] is None
     assert g["skills_total"] == 0 and isinstance(g["job_title_mentioned"], bool)

@@ -28,19 +28,20 @@ class Sampling(_Body):
 
 
 class CoverLetterRequest(Sampling):
-    job_title: StrictStr = ""
-    hiring_company: StrictStr = ""
-    preferred_qualifications: StrictStr = ""
-    applicant_name: StrictStr = ""
-    current_experience: StrictStr = ""
-    past_experience: StrictStr = ""
-    skillsets: StrictStr = ""
-    qualifications: StrictStr = ""
+    job_title: Optional[StrictStr] = ""
+    hiring_company: Optional[StrictStr] = ""
+    preferred_qualifications: Optional[StrictStr] = ""
+    applicant_name: Optional[StrictStr] = ""
+    current_experience: Optional[StrictStr] = ""
+    past_experience: Optional[StrictStr] = ""
+    skillsets: Optional[StrictStr] = ""
+    qualifications: Optional[StrictStr] = ""
     stream: StrictBool = False
     model: Optional[StrictStr] = None
 
     def fields(self) -> dict[str, str]:
-        return {k: getattr(self, k) for k in INPUT_FIELDS}
+        """The 8 fields; null counts as empty (rendered "None" in the prompt, as a missing field)."""
+        return {k: getattr(self, k) or "" for k in INPUT_FIELDS}
 
 
 class ContentPart(_Body):
