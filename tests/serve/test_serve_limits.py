@@ -154,3 +154,12 @@ def test_generation_failure_is_500_without_traceback(make_client, tiny_lm, monke
     assert events[-1]["type"] == "error" and "server log" in events[-1]["error"]["message"]
     monkeypatch.undo()
     assert client.post("/v1/cover-letter", json={**FIELDS, "max_new_tokens": 4}).status_code == 200  # still up
+
+
+def test_bad_options_fail_before_loading(capsys):
+    from covertune.cli import main
+
+    assert main(["serve", "--max-batch-size", "0"]) == 2
+    assert "--max-batch-size must be at least 1" in capsys.readouterr().err
+    assert main(["serve", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err

@@ -125,10 +125,25 @@ def create_app(engine, cfg: ServeConfig) -> FastAPI:
     return app
 
 
+def check_config(cfg: ServeConfig) -> None:
+    """One clear line for an option out of range, before the model loads."""
+    for name in ("max_batch_size", "max_queue", "max_new_tokens", "max_new_tokens_cap", "max_body_bytes",
+                 "max_field_chars"):
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if not 0 <= cfg.port <= 65535:
+        raise ValueError(f"--port must be 0-65535, got {cfg.port}")
+    if cfg.batch_window_ms < 0 or cfg.retry_after_s < 0 or cfg.graceful_timeout_s < 0:
+        raise ValueError("--batch-window-ms, --retry-after-s and --graceful-timeout-s must not be negative")
+    if not cfg.model_name.strip():
+        raise ValueError("--model-name must not be empty")
+
+
 def build_engine(cfg: ServeConfig):
     from covertune.generate import load_letter_model
     from covertune.serve.engine import Engine
 
+    check_config(cfg)
     lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
                                           base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
                                           dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
