@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from conftest import FIELDS  # tests/serve/conftest.py
+from serve_fixtures import FIELDS, make_server, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 
 def test_shutdown_finishes_in_flight_requests(make_server):

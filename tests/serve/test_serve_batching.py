@@ -10,7 +10,7 @@ from covertune.generate import Decoding, encode_prompts, generate_token_ids, mod
 from covertune.prompt import extract_letter
 from covertune.serve.batching import Batcher, Job, LetterText
 
-from conftest import FIELDS  # tests/serve/conftest.py
+from serve_fixtures import FIELDS, make_server, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 APPLICANTS = ["Jane Doe", "Li", "Ana Maria Lopez Garcia", "Sam", "Oluwaseun Adeyemi-Johnson", "Bo"]
 

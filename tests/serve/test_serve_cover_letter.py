@@ -11,7 +11,7 @@ from covertune.config import GenerateConfig
 from covertune.generate import generate
 from covertune.metrics.grounding import ground_json
 
-from conftest import FIELDS  # tests/serve/conftest.py
+from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 GROUNDING_KEYS = {"name_mentioned", "company_mentioned", "job_title_mentioned", "skills_total", "skills_mentioned",
                   "skills_coverage", "skills_missing", "numbers_claimed", "unsupported_numbers", "unsupported_orgs"}

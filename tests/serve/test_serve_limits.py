@@ -9,7 +9,7 @@ import pytest
 from covertune.generate import Decoding
 from covertune.serve.batching import Job
 
-from conftest import FIELDS  # tests/serve/conftest.py
+from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 EXTENSION = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
 

@@ -6,7 +6,7 @@ import json
 
 from covertune.prompt import render_prompt
 
-from conftest import FIELDS  # tests/serve/conftest.py
+from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 
 def ndjson(text: str) -> list[dict]:

@@ -6,7 +6,7 @@ import pytest
 
 from covertune.prompt import render_prompt
 
-from conftest import FIELDS  # tests/serve/conftest.py
+from serve_fixtures import FIELDS, make_client, make_server, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 openai = pytest.importorskip("openai")
 

@@ -1,4 +1,7 @@
-"""The served tiny random Llama: one loaded model per session, an app per test (own limits and batcher)."""
+"""The served tiny random Llama: one loaded model per session, an app per test (own limits and batcher).
+
+The serve tests import these fixtures by name (a conftest.py here would take the module name `conftest`
+from tests/conftest.py, which other tests import helpers from)."""
 
 from __future__ import annotations
 
