@@ -4,7 +4,8 @@
 The last user message is the request (see ``covertune.serve.engine.message_fields`` for how it maps to a
 letter); earlier turns and system messages are not fed to the model. ``max_completion_tokens`` (or the
 older ``max_tokens``), ``temperature``, ``top_p`` and ``seed`` are honoured; greedy when temperature is
-absent or 0. With ``stream_options.include_usage`` a last chunk carries the token counts.
+absent or 0. With ``stream_options.include_usage`` a last chunk carries the token counts. Other request
+fields (``stop``, ``tools``, ``response_format``, ``logprobs``, ...) are accepted and ignored; ``n`` must be 1.
 """
 
 from __future__ import annotations
