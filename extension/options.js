@@ -1,0 +1,90 @@
+// The options page: the applicant's profile and the server settings, kept in chrome.storage.local.
+"use strict";
+
+const Client = globalThis.CovertuneClient;
+const $ = (id) => document.getElementById(id);
+const DEFAULT_ORIGINS = chrome.runtime.getManifest().host_permissions || [];
+
+function say(message, isError) {
+  $("status").textContent = isError ? "" : message;
+  $("error").textContent = isError ? message : "";
+  $("error").hidden = !isError;
+}
+
+function readForm() {
+  const profile = {};
+  for (const key of Client.PROFILE_FIELDS) profile[key] = $(key).value.trim();
+  const settings = {
+    serverUrl: Client.normalizeServerUrl($("serverUrl").value),
+    apiKey: $("apiKey").value.trim(),
+    maxNewTokens: $("maxNewTokens").value.trim(),
+    temperature: $("temperature").value.trim(),
+    timeoutS: $("timeoutS").value.trim(),
+  };
+  return { profile, settings };
+}
+
+/** Settings as the popup reads them (numbers, or absent). */
+function stored(settings) {
+  const out = { serverUrl: settings.serverUrl, apiKey: settings.apiKey };
+  if (settings.maxNewTokens) out.max_new_tokens = parseInt(settings.maxNewTokens, 10);
+  if (settings.temperature) out.temperature = Number(settings.temperature);
+  if (settings.timeoutS) out.timeoutS = Number(settings.timeoutS);
+  out.form = { maxNewTokens: settings.maxNewTokens, temperature: settings.temperature, timeoutS: settings.timeoutS };
+  return out;
+}
+
+async function save(event) {
+  event.preventDefault();
+  let form;
+  try {
+    form = readForm();
+  } catch (e) {
+    say(e.message, true);
+    return;
+  }
+  // a server outside the default host permissions: ask for it now, while the click still counts as the user's
+  const pattern = form.settings.serverUrl + "/*";
+  const asking = DEFAULT_ORIGINS.includes(pattern) ? null
+    : chrome.permissions.request({ origins: [pattern] }).catch(() => false);
+  await chrome.storage.local.set({ profile: form.profile, settings: stored(form.settings) });
+  $("serverUrl").value = form.settings.serverUrl;
+  let message = "Saved.";
+  if (asking) {
+    const granted = await Promise.race([asking, new Promise((r) => setTimeout(() => r(null), 15000))]);
+    if (granted === false) {
+      message = "Saved. Access to " + form.settings.serverUrl + " was not granted: the server must then allow this extension's origin (covertune serve does by default).";
+    }
+  }
+  say(message, false);
+}
+
+async function test() {
+  say("Connecting\u2026", false);
+  try {
+    const url = Client.normalizeServerUrl($("serverUrl").value);
+    const timeoutS = Number($("timeoutS").value) > 0 ? Math.min(Number($("timeoutS").value), 15) : 10;
+    const health = await Client.health(url, timeoutS);
+    say("Connected: " + url + " serves " + (health.model || "a model") + ".", false);
+  } catch (e) {
+    say(e.message, true);
+  }
+}
+
+async function load() {
+  const data = await chrome.storage.local.get(["profile", "settings"]);
+  const profile = data.profile || {};
+  for (const key of Client.PROFILE_FIELDS) $(key).value = profile[key] || "";
+  const settings = data.settings || {};
+  $("serverUrl").value = settings.serverUrl || Client.DEFAULT_SERVER;
+  $("apiKey").value = settings.apiKey || "";
+  const form = settings.form || {};
+  $("maxNewTokens").value = form.maxNewTokens || "";
+  $("temperature").value = form.temperature || "";
+  $("timeoutS").value = form.timeoutS || "";
+  $("options-form").addEventListener("submit", save);
+  $("test").addEventListener("click", test);
+  document.body.dataset.ready = "true";
+}
+
+load();
