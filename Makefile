@@ -7,8 +7,10 @@ install:
 demo: install
 	.venv/bin/covertune run --preset demo
 
+# the Python tests (the browser extension's end-to-end test among them), then the extension's unit tests
 test: install
 	.venv/bin/python -m pytest -q
+	node --test extension/tests/*.test.js
 
 # the real experiment on the full dataset (GPU recommended; see docs/RESULTS.md)
 smol: install

@@ -49,14 +49,11 @@ async function save(event) {
     : chrome.permissions.request({ origins: [pattern] }).catch(() => false);
   await chrome.storage.local.set({ profile: form.profile, settings: stored(form.settings) });
   $("serverUrl").value = form.settings.serverUrl;
-  let message = "Saved.";
-  if (asking) {
-    const granted = await Promise.race([asking, new Promise((r) => setTimeout(() => r(null), 15000))]);
-    if (granted === false) {
-      message = "Saved. Access to " + form.settings.serverUrl + " was not granted: the server must then allow this extension's origin (covertune serve does by default).";
-    }
+  say("Saved.", false);
+  if (asking && (await asking) === false) {
+    say("Saved. Access to " + form.settings.serverUrl + " was not granted: the server must then allow this " +
+      "extension's origin (covertune serve does by default).", false);
   }
-  say(message, false);
 }
 
 async function test() {

@@ -145,6 +145,7 @@ async function write(regenerate) {
   $("letter").replaceChildren();
   $("letter").classList.add("streaming");
   $("copied").textContent = "";
+  document.body.dataset.state = "writing";
   setWriting(true);
   try {
     const result = await Client.writeLetter({
@@ -158,11 +159,11 @@ async function write(regenerate) {
     state.letter = result.letter;
     renderLetter(result.letter, result.grounding);
     renderGrounding(result);
-    $("result").dataset.state = "done";
+    document.body.dataset.state = "done";
   } catch (e) {
     if (!state.letter) $("result").hidden = true;
     if (e.kind !== "cancelled") showError(e instanceof Client.ServerError ? e.message : "Writing failed: " + e.message);
-    $("result").dataset.state = "failed";
+    document.body.dataset.state = "failed";
   } finally {
     $("letter").classList.remove("streaming");
     state.writing = null;

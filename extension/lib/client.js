@@ -209,10 +209,7 @@
         const texts = chunk.done ? parser.finish() : parser.push(decoder.decode(chunk.value, { stream: true }));
         let finished = false;
         for (const data of texts) finished = handle(data) || finished;
-        if (finished || chunk.done) {
-          if (finished) reader.cancel().catch(function () {});
-          break;
-        }
+        if (finished || chunk.done) break; // the server closes the stream after [DONE]
       }
       if (!done) throw new ServerError("The server ended the answer before the letter was finished. Write again.", "server");
       return done;
