@@ -88,7 +88,7 @@ def server(request, tmp_path_factory):
     port = _free_port()
     import covertune
 
-    env = dict(os.environ, COVERTUNE_API_KEY=API_KEY, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    env = dict(os.environ, COVERTUNE_API_KEY=API_KEY, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(covertune.__file__).parents[1]), env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "covertune", "serve", "--port", str(port), "--max-new-tokens", str(MAX_NEW_TOKENS)]
     if model != "embedded":
