@@ -295,7 +295,7 @@ def test_popup_reads_the_job_page_writes_the_letter_and_checks_it(browser, serve
     with popup.expect_request(lambda r: r.url == server + "/v1/cover-letter") as again:
         popup.click("#regenerate")
     body = again.value.post_data_json
-    assert body["temperature"] > 0 and isinstance(body["seed"], int) and body["seed"] != sent.get("seed")
+    assert body["temperature"] > 0 and isinstance(body["seed"], int) and "seed" not in sent
     _wait_written(popup)
     popup.wait_for_function("() => !document.querySelector('#write').disabled")
     assert popup.text_content("#letter").strip()
