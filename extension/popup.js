@@ -6,7 +6,9 @@ const Client = globalThis.CovertuneClient;
 const Grounding = globalThis.CovertuneGrounding;
 const $ = (id) => document.getElementById(id);
 
-const state = { profile: null, settings: {}, writing: null, letter: "" };
+const state = { profile: null, settings: {}, writing: null, letter: "", pageUrl: "" };
+// the last letter written for a page, kept for the browser session: a popup closes when it loses focus
+const DRAFT_KEY = "draft";
 
 function node(tag, className, text) {
   const el = document.createElement(tag);
@@ -48,6 +50,8 @@ async function fillFromPage() {
     $("source").textContent = "This page cannot be read by extensions: type the job details below.";
     return;
   }
+  state.pageUrl = (page && page.url) || "";
+  if (await restoreDraft()) return;
   const job = (page && page.job) || {};
   const selection = (page && page.selection) || "";
   const filled = [];
@@ -71,6 +75,24 @@ async function fillFromPage() {
     note = "No job posting data on this page: type the job details, or select the job's text on the page and open covertune again.";
   }
   $("source").textContent = note + " Every field can be edited.";
+}
+
+// ------------------------------------------------------------------ the last letter for this page
+
+async function saveDraft(job, result) {
+  if (!state.pageUrl || !chrome.storage.session) return;
+  await chrome.storage.session.set({ [DRAFT_KEY]: { url: state.pageUrl, job, result } });
+}
+
+/** Shows the letter last written for this page (fields as they were then); false when there is none. */
+async function restoreDraft() {
+  if (!state.pageUrl || !chrome.storage.session) return false;
+  const draft = (await chrome.storage.session.get(DRAFT_KEY))[DRAFT_KEY];
+  if (!draft || draft.url !== state.pageUrl || !draft.result) return false;
+  for (const key of Client.JOB_FIELDS) $(key).value = draft.job[key] || "";
+  showResult(draft.result);
+  $("source").textContent = "Your last letter for this page. Every field can be edited; Write starts a new letter.";
+  return true;
 }
 
 // ------------------------------------------------------------------ the letter
@@ -116,6 +138,13 @@ function renderGrounding(result) {
   $("grounding").hidden = false;
 }
 
+function showResult(result) {
+  state.letter = result.letter;
+  $("result").hidden = false;
+  renderLetter(result.letter, result.grounding);
+  renderGrounding(result);
+}
+
 function setWriting(on) {
   $("write").disabled = on;
   $("regenerate").disabled = on;
@@ -156,10 +185,10 @@ async function write(regenerate) {
         $("letter").append(document.createTextNode(text));
       },
     });
-    state.letter = result.letter;
-    renderLetter(result.letter, result.grounding);
-    renderGrounding(result);
+    showResult(result);
     document.body.dataset.state = "done";
+    saveDraft(job, { letter: result.letter, grounding: result.grounding, usage: result.usage, model: result.model })
+      .catch(() => { /* the letter is shown; only reopening the popup would miss it */ });
   } catch (e) {
     if (!state.letter) $("result").hidden = true;
     if (e.kind !== "cancelled") showError(e instanceof Client.ServerError ? e.message : "Writing failed: " + e.message);

@@ -1,5 +1,6 @@
 // Injected into the job page (after lib/jobposting.js) by the popup through chrome.scripting.executeScript.
-// Its value, the last expression, is what the popup receives: the JobPosting fields and the selected text.
+// Its value, the last expression, is what the popup receives: the JobPosting fields, the selected text and
+// the page's address (the popup keeps the last letter written for it).
 (function () {
   let selection = "";
   try {
@@ -7,5 +8,5 @@
   } catch (e) { /* no selection */ }
   const lib = globalThis.CovertuneJobPosting;
   const job = lib ? lib.extract(lib.scriptTexts(document)) : { found: false };
-  return { job: job, selection: selection, title: String(document.title || "").slice(0, 300) };
+  return { job: job, selection: selection, url: String(location.href).split("#")[0] };
 })();
