@@ -51,16 +51,10 @@ async function fillFromPage() {
     return;
   }
   state.pageUrl = (page && page.url) || "";
-  if (await restoreDraft()) return;
+  if (await restoreDraft().catch(() => false)) return;
   const job = (page && page.job) || {};
   const selection = (page && page.selection) || "";
-  const filled = [];
-  for (const key of Client.JOB_FIELDS) {
-    if (job[key]) {
-      $(key).value = job[key];
-      filled.push(key);
-    }
-  }
+  for (const key of Client.JOB_FIELDS) if (job[key]) $(key).value = job[key];
   let note;
   if (job.found) {
     note = "Filled from the page's job posting data.";

@@ -144,6 +144,7 @@ class Browser:
         self.site = site
         self.shots = shots
         self.errors: list[str] = []
+        self.helper = None
 
     def url(self, page: str) -> str:
         return f"chrome-extension://{self.id}/{page}"
@@ -157,9 +158,14 @@ class Browser:
         page.wait_for_selector("body[data-ready=true]")
         return page
 
+    def run(self, script: str, arg=None):
+        """Runs a script with the extension's APIs (in one of its pages: the service worker may be asleep)."""
+        if self.helper is None or self.helper.is_closed():
+            self.helper = self.open("options.html")
+        return self.helper.evaluate(script, arg)
+
     def tab_id(self, url: str) -> int:
-        worker = self.context.service_workers[0]
-        ids = worker.evaluate("async (url) => (await chrome.tabs.query({url})).map((t) => t.id)", url)
+        ids = self.run("async (url) => (await chrome.tabs.query({url})).map((t) => t.id)", url)
         assert len(ids) == 1, ids
         return ids[0]
 
@@ -182,7 +188,7 @@ class Browser:
     def popup_for(self, page_url: str, keep_draft: bool = False):
         """The job page in a tab, and the popup for that tab (without the last letter kept for it, unless asked)."""
         if not keep_draft:
-            self.context.service_workers[0].evaluate("chrome.storage.session.clear()")
+            self.run("() => chrome.storage.session.clear()")
         job = self.context.new_page()
         job.goto(page_url)
         return job, self.open(f"popup.html?tab={self.tab_id(page_url)}")
@@ -208,7 +214,7 @@ def browser(site, tmp_path_factory):
         context = p.chromium.launch_persistent_context(
             str(root / "profile"), executable_path=str(CHROMIUM), headless=True,
             viewport={"width": 900, "height": 900}, device_scale_factor=1,
-            args=["--headless=new", "--no-sandbox", f"--disable-extensions-except={extension}",
+            args=["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--disable-extensions-except={extension}",
                   f"--load-extension={extension}"])
         try:
             worker = context.service_workers[0] if context.service_workers else context.wait_for_event("serviceworker")
