@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Side-by-side markdown tables from several evaluate outputs (eval_summary.csv), one per subset.
+"""Side-by-side markdown tables from several evaluate outputs (eval_summary.csv), one per subset; the
+metrics, their labels and decimals come from covertune.metrics.summary.METRICS (↓: lower is better).
 
     python scripts/results_table.py "7B reference=docs/results/reference" "SmolLM2-135M=docs/results/smol"
 """
@@ -11,12 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-METRICS = [("rougeL_f", "ROUGE-L F1"), ("bert_precision", "BERTScore P"), ("bert_recall", "BERTScore R"),
-           ("bert_f1", "BERTScore F1"), ("repetition_ratio", "repetition ratio"),
-           ("length_chars", "length (chars)"), ("name_mentioned", "name mentioned"),
-           ("company_mentioned", "company mentioned"), ("job_title_mentioned", "job title mentioned"),
-           ("skills_coverage", "skills coverage"), ("unsupported_numbers", "unsupported numbers / letter"),
-           ("unsupported_orgs", "unsupported organisations / letter")]
+from covertune.metrics.summary import METRICS
 
 
 def main(args: list[str]) -> None:
@@ -36,12 +32,15 @@ def main(args: list[str]) -> None:
         print(f"**{subset}**\n")
         print("| metric | " + " | ".join(f"{r} {m.replace('_', '-')} (n={ns[(r, m)]})" for r, m in cols) + " |")
         print("|---" * (len(cols) + 1) + "|")
-        for key, name in METRICS:
+        for key, metric in METRICS.items():
+            if key not in set(part.metric):
+                continue
             cells = []
             for r, m in cols:
                 row = part[(part.run == r) & (part.model == m) & (part.metric == key)]
-                cells.append(f"{row['mean'].iloc[0]:.4g}" if len(row) else "")
-            print(f"| {name} | " + " | ".join(cells) + " |")
+                cells.append(metric.format(row["mean"].iloc[0]) if len(row) else "")
+            arrow = " ↓" if metric.higher_is_better is False else ""
+            print(f"| {metric.label}{arrow} | " + " | ".join(cells) + " |")
         print()
 
 

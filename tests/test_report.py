@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import importlib.util
+import json
 import re
 
 import pandas as pd
@@ -103,3 +105,110 @@ def test_highlight():
 def test_report_needs_evaluate_outputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="covertune evaluate"):
         report(ReportConfig(out=str(tmp_path)))
+
+
+def _fenced_blocks(md: str) -> list[str]:
+    """The contents of the fenced code blocks of a markdown text, closed as CommonMark closes them: by a
+    line holding only a backtick run at least as long as the opening fence."""
+    blocks, lines, i = [], md.split("\n"), 0
+    while i < len(lines):
+        m = re.match(r"^(`{3,})[^`]*$", lines[i])
+        if not m:
+            i += 1
+            continue
+        fence, body, i = m.group(1), [], i + 1
+        while i < len(lines) and not re.fullmatch(r"`{%d,}\s*" % len(fence), lines[i]):
+            body.append(lines[i])
+            i += 1
+        blocks.append("\n".join(body))
+        i += 1
+    return blocks
+
+
+def _tiny_eval(tmp_path, fine_tuned: str, base: str = "Dear team, I apply for the role. Regards") -> None:
+    prompt = ("### Job Description\nJob Title: Data Scientist\nCompany: XYZ Corp\nPreferred Qualifications: None\n\n"
+              "### Applicant Resume\nName: Ann Lee\nCurrent Experience: Analyst for 3 years\n"
+              "Past Experience: None\nSkills: Python, SQL\nQualifications: None\n\n### Cover Letter\n"
+              "Using the information above, write a professional, personalized cover letter.")
+    pd.DataFrame({"prompt": [prompt], "ground_truth": ["Dear XYZ Corp, I am Ann Lee, an analyst."],
+                  "base_output": [base], "fine_tuned_output": [fine_tuned]}).to_csv(tmp_path / "eval.csv",
+                                                                                     index=False)
+    evaluate(EvaluateConfig(out=str(tmp_path), bertscore_model="none"))
+
+
+def test_backticks_in_a_letter_stay_inside_its_block(tmp_path):
+    letter = "Dear XYZ Corp,\n```\n# not a heading\n````text\nRegards, Ann Lee"
+    _tiny_eval(tmp_path, letter)
+    report(ReportConfig(out=str(tmp_path), examples=1))
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert letter in _fenced_blocks(md)
+    assert "\n# not a heading" not in md.split(letter)[0] + md.split(letter)[-1]
+
+
+def test_corrupt_evaluate_outputs_are_one_line_errors_naming_the_file(tmp_path, capsys):
+    from covertune.cli import main
+
+    _tiny_eval(tmp_path, "Dear XYZ Corp, I am Ann Lee. Regards")
+    capsys.readouterr()
+    metrics = (tmp_path / "metrics.json").read_text(encoding="utf-8")
+    results = (tmp_path / "results_per_example.csv").read_bytes()
+    for name, content in (("metrics.json", metrics[: len(metrics) // 2]), ("metrics.json", "{}"),
+                          ("metrics.json", "[1, 2]"), ("results_per_example.csv", results[:40] + b"\xe9\xff"),
+                          ("results_per_example.csv", b""), ("eval_summary.csv", b"\x00\xff\xfe")):
+        (tmp_path / "metrics.json").write_text(metrics, encoding="utf-8")
+        (tmp_path / "results_per_example.csv").write_bytes(results)
+        target = tmp_path / name
+        target.write_bytes(content.encode() if isinstance(content, str) else content)
+        assert main(["report", "--out", str(tmp_path), "--force"]) == 2, (name, content)
+        err = capsys.readouterr().err.strip()
+        assert name in err and "covertune evaluate" in err and len(err.splitlines()) == 1, err
+
+
+def _cells(page: str, cls: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c) for c in re.findall(rf'<div class="{cls}">(.*?)</div>', page)]
+
+
+def test_cards_and_summary_cells_show_metrics_json(tmp_path):
+    """The headline cards and every summary cell equal metrics.json's values as the registry formats
+    them; the change column is green where the change is an improvement, also for lower-is-better
+    metrics."""
+    from covertune.metrics.summary import METRICS
+
+    repetitive = "Dear XYZ Corp, I apply. I apply. I apply. I apply. I apply at Initech Labs for 9 years."
+    clean = "Dear XYZ Corp, I am Ann Lee, an analyst of 3 years with Python and SQL. Regards, Ann Lee"
+    _tiny_eval(tmp_path, clean, base=repetitive)
+    report(ReportConfig(out=str(tmp_path), examples=0))
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    full = metrics["subsets"]["full"]
+    models = metrics["models"]
+
+    cards = dict(zip(_cells(page, "k"), _cells(page, "v")))
+    assert len(cards) >= 4
+    for key, metric in METRICS.items():
+        if metric.label in cards:
+            expected = " → ".join(metric.format(full["models"][m][key]["mean"]) for m in models)
+            assert html.unescape(cards[metric.label]) == expected, key
+
+    change = full["relative_change"]
+    assert change["repetition_ratio"] < 0 and change["unsupported_numbers"] < 0 and change["rougeL_f"] > 0
+    table = page.split("<h3>full ")[1].split("</table>")[0]
+    rows = {html.unescape(re.sub(r"<[^>]+>", "", r[0])).rstrip(" ↓"): r for r in
+            (re.findall(r"<td[^>]*>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)) if r}
+    checked = 0
+    for key, metric in METRICS.items():
+        if metric.label not in rows:
+            continue
+        checked += 1
+        row = rows[metric.label]
+        for m, cell in zip(models, row[1:]):
+            s = full["models"][m][key]
+            expected = (f"{metric.format(s['mean'])} ± {metric.format(s['std'])} "
+                        f"(median {metric.format(s['median'])})")
+            assert html.unescape(re.sub(r"<[^>]+>", "", cell)) == expected, key
+    assert checked >= 10
+    good = dict(re.findall(r'<td>([^<]*?)</td>(?:<td>.*?</td>)*?<td class="(good|bad|)">', table))
+    assert good["repetition ratio ↓"] == "good" and good["unsupported numbers per letter ↓"] == "good"
+    assert good["ROUGE-L F1"] == "good"
+    card_delta = re.search(r'<div class="k">repetition ratio</div>.*?<div class="d (delta-\w+)">', page).group(1)
+    assert card_delta == "delta-pos"  # lower repetition: an improvement, shown as one

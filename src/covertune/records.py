@@ -7,6 +7,8 @@ dataset has it (nulls become ""), so the prompt renders byte for byte as the ref
 
 from __future__ import annotations
 
+import re
+
 # original dataset column -> record key, in the dataset's column order
 SOURCE_COLUMNS: dict[str, str] = {
     "Job Title": "job_title",
@@ -33,6 +35,16 @@ EVAL_COLUMNS: tuple[str, ...] = ("prompt", "ground_truth", "base_output", "fine_
 MODEL_COLUMNS: dict[str, str] = {"base": "base_output", "fine_tuned": "fine_tuned_output"}
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+# a text that is a bare number or a missing-value marker is not a letter
+_NOT_A_LETTER = re.compile(r"^\s*(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|none|null|n/a|na|#n/a|<na>|"
+                           r"[-+]?inf(?:inity)?|true|false)\s*$", re.I)
+
+
+def not_a_letter(text: str) -> bool:
+    """Whether a non-empty text is a bare number or a missing-value marker ("3.5", "nan", "N/A") rather
+    than a letter. The data stage and evaluate reject such letters alike."""
+    return bool(_NOT_A_LETTER.match(text))
 
 
 def inputs_of(record: dict) -> dict[str, str]:

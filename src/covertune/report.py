@@ -17,16 +17,17 @@ import logging
 import math
 import re
 from importlib import resources
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
 
 from covertune import io
 from covertune.config import ReportConfig
-from covertune.metrics.evaluate import METRICS_FILE, RESULTS_FILE, SUMMARY_FILE
+from covertune.metrics.evaluate import METRICS_FILE, RESULTS_FILE, SUMMARY_FILE, read_utf8
 from covertune.metrics.grounding import LIST_SEP, try_parse_prompt
 from covertune.metrics.repetition import repetition_ratio
-from covertune.metrics.summary import METRICS, SUBSET_HELP
+from covertune.metrics.summary import METRICS, SUBSET_HELP, fmt, is_nan
 from covertune.records import INPUT_FIELDS, SOURCE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,7 @@ PLOTS = {
     "grounding.png": "Grounding on the full set: mention rates and skills coverage; unsupported claims per letter",
 }
 WIDE_PLOTS = {"bertscore.png", "rouge_vs_length.png", "grounding.png"}
-TABLE_METRICS = ["rougeL_f", "bert_precision", "bert_recall", "bert_f1", "repetition_ratio", "length_chars",
-                 "name_mentioned", "company_mentioned", "job_title_mentioned", "skills_coverage",
-                 "numbers_claimed", "unsupported_numbers", "any_unsupported_number", "unsupported_orgs",
-                 "any_unsupported_org", "empty_output"]
+CARD_METRICS = ("rougeL_f", "bert_f1", "repetition_ratio", "unsupported_numbers", "unsupported_orgs", "skills_coverage")
 FIELD_LABEL = {v: k for k, v in SOURCE_COLUMNS.items()}
 NUMERIC = ["rougeL_f", "bert_precision", "bert_recall", "bert_f1", "repetition_ratio", "example", "length_chars",
            "empty_output", "name_mentioned", "company_mentioned", "job_title_mentioned", "skills_total",
@@ -71,8 +69,8 @@ def report(cfg: ReportConfig) -> str:
 
     # ---- read
     results = read_results(paths[RESULTS_FILE])
-    table = pd.read_csv(paths[SUMMARY_FILE])
-    metrics = json.loads(paths[METRICS_FILE].read_text(encoding="utf-8"))
+    table = read_summary(paths[SUMMARY_FILE])
+    metrics = read_metrics(paths[METRICS_FILE])
     models = [m for m in metrics.get("models", []) if m in set(results["model"])]
     if not models:
         raise ValueError(f"{paths[RESULTS_FILE]} has no rows for the models listed in {paths[METRICS_FILE]}")
@@ -91,18 +89,56 @@ def report(cfg: ReportConfig) -> str:
             f"({', '.join(written)})")
 
 
-def read_results(path: Path) -> pd.DataFrame:
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    need = ["model", "prediction", "reference", "rougeL_f", "example"]
+def _rerun(path: Path) -> str:
+    return f"run `covertune evaluate --out {path.parent} --force` to write it again"
+
+
+def _read_csv(path: Path, need: list[str], **kw) -> pd.DataFrame:
+    """An evaluate output CSV; unreadable or incomplete: a one-line error naming the file."""
+    text = read_utf8(path, _rerun(path))
+    try:
+        frame = pd.read_csv(StringIO(text), **kw)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+        raise ValueError(f"{path} is not a readable CSV ({str(e).splitlines()[0]}); {_rerun(path)}") from None
     lacking = [c for c in need if c not in frame]
     if lacking:
         raise ValueError(f"{path} lacks the column(s) {', '.join(lacking)}; it was not written by "
-                         "`covertune evaluate` (run it again)")
+                         f"`covertune evaluate`: {_rerun(path)}")
+    return frame
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    frame = _read_csv(path, ["model", "prediction", "reference", "rougeL_f", "example"], dtype=str,
+                      keep_default_na=False)
     for col in NUMERIC:
         if col in frame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce")
-    frame["example"] = frame["example"].astype(int)
+    example = pd.to_numeric(frame["example"], errors="coerce")
+    if example.isna().any():
+        raise ValueError(f"{path}: the column example holds a value that is not a number; {_rerun(path)}")
+    frame["example"] = example.astype(int)
     return frame
+
+
+def read_summary(path: Path) -> pd.DataFrame:
+    return _read_csv(path, ["subset", "model", "metric", "mean"])
+
+
+def read_metrics(path: Path) -> dict:
+    """metrics.json, checked for what the report reads; corrupt or incomplete: a one-line error."""
+    try:
+        metrics = json.loads(read_utf8(path, _rerun(path)))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                         f"{_rerun(path)}") from None
+    need = {"input": dict, "models": list, "bertscore": dict, "empty_outputs": dict, "subsets": dict}
+    bad = [k for k, t in need.items() if not isinstance(metrics, dict) or not isinstance(metrics.get(k), t)]
+    if not bad and "full" not in metrics["subsets"]:
+        bad = ["subsets.full"]
+    if bad:
+        raise ValueError(f"{path} lacks {', '.join(bad)} (not written by `covertune evaluate`, or cut short); "
+                         f"{_rerun(path)}")
+    return metrics
 
 
 # ------------------------------------------------------------------ plots
@@ -127,7 +163,7 @@ def make_plots(out: Path, results: pd.DataFrame, table: pd.DataFrame, metrics: d
             xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(subsets))]
             ys = [mean(s, model, metric) for s in subsets]
             rects = ax.bar(xs, ys, width, label=MODEL_LABEL.get(model, model), color=MODEL_COLOR.get(model))
-            ax.bar_label(rects, labels=[_f(y) for y in ys], padding=2, fontsize=9)
+            ax.bar_label(rects, labels=[fmt(y, 3) for y in ys], padding=2, fontsize=9)
         ax.set_xticks(range(len(subsets)),
                       [f"{s}\n(n={metrics['subsets'][s]['n']})" for s in subsets])
         ax.set_ylabel(ylabel)
@@ -148,13 +184,13 @@ def make_plots(out: Path, results: pd.DataFrame, table: pd.DataFrame, metrics: d
         names = [("bert_precision", "P"), ("bert_recall", "R"), ("bert_f1", "F1")]
         width = 0.8 / len(models)
         values = [mean(s, m, k) for s in subsets for m in models for k, _ in names]
-        low = max(0.0, math.floor((min(v for v in values if not math.isnan(v)) - 0.1) * 10) / 10)
+        low = max(0.0, math.floor((min(v for v in values if not is_nan(v)) - 0.1) * 10) / 10)
         for ax, subset in zip(axes[0], subsets):
             for k, model in enumerate(models):
                 xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(names))]
                 ys = [mean(subset, model, key) for key, _ in names]
                 rects = ax.bar(xs, ys, width, label=MODEL_LABEL.get(model, model), color=MODEL_COLOR.get(model))
-                ax.bar_label(rects, labels=[_f(y, 3) for y in ys], padding=2, fontsize=8)
+                ax.bar_label(rects, labels=[fmt(y, 3) for y in ys], padding=2, fontsize=8)
             ax.set_xticks(range(len(names)), [n for _, n in names])
             ax.set_title(f"{subset} (n={metrics['subsets'][subset]['n']})")
             ax.set_ylim(low, 1)
@@ -206,7 +242,7 @@ def make_plots(out: Path, results: pd.DataFrame, table: pd.DataFrame, metrics: d
                 xs = [i + (k - (len(models) - 1) / 2) * width for i in range(len(group))]
                 ys = [mean("full", model, key) for key, _ in group]
                 rects = ax.bar(xs, ys, width, label=MODEL_LABEL.get(model, model), color=MODEL_COLOR.get(model))
-                ax.bar_label(rects, labels=[_f(y, digits) for y in ys], padding=2, fontsize=8)
+                ax.bar_label(rects, labels=[fmt(y, digits) for y in ys], padding=2, fontsize=8)
             ax.set_xticks(range(len(group)), [n for _, n in group])
             ax.spines[["top", "right"]].set_visible(False)
         ax1.set_ylim(0, 1.12)
@@ -214,7 +250,7 @@ def make_plots(out: Path, results: pd.DataFrame, table: pd.DataFrame, metrics: d
         ax1.set_title("Mentions of the inputs (higher is better)")
         ax2.set_ylabel("mean per letter")
         ax2.set_title("Unsupported claims (lower is better)")
-        top = max([mean("full", m, k) for m in models for k, _ in counts if not math.isnan(mean("full", m, k))] or [0])
+        top = max([mean("full", m, k) for m in models for k, _ in counts if not is_nan(mean("full", m, k))] or [0])
         ax2.set_ylim(0, max(0.1, top * 1.25))
         ax2.legend(frameon=False, loc="upper left", bbox_to_anchor=(1, 1))
         io.save_figure(out / "grounding.png", fig)
@@ -224,10 +260,6 @@ def make_plots(out: Path, results: pd.DataFrame, table: pd.DataFrame, metrics: d
 
 def _empties(metrics: dict) -> str:
     return ", ".join(f"{MODEL_LABEL.get(m, m)} {n}" for m, n in metrics["empty_outputs"].items())
-
-
-def _f(x, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
 def _short_hash(h: str) -> str:
@@ -290,17 +322,17 @@ def _problems(row: dict) -> list[tuple[bool, str]]:
     for col, label in (("name_mentioned", "applicant name"), ("company_mentioned", "company"),
                        ("job_title_mentioned", "job title")):
         v = row.get(col)
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+        if not is_nan(v):
             lines.append((bool(v), f"{label} {'mentioned' if v else 'not mentioned'}"))
     total = row.get("skills_total")
-    if total is not None and not (isinstance(total, float) and math.isnan(total)) and total > 0:
+    if not is_nan(total) and total > 0:
         missing = _split_list(row.get("skills_missing_list"))
         text = f"skills {int(row['skills_mentioned'])}/{int(total)} mentioned"
         lines.append((not missing, text + (f" (missing: {', '.join(missing)})" if missing else "")))
     nums, orgs = _split_list(row.get("unsupported_numbers_list")), _split_list(row.get("unsupported_orgs_list"))
-    if row.get("unsupported_numbers") == row.get("unsupported_numbers"):  # not NaN
+    if not is_nan(row.get("unsupported_numbers")):
         lines.append((not nums, f"unsupported numbers: {', '.join(nums)}" if nums else "no unsupported numbers"))
-    if row.get("unsupported_orgs") == row.get("unsupported_orgs"):
+    if not is_nan(row.get("unsupported_orgs")):
         lines.append((not orgs, f"unsupported organisations: {', '.join(orgs)}" if orgs
                       else "no unsupported organisations"))
     return lines
@@ -340,17 +372,15 @@ def _summary_rows(metrics: dict, subset: str, models: list[str]) -> tuple[list[s
     if change is not None:
         header.append("change (fine-tuned vs base)")
     rows, keys = [], []
-    for metric in TABLE_METRICS:
-        stats = [entry["models"][m].get(metric, {}) for m in models]
+    for key, metric in METRICS.items():
+        stats = [entry["models"][m].get(key, {}) for m in models]
         if all(s.get("mean") is None for s in stats):
             continue
-        keys.append(metric)
-        label, higher = METRICS.get(metric, (metric, True))
-        digits = 1 if metric == "length_chars" else 4
-        row = [label + (" ↓" if higher is False else "")]
+        keys.append(key)
+        row = [metric.label + (" ↓" if metric.higher_is_better is False else "")]
         for s in stats:
-            row.append(f"{_f(s.get('mean'), digits)} ± {_f(s.get('std'), digits)} "
-                       f"(median {_f(s.get('median'), digits)})")
+            row.append(f"{metric.format(s.get('mean'))} ± {metric.format(s.get('std'))} "
+                       f"(median {metric.format(s.get('median'))})")
         if change is not None:
             c = change.get(metric)
             row.append("n/a" if c is None else f"{c:+.1%}")
@@ -385,15 +415,22 @@ def render_markdown(title, metrics, models, plots, groups, results) -> str:
 def _md_example(results, example, models) -> list[str]:
     rows = {m: _row(results, example, m) for m in models}
     first = next(r for r in rows.values() if r)
-    scores = ", ".join(f"{MODEL_LABEL.get(m, m)} {_f(r['rougeL_f'])}" for m, r in rows.items() if r)
-    out = [f"#### Example {example}: ROUGE-L {scores}", "", "**Reference**", "",
-           "```text", first["reference"], "```", ""]
+    scores = ", ".join(f"{MODEL_LABEL.get(m, m)} {fmt(r['rougeL_f'], 3)}" for m, r in rows.items() if r)
+    out = [f"#### Example {example}: ROUGE-L {scores}", "", "**Reference**", "", *_fenced(first["reference"]), ""]
     for m, r in rows.items():
         if not r:
             continue
-        out += [f"**{MODEL_LABEL.get(m, m)}**", "", "```text", r["prediction"] or "(empty)", "```", ""]
+        out += [f"**{MODEL_LABEL.get(m, m)}**", "", *_fenced(r["prediction"] or "(empty)"), ""]
         out += [f"- {'✓' if ok else '✗'} {text}" for ok, text in _problems(r)] + [""]
     return out
+
+
+def _fenced(text: str) -> list[str]:
+    """A fenced code block holding ``text`` verbatim: the fence is one backtick longer than the longest
+    run of backticks in the text (at least three), so no line of the text can close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [fence + "text", text, fence]
 
 
 # ------------------------------------------------------------------ html
@@ -436,7 +473,7 @@ def render_html(title, out, metrics, models, plots, groups, results) -> str:
                 cells.append(f"<td>{e(main)} <span class=\"sd\">± {e(rest)}</span></td>")
             if len(row) > 1 + len(models):
                 c = entry["relative_change"].get(metric)
-                higher = METRICS.get(metric, ("", True))[1]
+                higher = METRICS[metric].higher_is_better
                 cls = "" if c is None or c == 0 or higher is None else ("good" if (c > 0) == higher else "bad")
                 cells.append(f"<td class=\"{cls}\">{e(row[-1])}</td>")
             parts.append("<tr>" + "".join(cells) + "</tr>")
@@ -463,17 +500,17 @@ def _cards(metrics: dict, models: list[str]) -> str:
     e = html.escape
     full = metrics["subsets"]["full"]
     cards = []
-    for metric in ("rougeL_f", "bert_f1", "repetition_ratio", "unsupported_numbers", "unsupported_orgs",
-                   "skills_coverage"):
-        vals = [full["models"][m].get(metric, {}).get("mean") for m in models]
+    for key in CARD_METRICS:
+        metric = METRICS[key]
+        vals = [full["models"][m].get(key, {}).get("mean") for m in models]
         if all(v is None for v in vals):
             continue
-        label, higher = METRICS[metric]
-        value = " → ".join(_f(v) for v in vals)
+        label = metric.label
+        value = " → ".join(metric.format(v) for v in vals)
         delta = ""
-        c = full.get("relative_change", {}).get(metric) if full.get("relative_change") else None
+        c = full.get("relative_change", {}).get(key) if full.get("relative_change") else None
         if c is not None:
-            cls = "delta-pos" if (c > 0) == higher else "delta-neg"
+            cls = "delta-pos" if (c > 0) == metric.higher_is_better else "delta-neg"
             delta = f"<div class=\"d {cls}\">{c:+.1%}</div>"
         cards.append(f"<div class=\"card\"><div class=\"k\">{e(label)}</div>"
                      f"<div class=\"v\">{e(value)}</div>{delta}</div>")
@@ -493,7 +530,7 @@ def _html_example(results, example, models) -> str:
     scores = []
     for m, r in rows.items():
         if r:
-            scores.append(f"{MODEL_LABEL.get(m, m)} ROUGE-L {_f(r['rougeL_f'])}")
+            scores.append(f"{MODEL_LABEL.get(m, m)} ROUGE-L {fmt(r['rougeL_f'], 3)}")
     if rows.get("base") and rows.get("fine_tuned"):
         d = rows["fine_tuned"]["rougeL_f"] - rows["base"]["rougeL_f"]
         scores.append(f"<span class=\"{'delta-pos' if d >= 0 else 'delta-neg'}\">Δ {d:+.3f}</span>")
@@ -511,11 +548,11 @@ def _html_example(results, example, models) -> str:
             continue
         letter = highlight(r["prediction"], _split_list(r.get("unsupported_numbers_list")),
                            _split_list(r.get("unsupported_orgs_list"))) or "<i>(empty)</i>"
-        bert = f" · BERTScore F1 {_f(r.get('bert_f1'))}" if r.get("bert_f1") == r.get("bert_f1") else ""
+        bert = "" if is_nan(r.get("bert_f1")) else f" · BERTScore F1 {fmt(r.get('bert_f1'), 3)}"
         checks = "".join(f"<li class=\"{'ok' if ok else 'no'}\">{'✓' if ok else '✗'} {e(text)}</li>"
                          for ok, text in _problems(r))
         cols.append(f"<div class=\"col {e(m)}\"><h4>{e(MODEL_LABEL.get(m, m))} <span class=\"s\">ROUGE-L "
-                    f"{_f(r['rougeL_f'])}{bert} · {int(r['length_chars'])} chars</span></h4>"
+                    f"{fmt(r['rougeL_f'], 3)}{bert} · {int(r['length_chars'])} chars</span></h4>"
                     f"<div class=\"letter\">{letter}</div><ul class=\"checks\">{checks}</ul></div>")
     parts.append(f"<div class=\"cols{'' if len(cols) == 3 else ' two'}\">" + "".join(cols) + "</div></section>")
     return "".join(parts)

@@ -167,3 +167,24 @@ def test_unparsable_prompts_give_nan_grounding(tmp_path):
     results = pd.read_csv(tmp_path / "run" / "results_per_example.csv")
     assert results.name_mentioned.isna().all() and results.rougeL_f.notna().all()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["prompts_parsed"] == 0
+
+
+def test_duplicated_column_is_rejected_naming_file_and_column(tmp_path):
+    path = _write(tmp_path, "prompt,ground_truth,base_output,base_output,fine_tuned_output\n"
+                            "p,Dear team,A letter,Another base letter,A tuned letter\n")
+    with pytest.raises(ValueError) as e:
+        _run(path, tmp_path)
+    msg = str(e.value)
+    assert "bad.csv" in msg and "base_output" in msg and "more than once" in msg and "\n" not in msg
+
+
+def test_latin1_file_is_a_one_line_error_through_the_cli(tmp_path, capsys):
+    from covertune.cli import main
+
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("prompt,ground_truth,base_output,fine_tuned_output\np,Chère équipe,Une lettre,Une autre\n"
+                     .encode("latin-1"))
+    assert main(["evaluate", "--eval-csv", str(path), "--out", str(tmp_path / "run"),
+                 "--bertscore-model", "none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "latin1.csv" in err and "UTF-8" in err and "Traceback" not in err and len(err.splitlines()) == 1

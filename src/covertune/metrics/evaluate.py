@@ -8,10 +8,10 @@ the same file (same path, size and modification time) with the same scorer is no
 
 from __future__ import annotations
 
+import csv
 import logging
-import math
-import re
 import time
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +22,7 @@ from covertune.metrics import bertscore, grounding, summary
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.rouge import rouge_l
 from covertune.prompt import COVER_LETTER_HEADER
-from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS
+from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, not_a_letter
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,6 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "repetition_ratio", "example", "length_chars", "empty_output", *grounding.GROUNDING_COLUMNS,
     "bertscore_hash", "prompt",
 )
-# a cell that is a bare number or a missing-value marker is not a letter (empty cells are allowed)
-_NOT_TEXT = re.compile(r"^\s*(?:[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|none|null|n/a|na|#n/a|<na>|"
-                       r"[-+]?inf(?:inity)?|true|false)\s*$", re.I)
 
 
 def evaluate(cfg: EvaluateConfig) -> str:
@@ -105,7 +102,8 @@ def evaluate(cfg: EvaluateConfig) -> str:
         "empty_outputs": {m: int(results.loc[results["model"] == m, "empty_output"].sum()) for m in models},
         "prompts_parsed": parsed,
         "subsets": summary.summary_json(table, subsets, models),
-        "metric_info": {m: {"label": label, "higher_is_better": hib} for m, (label, hib) in summary.METRICS.items()},
+        "metric_info": {k: {"label": m.label, "higher_is_better": m.higher_is_better}
+                        for k, m in summary.METRICS.items()},
         "seconds": {"overlap_and_grounding": round(t_overlap, 2), "bertscore": round(t_bert, 2)},
     }
     io.write_csv(out / RESULTS_FILE, results)
@@ -114,8 +112,8 @@ def evaluate(cfg: EvaluateConfig) -> str:
     io.mark_done(out, STAGE, key)
 
     full = metrics["subsets"]["full"]["models"]
-    headline = ", ".join(f"{m} {_fmt(full[m]['rougeL_f']['mean'])}" for m in models)
-    bert = ", ".join(f"{m} {_fmt(full[m]['bert_f1']['mean'])}" for m in models) if spec else "skipped"
+    headline = ", ".join(f"{m} {summary.fmt(full[m]['rougeL_f']['mean'])}" for m in models)
+    bert = ", ".join(f"{m} {summary.fmt(full[m]['bert_f1']['mean'])}" for m in models) if spec else "skipped"
     return (f"evaluate: scored {n} examples x {len(models)} model(s) from {path} -> {out / RESULTS_FILE}, "
             f"{SUMMARY_FILE}, {METRICS_FILE}\n  ROUGE-L F1 (full): {headline}\n  BERTScore F1 (full): {bert} "
             f"[{scorer_hash}]")
@@ -123,8 +121,14 @@ def evaluate(cfg: EvaluateConfig) -> str:
 
 def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """The CSV as strings, checked; and the models it has outputs for (base, fine_tuned or both)."""
+    text = read_utf8(path, "save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`) and score it again")
+    header = next(csv.reader(StringIO(text)), [])
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise ValueError(f"{path}: the column(s) {', '.join(twice)} appear more than once in the header; keep "
+                         "one column of each name (a second copy would be silently renamed and not scored)")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        frame = pd.read_csv(StringIO(text), dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise ValueError(f"{path} is empty; expected a CSV with the header {','.join(EVAL_COLUMNS)}") from None
     except pd.errors.ParserError as e:
@@ -148,7 +152,7 @@ def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
                             "reference letter (drop the row or fill it in)")
     for col in ["ground_truth", *cols]:
         for i, text in enumerate(frame[col]):
-            if text.strip() and _NOT_TEXT.match(text):
+            if text.strip() and not_a_letter(text):
                 problems.append(f"example {i} (data row {i + 1}), column {col}: {text.strip()[:20]!r} is not a "
                                 "letter (a number or a missing-value marker); fix the cell, or leave it empty for "
                                 "a missing output")
@@ -179,6 +183,15 @@ def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, models
 
 
+def read_utf8(path: Path, fix: str) -> str:
+    """A file's text; a file that is not UTF-8 is a one-line error naming it, the first bad byte and ``fix``."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                         f"{fix}") from None
+
+
 def _file_id(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
@@ -196,6 +209,3 @@ def _complete(out: Path, key: dict) -> bool:
     except (OSError, ValueError):
         return False
 
-
-def _fmt(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"

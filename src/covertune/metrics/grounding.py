@@ -44,10 +44,10 @@ Claims that the inputs do not support:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
+from covertune.metrics.summary import is_nan
 from covertune.prompt import INSTRUCTION, REFERENCE_MISSING_TEXT, TEMPLATE
 from covertune.records import INPUT_FIELDS
 
@@ -454,7 +454,3 @@ def ground_json(letter: str, inputs: dict[str, str]) -> dict:
     if is_nan(d["skills_coverage"]):
         d["skills_coverage"] = None
     return d
-
-
-def is_nan(x) -> bool:
-    return isinstance(x, float) and math.isnan(x)
