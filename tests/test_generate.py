@@ -307,3 +307,26 @@ def test_bad_options(run_dir, tiny_model_dir):
         generate(_cfg(run_dir, tiny_model_dir, models=["sft"]))
     with pytest.raises(ValueError, match="prompt_format"):
         generate(_cfg(run_dir, tiny_model_dir, models=["base"], prompt_format="xml"))
+
+
+def test_a_prompt_beyond_the_context_is_an_error_naming_the_row(tmp_path, tiny_model_dir, test_records, monkeypatch):
+    rows = [dict(r) for r in test_records[:3]]
+    rows[2]["skillsets"] = "word " * 200_000  # 1 MB: far beyond the tiny model's 2,048 positions
+    io.write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+    counter = CountGenerate(monkeypatch)
+    with pytest.raises(ValueError) as e:
+        generate(_cfg(tmp_path, tiny_model_dir, models=["base"]))
+    msg = str(e.value)
+    assert "test-2" in msg and "context of 2,048 tokens" in msg and "\n" not in msg
+    assert counter.calls == 0 and not (tmp_path / "eval.csv").exists()
+    # a prompt that fits alone but not with the new tokens is refused too
+    rows[2]["skillsets"] = "word " * 300
+    io.write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+    from covertune.generate import model_inputs
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    length = len(tok(model_inputs(rows[2:], "raw", tok)[0])["input_ids"])
+    assert length < 2048
+    with pytest.raises(ValueError, match="test-2"):
+        generate(_cfg(tmp_path, tiny_model_dir, models=["base"], max_new_tokens=2048 - length + 1))
+    assert counter.calls == 0

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from covertune.limits import MAX_FIELD_CHARS, MAX_PROMPT_TOKENS
+
 
 def opt(default: Any, help: str, **kw):
     """A dataclass field with a help text (and a factory for mutable defaults)."""
@@ -45,6 +47,14 @@ class DataConfig:
                            "or DatasetDict with train only): test split carved from it, seeded by "
                            "--seed, as a fraction (<1) or a row count (>=1); a 'split' column wins")
     min_letter_words: int = opt(50, "Letters with fewer words are flagged too_short")
+    model: str = opt(EMBEDDED_MODEL, "Model whose tokenizer counts the prompt's tokens for --max-prompt-tokens "
+                     "(only its tokenizer and config are read): HF hub id, local folder, or 'embedded'")
+    max_field_chars: int = opt(MAX_FIELD_CHARS, "Longest input field or letter in characters, on every split (0: no "
+                               "limit): longer train/validation rows are dropped and reported, a longer test row "
+                               "is an error")
+    max_prompt_tokens: int = opt(MAX_PROMPT_TOKENS, "Longest prompt in the model's tokens (the raw schema; never more than the "
+                                 "model's context), on every split, handled as --max-field-chars (0: no limit, "
+                                 "and no tokenizer is loaded)")
     force: bool = opt(False, "Redo the stage even if its outputs are complete")
 
 

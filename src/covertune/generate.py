@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from covertune import io, models
+from covertune import io, limits, models
 from covertune.config import GenerateConfig
 from covertune.merge import read_train_config
 from covertune.prompt import LETTER_SEPARATOR, PROMPT_FORMATS, extract_letter, render_prompt, wrap_chat
@@ -506,6 +506,9 @@ def generate(cfg: GenerateConfig) -> str:
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     inputs = model_inputs(records, prompt_format, tokenizer)
     encoding = prompt_encoding(prompt_format, tokenizer)
+    limits.check_context(inputs, [r.get("id", i) for i, r in enumerate(records)], tokenizer,
+                         limits.context_length(str(merged) if merged else cfg.model), cfg.max_new_tokens,
+                         source=str(split_path), **encoding)
     for m in settings:
         settings[m]["encoding"] = encoding
     journal_dir = out / ".generate"

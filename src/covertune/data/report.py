@@ -126,11 +126,22 @@ def render_markdown(report: dict) -> str:
     out += ["## Splits", ""]
     split_rows = []
     for name, s in r["splits"].items():
-        split_rows.append([name, s["loaded"], s["duplicates_removed"], s["test_overlap_dropped"],
+        split_rows.append([name, s["loaded"], s["invalid_dropped"], s["duplicates_removed"], s["test_overlap_dropped"],
                            s["flagged_dropped"], s["moved_to_validation"], s["written"], s["written_flagged"]])
-    out += [_table(["split", "loaded", "exact duplicates removed", "test-overlap dropped", "flagged dropped",
-                    "moved to validation", "written", "written with a flag"], split_rows), ""]
+    out += [_table(["split", "loaded", "over a limit or no letter, dropped", "exact duplicates removed",
+                    "test-overlap dropped", "flagged dropped", "moved to validation", "written",
+                    "written with a flag"], split_rows), ""]
     out += [f"Validation: {r['validation']}", ""]
+
+    lim = r["limits"]
+    prompt = (f"{lim['prompt_limit']:,} tokens of `{lim['model']}`'s tokenizer" if lim["prompt_limit"]
+              else "no limit")
+    field = f"{lim['max_field_chars']:,} characters" if lim["max_field_chars"] else "no limit"
+    out += ["## Limits", "", f"Every field: {field}; every prompt: {prompt}; every letter: not empty and not a "
+            "bare number. Rows that break one are dropped from train/validation (a test row is an error).", ""]
+    if lim["dropped"]:
+        out += [_table(["split", "id", "field", "reason"],
+                       [[d["split"], f"`{d['id']}`", d["field"], _md_cell(d["reason"])] for d in lim["dropped"]]), ""]
 
     loaded = list(r["cleaning"])
     out += ["## Cleaning rules (letters changed)", ""]

@@ -1,5 +1,11 @@
-"""The data stage, top to bottom: load -> clean letters -> flag -> dedupe -> overlap -> filter ->
-validation split -> write the splits, the report and the plots.
+"""The data stage, top to bottom: load -> limits and letters -> clean letters -> flag -> dedupe -> overlap
+-> filter -> validation split -> write the splits, the report and the plots.
+
+Limits (covertune.limits): every field at most ``max_field_chars`` characters, every prompt at most
+``max_prompt_tokens`` tokens of the model's tokenizer (and the model's context), every letter one that
+evaluate can score against (not empty, not a bare number). Train/validation rows that break one are
+dropped and listed in the report; a test row that breaks one is an error naming the row and field, since
+the test split keeps every row.
 
 Writes ``<out>/data/{train,validation,test}.jsonl``: one record per line with the 9 record keys,
 ``id`` (``<source split>-<row index in the source>``), ``cover_letter_raw`` (the letter as loaded),
@@ -13,7 +19,7 @@ import json
 import logging
 from pathlib import Path
 
-from covertune import io
+from covertune import io, limits
 from covertune.config import DataConfig, to_dict
 from covertune.data import report as rep
 from covertune.data.clean import RAW_FIELD, clean_records
@@ -37,6 +43,37 @@ def _check(cfg: DataConfig) -> None:
         raise ValueError(f"val_size must be >= 0, got {cfg.val_size}")
     if cfg.min_letter_words < 0:
         raise ValueError(f"min_letter_words must be >= 0, got {cfg.min_letter_words}")
+    for name in ("max_field_chars", "max_prompt_tokens"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be >= 0 (0: no limit), got {getattr(cfg, name)}")
+
+
+def _check_rows(cfg: DataConfig, splits: dict) -> tuple[dict, dict]:
+    """Limits and letters on every split (covertune.limits): over-limit or letter-less train/validation
+    rows are removed from their split; a test row is an error. Returns (settings, dropped rows per split)."""
+    tokenizer, context = None, None
+    if cfg.max_prompt_tokens:
+        from covertune.models import load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+        context = limits.context_length(cfg.model)
+    settings = {"model": cfg.model, "max_field_chars": cfg.max_field_chars,
+                "max_prompt_tokens": cfg.max_prompt_tokens, "model_context": context,
+                "prompt_limit": limits.prompt_limit(cfg.max_prompt_tokens, context)[0]}
+    dropped = {}
+    for name, split in splits.items():
+        problems = limits.check_rows(split.records, cfg.max_field_chars, cfg.max_prompt_tokens, tokenizer, context)
+        if problems and name == "test":
+            first = next(iter(problems.values()))
+            where = "prompt" if first["field"] == "prompt" else f"field {first['field']}"
+            more = f" (and {len(problems) - 1} more test row(s))" if len(problems) > 1 else ""
+            raise ValueError(f"{split.origin}: test row {first['id']}, {where}: {first['reason']}{more}. The test "
+                             "split keeps every row: fix or remove the row in the dataset, or raise the limit")
+        split.records = [r for i, r in enumerate(split.records) if i not in problems]
+        dropped[name] = [{"split": name, **p} for p in problems.values()]
+        for p in problems.values():
+            log.warning("%s: dropped %s (%s: %s)", name, p["id"], p["field"], p["reason"])
+    return settings, dropped
 
 
 def _record(rec: dict) -> dict:
@@ -77,11 +114,16 @@ def run_data(cfg: DataConfig) -> str:
     splits, note = load(cfg.data, seed=cfg.seed, test_size=cfg.test_size)
     log.info("loaded %s", ", ".join(f"{s.name}: {len(s.records)} rows" for s in splits.values()))
 
-    # 2. clean the letters (inputs are never touched)
+    # 2. limits and letters on every split: over-limit or letter-less train/validation rows dropped, test
+    # rows checked (an error); before anything else reads a field
+    loaded = {name: len(s.records) for name, s in splits.items()}
+    limit_settings, invalid = _check_rows(cfg, splits)
+
+    # 3. clean the letters (inputs are never touched)
     cleaning = {name: dict(clean_records(s.records)) for name, s in splits.items()}
     log.info("cleaned letters: %s", {r: sum(c[r] for c in cleaning.values()) for r in next(iter(cleaning.values()))})
 
-    # 3. flag every row; letter reuse is counted over all splits
+    # 4. flag every row; letter reuse is counted over all splits
     flag_records([r for s in splits.values() for r in s.records], cfg.min_letter_words)
     flags = {name: rep.flag_counts(s.records) for name, s in splits.items()}
     every = [r for s in splits.values() for r in s.records]
@@ -92,12 +134,13 @@ def run_data(cfg: DataConfig) -> str:
     test = splits["test"].records
     train_loaded = splits["train"].records
     given_val = splits["validation"].records if "validation" in splits else None
-    stats = {name: {"loaded": len(s.records), "duplicates_removed": 0, "test_overlap_dropped": 0,
-                    "flagged_dropped": 0, "moved_to_validation": 0} for name, s in splits.items()}
-    stats.setdefault("validation", {"loaded": 0, "duplicates_removed": 0, "test_overlap_dropped": 0,
-                                    "flagged_dropped": 0, "moved_to_validation": 0})
+    stats = {name: {"loaded": loaded[name], "invalid_dropped": len(invalid[name]), "duplicates_removed": 0,
+                    "test_overlap_dropped": 0, "flagged_dropped": 0, "moved_to_validation": 0}
+             for name, s in splits.items()}
+    stats.setdefault("validation", {"loaded": 0, "invalid_dropped": 0, "duplicates_removed": 0,
+                                    "test_overlap_dropped": 0, "flagged_dropped": 0, "moved_to_validation": 0})
 
-    # 4. exact duplicates: removed from train/validation, only reported for test
+    # 5. exact duplicates: removed from train/validation, only reported for test
     train, dup_train = dedupe(train_loaded)
     dups = {"train": dup_train, "test": duplicates(test)}
     stats["train"]["duplicates_removed"] = len(dup_train)
@@ -105,7 +148,7 @@ def run_data(cfg: DataConfig) -> str:
         given_val, dups["validation"] = dedupe(given_val)
         stats["validation"]["duplicates_removed"] = len(dups["validation"])
 
-    # 5. train rows whose inputs equal a test row's: reported on the loaded rows, dropped after dedupe
+    # 6. train rows whose inputs equal a test row's: reported on the loaded rows, dropped after dedupe
     overlap_rows = input_overlap(train_loaded, test) + (input_overlap(splits["validation"].records, test)
                                                         if given_val is not None else [])
     dropped_overlap = 0
@@ -123,7 +166,7 @@ def run_data(cfg: DataConfig) -> str:
     log.info("exact duplicates removed from train: %d; train rows overlapping test: %d (%d dropped)",
              len(dup_train), len(overlap_rows), dropped_overlap)
 
-    # 6. flagged rows (train/validation only)
+    # 7. flagged rows (train/validation only)
     filtering = bool(cfg.drop_flagged or cfg.drop_flags)
     if filtering:
         train, gone = drop_flagged(train, cfg.drop_flags)
@@ -135,7 +178,7 @@ def run_data(cfg: DataConfig) -> str:
         raise ValueError("no train rows left after removing duplicates, test overlap and flagged rows; "
                          "drop fewer flags (--drop-flags) or turn --drop-flagged off")
 
-    # 7. validation: the given split, else carved from train (seeded)
+    # 8. validation: the given split, else carved from train (seeded)
     if given_val is not None:
         val = given_val
         val_note = f"the dataset's own validation split ({len(val)} rows); val_size is not used"
@@ -148,7 +191,7 @@ def run_data(cfg: DataConfig) -> str:
         stats[name]["written"] = len(recs)
         stats[name]["written_flagged"] = sum(bool(flag_names(r)) for r in recs)
 
-    # 8. write splits, plots, report; the marker last
+    # 9. write splits, plots, report; the marker last
     for name, recs in written.items():
         io.write_jsonl(data_dir / SPLIT_FILES[name], (_record(r) for r in recs))
     plots = rep.write_plots(written, data_dir)
@@ -157,6 +200,7 @@ def run_data(cfg: DataConfig) -> str:
         "config": to_dict(cfg),
         "splits": {name: stats[name] for name in SPLITS},
         "validation": val_note,
+        "limits": {**limit_settings, "dropped": [d for name in splits for d in invalid[name]]},
         "cleaning": cleaning,
         "flags": flags,
         "filtering": {"drop_flagged": filtering, "drop_flags": list(cfg.drop_flags)},
