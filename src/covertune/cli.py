@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.add_argument("--out", help="run directory (default: the preset's, else runs/default)")
     p.add_argument("--data", help="dataset (see `covertune data --help`)")
-    p.add_argument("--model", help="base model for train, merge and generate (its tokenizer also counts prompt tokens in data)")
+    p.add_argument("--model", help="base model for train, merge and generate (its tokenizer also counts "
+                   "prompt tokens in data)")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="merge the adapter and generate from the merged model")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",

@@ -52,9 +52,9 @@ class DataConfig:
     max_field_chars: int = opt(MAX_FIELD_CHARS, "Longest input field or letter in characters, on every split (0: no "
                                "limit): longer train/validation rows are dropped and reported, a longer test row "
                                "is an error")
-    max_prompt_tokens: int = opt(MAX_PROMPT_TOKENS, "Longest prompt in the model's tokens (the raw schema; never more than the "
-                                 "model's context), on every split, handled as --max-field-chars (0: no limit, "
-                                 "and no tokenizer is loaded)")
+    max_prompt_tokens: int = opt(MAX_PROMPT_TOKENS, "Longest prompt in the model's tokens (the raw schema; "
+                                 "never more than the model's context), on every split, handled as "
+                                 "--max-field-chars (0: no limit, and no tokenizer is loaded)")
     force: bool = opt(False, "Redo the stage even if its outputs are complete")
 
 

@@ -89,21 +89,23 @@ def prompt_limit(max_prompt_tokens: int, context: int | None) -> tuple[int, str]
 
 def check_rows(records: Sequence[dict], max_field_chars: int, max_prompt_tokens: int = 0, tokenizer=None,
                context: int | None = None) -> dict[int, dict]:
-    """Position -> {"id", "field", "reason"} for every record that breaks a limit or has no letter (the
-    first problem found: fields, then the letter, then the prompt). The tokenizer is needed only with a
+    """Position -> {"id", "field", "kind", "reason"} for every record that breaks a limit (kind "limit") or
+    has no letter (kind "letter"): the first problem found, fields, then the letter, then the prompt. The tokenizer is needed only with a
     prompt limit; ``context`` (the model's) caps that limit."""
     problems: dict[int, dict] = {}
     for i, rec in enumerate(records):
-        found = field_problem(rec, max_field_chars) or letter_problem(rec)
+        too_long = field_problem(rec, max_field_chars)
+        found = too_long or letter_problem(rec)
         if found:
-            problems[i] = {"id": rec.get(ID_FIELD, str(i)), "field": found[0], "reason": found[1]}
+            problems[i] = {"id": rec.get(ID_FIELD, str(i)), "field": found[0],
+                           "kind": "limit" if too_long else "letter", "reason": found[1]}
     limit, why = prompt_limit(max_prompt_tokens, context)
     todo = [i for i in range(len(records)) if i not in problems]
     if limit and todo:
         ids = tokenizer([render_prompt(records[i]) for i in todo])["input_ids"]
         for i, tokens in zip(todo, ids):
             if len(tokens) > limit:
-                problems[i] = {"id": records[i].get(ID_FIELD, str(i)), "field": "prompt",
+                problems[i] = {"id": records[i].get(ID_FIELD, str(i)), "field": "prompt", "kind": "limit",
                                "reason": f"{len(tokens):,} tokens, over {why}"}
     return dict(sorted(problems.items()))
 
@@ -122,6 +124,7 @@ def check_context(prompts: Sequence[str], ids: Sequence[str], tokenizer, context
     if over:
         row, n = over[0]
         more = f" (and {len(over) - 1} more row(s))" if len(over) > 1 else ""
-        raise ValueError(f"{source + ': ' if source else ''}row {row}: the prompt is {n:,} tokens; with --max-new-tokens {max_new_tokens} it does "
-                         f"not fit the model's context of {context:,} tokens{more}. Shorten the row (`covertune "
-                         "data` drops or refuses rows over --max-prompt-tokens) or lower --max-new-tokens")
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}row {row}: the prompt is {n:,} tokens; with --max-new-tokens {max_new_tokens} "
+                         f"it does not fit the model's context of {context:,} tokens{more}. Shorten the row "
+                         "(`covertune data` drops or refuses rows over --max-prompt-tokens) or lower --max-new-tokens")

@@ -124,3 +124,12 @@ def test_bad_limits(tmp_path):
         run_data(DataConfig(data="sample", out=str(tmp_path), max_field_chars=-1))
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         run_data(DataConfig(data="sample", out=str(tmp_path), max_prompt_tokens=-5))
+
+
+def test_limit_errors_say_which_limit_to_raise_and_letter_errors_do_not(tmp_path, tiny_model_dir):
+    with pytest.raises(ValueError, match="or raise the limit$"):
+        run_data(_cfg(_dataset(tmp_path / "a", test_edits=[(1, "Job Title", "x" * 101)]), tmp_path / "a",
+                      tiny_model_dir, max_field_chars=100))
+    with pytest.raises(ValueError, match="fix or remove the row in the dataset$"):
+        run_data(_cfg(_dataset(tmp_path / "b", test_edits=[(1, "Cover Letter", "42")]), tmp_path / "b",
+                      tiny_model_dir))

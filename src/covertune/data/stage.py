@@ -67,8 +67,9 @@ def _check_rows(cfg: DataConfig, splits: dict) -> tuple[dict, dict]:
             first = next(iter(problems.values()))
             where = "prompt" if first["field"] == "prompt" else f"field {first['field']}"
             more = f" (and {len(problems) - 1} more test row(s))" if len(problems) > 1 else ""
+            fix = ", or raise the limit" if first["kind"] == "limit" else ""
             raise ValueError(f"{split.origin}: test row {first['id']}, {where}: {first['reason']}{more}. The test "
-                             "split keeps every row: fix or remove the row in the dataset, or raise the limit")
+                             f"split keeps every row: fix or remove the row in the dataset{fix}")
         split.records = [r for i, r in enumerate(split.records) if i not in problems]
         dropped[name] = [{"split": name, **p} for p in problems.values()]
         for p in problems.values():

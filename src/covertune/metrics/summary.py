@@ -1,9 +1,10 @@
 """Summaries of the per-example results: subsets, mean/std/median per model and subset, relative change.
 
-Subsets are the reference's: ``full`` (every example; an empty letter scores 0 and counts), ``fair`` (the reference letter and every model's
-letter longer than 350 characters) and ``strict`` (longer than 500). ``std`` is the sample standard
-deviation (ddof=1; NaN for a single value); NaN values (e.g. BERTScore skipped, a field the inputs lack)
-are left out of each statistic and ``n`` counts the values used.
+Subsets are the reference's: ``full`` (every example; an empty letter scores 0 and counts), ``fair``
+(the reference letter and every model's letter longer than 350 characters) and ``strict`` (longer than
+500). ``std`` is the sample standard deviation (ddof=1; NaN for a single value); NaN values (e.g.
+BERTScore skipped, a field the inputs lack) are left out of each statistic and ``n`` counts the values
+used.
 
 ``METRICS`` is the one registry of summarised metrics (label, direction, decimals) that evaluate, the
 report and scripts/results_table.py read; ``is_nan`` and ``fmt`` are the shared missing-value test and
