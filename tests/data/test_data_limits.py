@@ -133,3 +133,10 @@ def test_limit_errors_say_which_limit_to_raise_and_letter_errors_do_not(tmp_path
     with pytest.raises(ValueError, match="fix or remove the row in the dataset$"):
         run_data(_cfg(_dataset(tmp_path / "b", test_edits=[(1, "Cover Letter", "42")]), tmp_path / "b",
                       tiny_model_dir))
+
+
+def test_no_train_row_left(tmp_path, tiny_model_dir):
+    rows = len(pd.read_csv(sample_path().parent / "train.csv", dtype=str, keep_default_na=False))
+    data = _dataset(tmp_path, train_edits=[(i, "Cover Letter", "") for i in range(rows)])
+    with pytest.raises(ValueError, match="no train rows left after removing rows over a limit or without a letter"):
+        run_data(_cfg(data, tmp_path, tiny_model_dir))

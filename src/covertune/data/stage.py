@@ -176,8 +176,9 @@ def run_data(cfg: DataConfig) -> str:
             given_val, gone = drop_flagged(given_val, cfg.drop_flags)
             stats["validation"]["flagged_dropped"] = len(gone)
     if not train:
-        raise ValueError("no train rows left after removing duplicates, test overlap and flagged rows; "
-                         "drop fewer flags (--drop-flags) or turn --drop-flagged off")
+        raise ValueError("no train rows left after removing rows over a limit or without a letter, duplicates, "
+                         "test overlap and flagged rows; drop fewer flags (--drop-flags), turn --drop-flagged "
+                         "off, or raise --max-field-chars/--max-prompt-tokens")
 
     # 8. validation: the given split, else carved from train (seeded)
     if given_val is not None:
