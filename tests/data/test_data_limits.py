@@ -45,6 +45,12 @@ def test_a_1mb_test_field_is_an_error_naming_row_and_field(tmp_path, tiny_model_
     assert not (tmp_path / "run" / "data" / "test.jsonl").exists()
 
 
+def test_test_fields_and_letters_are_checked_before_the_tokenizer_loads(tmp_path):
+    data = _dataset(tmp_path, test_edits=[(1, "Cover Letter", "none")])
+    with pytest.raises(ValueError, match="test row test-1, field Cover Letter: 'none' is not a letter"):
+        run_data(DataConfig(data=data, out=str(tmp_path / "run"), model=str(tmp_path / "no-such-model")))
+
+
 def test_over_limit_train_rows_are_dropped_and_reported(tmp_path, tiny_model_dir):
     data = _dataset(tmp_path, train_edits=[(2, "Qualifications", BIG), (5, "Cover Letter", "x" * 20_001)])
     run_data(_cfg(data, tmp_path, tiny_model_dir))

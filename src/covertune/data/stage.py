@@ -51,6 +51,10 @@ def _check(cfg: DataConfig) -> None:
 def _check_rows(cfg: DataConfig, splits: dict) -> tuple[dict, dict]:
     """Limits and letters on every split (covertune.limits): over-limit or letter-less train/validation
     rows are removed from their split; a test row is an error. Returns (settings, dropped rows per split)."""
+    test = splits["test"]
+    early = limits.check_rows(test.records, cfg.max_field_chars)  # characters and letters: no tokenizer yet
+    if early:
+        raise _test_row_error(test.origin, early)
     tokenizer, context = None, None
     if cfg.max_prompt_tokens:
         from covertune.models import load_tokenizer
@@ -64,17 +68,21 @@ def _check_rows(cfg: DataConfig, splits: dict) -> tuple[dict, dict]:
     for name, split in splits.items():
         problems = limits.check_rows(split.records, cfg.max_field_chars, cfg.max_prompt_tokens, tokenizer, context)
         if problems and name == "test":
-            first = next(iter(problems.values()))
-            where = "prompt" if first["field"] == "prompt" else f"field {first['field']}"
-            more = f" (and {len(problems) - 1} more test row(s))" if len(problems) > 1 else ""
-            fix = ", or raise the limit" if first["kind"] == "limit" else ""
-            raise ValueError(f"{split.origin}: test row {first['id']}, {where}: {first['reason']}{more}. The test "
-                             f"split keeps every row: fix or remove the row in the dataset{fix}")
+            raise _test_row_error(split.origin, problems)
         split.records = [r for i, r in enumerate(split.records) if i not in problems]
         dropped[name] = [{"split": name, **p} for p in problems.values()]
         for p in problems.values():
             log.warning("%s: dropped %s (%s: %s)", name, p["id"], p["field"], p["reason"])
     return settings, dropped
+
+
+def _test_row_error(origin: str, problems: dict) -> ValueError:
+    first = next(iter(problems.values()))
+    where = "prompt" if first["field"] == "prompt" else f"field {first['field']}"
+    more = f" (and {len(problems) - 1} more test row(s))" if len(problems) > 1 else ""
+    fix = ", or raise the limit" if first["kind"] == "limit" else ""
+    return ValueError(f"{origin}: test row {first['id']}, {where}: {first['reason']}{more}. The test split keeps "
+                      f"every row: fix or remove the row in the dataset{fix}")
 
 
 def _record(rec: dict) -> dict:
