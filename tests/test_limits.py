@@ -52,13 +52,9 @@ def test_check_rows_first_problem_per_row(tiny_model_dir):
     assert "over the model's context of 8 tokens" in capped[0]["reason"]
 
 
-def test_check_context(tiny_model_dir):
-    from covertune.models import load_tokenizer
-
-    tok = load_tokenizer(str(tiny_model_dir))
-    prompts = ["short", "a much longer prompt " * 20]
-    n = len(tok(prompts[1])["input_ids"])
-    limits.check_context(prompts, ["a", "b"], tok, n + 10, 10)  # fits exactly
-    limits.check_context(prompts, ["a", "b"], tok, None, 10**6)  # unknown context: nothing checked
-    with pytest.raises(ValueError, match=rf"^x.jsonl: row b: the prompt is {n + 1:,} tokens; with --max-new-tokens 10"):
-        limits.check_context(prompts, ["a", "b"], tok, n + 10, 10, suffix_ids=[0], source="x.jsonl")
+def test_check_context():
+    limits.check_context([5, 90], ["a", "b"], 100, 10)  # fits exactly
+    limits.check_context([5, 90], ["a", "b"], None, 10**6)  # unknown context: nothing checked
+    with pytest.raises(ValueError, match=r"^x.jsonl: row b: the prompt is 91 tokens; with --max-new-tokens 10 it "
+                                         r"does not fit the model's context of 100 tokens \(and 1 more row\(s\)\)"):
+        limits.check_context([5, 91, 2000], ["a", "b", "c"], 100, 10, source="x.jsonl")

@@ -506,9 +506,10 @@ def generate(cfg: GenerateConfig) -> str:
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     inputs = model_inputs(records, prompt_format, tokenizer)
     encoding = prompt_encoding(prompt_format, tokenizer)
-    limits.check_context(inputs, [r.get("id", i) for i, r in enumerate(records)], tokenizer,
+    limits.check_context([len(ids) for ids in encode_prompts(tokenizer, inputs, **encoding)],
+                         [r.get("id", i) for i, r in enumerate(records)],
                          limits.context_length(str(merged) if merged else cfg.model), cfg.max_new_tokens,
-                         source=str(split_path), **encoding)
+                         source=str(split_path))
     for m in settings:
         settings[m]["encoding"] = encoding
     journal_dir = out / ".generate"

@@ -110,16 +110,13 @@ def check_rows(records: Sequence[dict], max_field_chars: int, max_prompt_tokens:
     return dict(sorted(problems.items()))
 
 
-def check_context(prompts: Sequence[str], ids: Sequence[str], tokenizer, context: int | None,
-                  max_new_tokens: int, add_special_tokens: bool = True, suffix_ids: Sequence[int] = (),
+def check_context(lengths: Sequence[int], ids: Sequence, context: int | None, max_new_tokens: int,
                   source: str = "") -> None:
-    """Raise a one-line error naming the first row whose prompt (as generate encodes it) and
-    ``max_new_tokens`` do not fit the model's context (None: unknown, nothing checked)."""
+    """Raise a one-line error naming the first row whose prompt (``lengths``: its tokens as generate
+    encodes it) and ``max_new_tokens`` do not fit the model's context (None: unknown, nothing checked)."""
     if not context:
         return
     room = context - max_new_tokens
-    lengths = [len(x) + len(suffix_ids) for x in tokenizer(list(prompts), add_special_tokens=add_special_tokens)
-               ["input_ids"]]
     over = [(row, n) for row, n in zip(ids, lengths) if n > room]
     if over:
         row, n = over[0]
