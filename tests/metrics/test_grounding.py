@@ -196,3 +196,79 @@ def test_ground_columns():
     assert (row["unsupported_orgs"], row["unsupported_orgs_list"]) == (1, "Initech Labs")
     unknown = g.ground("a letter", None)
     assert math.isnan(unknown["name_mentioned"]) and unknown["unsupported_orgs_list"] == ""
+
+
+# ---------------------------------------------------------------- recall and false positives, hand-made
+
+_INPUTS = inputs(job_title="Data Analyst", hiring_company="Brightwave Inc.", applicant_name="Ann Lee",
+                 current_experience="Data Analyst at Foxglove Retail for 3 years",
+                 past_experience="Junior Analyst at Harbor Health for 2 years",
+                 skillsets="SQL, Python, Tableau", qualifications="BSc Statistics, University of Leeds",
+                 preferred_qualifications="3+ years of experience with SQL; a team of 5 analysts")
+_OPENING = "Dear Hiring Manager, I am applying for the Data Analyst role at Brightwave. "
+# one invented fact each, phrased unlike bench/grounding_injection.py's templates
+_INVENTED = [
+    ("I bring nine years of analytics experience.", "nine"),
+    ("I have spent twelve years in retail analytics.", "twelve"),
+    ("After 6 years in the field, I know the work.", "6"),
+    ("I have 4+ years of Python experience.", "4+"),
+    ("With over a decade in data, I can lead.", "a decade"),
+    ("I built fourteen Tableau dashboards for executives.", None),  # "dashboards" is no unit: a known miss
+    ("I supervised eight other analysts.", "eight"),
+    ("My reports reached 40k readers.", "40k"),
+    ("I grew revenue by 35%.", "35%"),
+    ("My models cut churn by fifteen percent.", "fifteen"),
+    ("I saved the company $2M a year.", "$2M"),
+    ("I wrote twenty-one internal reports.", "twenty-one"),
+    ("I have two decades of SQL practice.", "two decades"),  # (half a decade = 3 + 2 years: supported)
+    ("I made queries 10x faster.", "10x"),
+    ("I coached eleven new analysts.", "eleven"),
+    ("Before Foxglove, I worked for Larkspur Capital.", "Larkspur Capital"),
+    ("I interned at Quillon last summer.", "Quillon"),
+    ("I did an internship with Mereth Analytics.", "Mereth Analytics"),
+    ("I was recruited by Tandem Partners.", "Tandem Partners"),
+    ("I spent two summers as a consultant for Okapi.", "Okapi"),
+    ("I partnered with Velora Group on a pricing study.", "Velora Group"),
+    ("I studied at Westbrook College before this.", "Westbrook College"),
+    ("Zentrix praised my dashboards.", None),  # a bare name with no cue: a known miss
+    ("I volunteered for Riverside Foundation as a tutor.", "Riverside Foundation"),
+]
+_SUPPORTED = [  # facts the inputs give, or no claim at all
+    "I have 3 years of experience at Foxglove Retail.",
+    "In total I have five years of experience as an analyst.",  # 3 + 2
+    "I have over 3 years of SQL experience, as you ask.",
+    "I would enjoy leading a team of 5 analysts.",
+    "I worked at Harbor Health as a junior analyst.",
+    "I studied statistics at the University of Leeds.",
+    "I am excited to join Brightwave.",
+    "I know SQL, Python and Tableau well.",
+    "One of my strengths is explaining numbers to people.",
+    "I have worked on 64-bit systems and 24/7 support rotas.",
+    "I graduated in May 2019 and started on June 5, 2020.",
+    "I bring three key strengths: rigour, clarity and speed.",
+    "I am confident two of my projects match your needs.",
+    "I have worked with Python and SQL every day.",
+    "Working at Brightwave Inc. would be a privilege.",
+    "I spent my years with Tableau building clear reports.",
+]
+
+
+def _flags(sentence: str) -> list[str]:
+    d = g.ground_details(_OPENING + sentence + " Sincerely, Ann Lee", _INPUTS)
+    return d["unsupported_numbers"] + d["unsupported_orgs"]
+
+
+def test_recall_on_hand_made_invented_facts():
+    caught = 0
+    for sentence, fact in _INVENTED:
+        flags = _flags(sentence)
+        if fact is not None:
+            assert fact in flags, (sentence, flags)
+        caught += bool(flags)
+    assert caught / len(_INVENTED) >= 0.9  # 22 of 24 when written (12 before word units, idioms, cues)
+
+
+def test_false_positives_on_hand_made_supported_letters():
+    flagged = [(s, _flags(s)) for s in _SUPPORTED]
+    bad = [f for f in flagged if f[1]]
+    assert len(bad) / len(_SUPPORTED) <= 1 / 16, bad  # 0 of 16 when written

@@ -21,11 +21,13 @@ Mentions (1.0 / 0.0; NaN when the input field is empty):
 
 Claims that the inputs do not support:
 
-- numbers: digits (``5``, ``5+``, ``3.5``, ``1,000``, ``20%``, ``$1``) and spelled-out numbers two to
-  ninety followed by a unit ("five years", "ten percent"). Not claims, so ignored: digits glued to
-  letters (J2EE, 5G, word2vec, Lumen5), dates (June 5, 2023; 5/6/2023; 2023-06-05; May 2021), phone
-  numbers, "24/7", list markers ("1." at a line start, "(2)", "Question 1", "Step 2"), placeholders in
-  [brackets]. A number is supported if its value appears anywhere in the inputs, or is the sum of two
+- numbers: digits (``5``, ``5+``, ``3.5``, ``1,000``, ``20%``, ``$1``), digits with a multiplier
+  (``19k``, ``$5M``, ``2.5B`` after "$", ``10x``), spelled-out numbers two to ninety-nine followed by a
+  unit, up to two lower-case words apart ("five years", "ten percent", "eleven new hires", "thirteen
+  junior developers"; the units are ``UNITS``), and "a decade", "two decades", "half a decade", "a
+  dozen". Not claims, so ignored: other digits glued to letters (J2EE, 5G, 4K, word2vec, Lumen5),
+  "32-bit", dates (June 5, 2023; 5/6/2023; 2023-06-05; May 2021), phone numbers, "24/7", list markers
+  ("1." at a line start, "(2)", "Question 1", "Step 2"), placeholders in [brackets]. A number is supported if its value appears anywhere in the inputs, or is the sum of two
   or more numbers from the applicant's resume (current and past experience, skills, qualifications):
   "3 years" and "4 years" support "7 years"; they do not support "over 5 years". Job-description
   numbers (requirements such as "4+ years") support only themselves, calendar years (1900-2099) only
@@ -33,13 +35,16 @@ Claims that the inputs do not support:
 - organisations: a run of capitalised words (allowing "of", "&", "for", "the" inside; "and" ends a run)
   that contains an organisation word (Inc, Corp, Corporation, Company, LLC, Ltd, Bank, University,
   College, Institute, Labs, Technologies, Solutions, Consulting, Group, Partners, Holdings, ...), or
-  any capitalised run right after "at", "joined", "joining", "worked for" or "employed by" ("at
-  Google"), and the runs listed right after such a run ("at Google, Amazon and Meta"). Leading
+  any capitalised run right after a cue ("at Google"): "at", "joined", "joining", "worked/employed/
+  hired/recruited/contracted/volunteered for/by/to", "consultant for/to", "internship/interned/
+  partnered/employed/tenure/career/years with", "intern/internship at", and the runs listed right after such a run ("at Google, Amazon and Meta"). Leading
   sentence words (At, The, In, My, ...), a trailing "'s" and the pronoun "I" are dropped; runs inside
   [placeholders] and runs with words like "Level" or "Scale" are skipped. An organisation is
   supported if it, or it without its organisation word, appears in the inputs, or it overlaps the
   hiring company. Tuned on the reference run to keep false positives low; it misses organisations
-  named without such a cue ("I have worked with Microsoft").
+  named without such a cue ("I have worked with Microsoft", "Initech praised my work"). Recall on
+  invented facts injected into real letters, and the flag rate on the letters untouched:
+  bench/grounding_injection.py.
 """
 
 from __future__ import annotations
@@ -253,17 +258,32 @@ _IGNORE = re.compile(
     rf"|(?:\+\d{{1,3}}[\s.-]?)?\(?\b\d{{3}}\)?[\s.-]\d{{3}}[\s.-]\d{{4}}\b"  # phone numbers
     rf"|\b24/7\b"
     rf"|^[ \t]*\(?\d{{1,2}}[.)](?=\s)|\(\d{{1,2}}\)"  # list markers
-    rf"|\b(?:question|step|part|section|chapter|phase|round|item|no\.)\s?\d{{1,2}}\b",
+    rf"|\b(?:question|step|part|section|chapter|phase|round|item|no\.)\s?\d{{1,2}}\b"
+    rf"|\b\d{{1,3}}[\s-]?bits?\b",  # 32-bit, 64 bit: a specification, not a claim
     re.I | re.M)
 _DIGITS = re.compile(r"(?<![\w.,$])(\$\s?)?(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?![\w]|\.\d|,\d{3})(\s?%|\+)?")
+# digits glued to a multiplier: 19k users, $5M, 2.5B, 10x faster
+_SCALED = re.compile(r"(?<![\w.,$])(\$\s?)?(\d+)(\.\d+)?(k|MM|M|B|x)(?![\w])")  # M, MM, B after "$" only
+_SCALE = {"k": 1e3, "M": 1e6, "MM": 1e6, "B": 1e9, "x": 1.0}
 _WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
     "sixteen seventeen eighteen nineteen twenty".split())}
 _WORDS.update({w: 10 * i for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)})
 _SPELLED = re.compile(r"\b(" + "|".join(sorted(_WORDS, key=len, reverse=True)) + r")(?:[\s-](" +
                       "|".join(w for w in _WORDS if 1 <= _WORDS[w] <= 9) + r"))?\b", re.I)
-_UNIT = re.compile(r"\s*(?:\+|plus)?[\s-]*(?:years?|months?|weeks?|percent|people|engineers|members|projects|"
-                   r"clients|customers|countries|languages|teams|products|papers|publications|patents)\b", re.I)
+# what a spelled-out number must count to be a claim ("five years", "eleven new hires"); up to two
+# lower-case words may stand between ("seventeen research papers", "thirteen junior developers")
+UNITS = ("years? months? weeks? days? hours? percent people persons engineers developers analysts designers "
+         "scientists members employees staff hires interns students trainees users customers clients patients "
+         "projects products applications apps websites papers publications articles books patents countries "
+         "states cities languages teams departments stores locations offices branches sites companies startups "
+         "accounts courses certifications certificates awards reports tickets events campaigns deals partners "
+         "vendors servers hospitals schools universities million thousand billion hundred dozen").split()
+_UNIT = re.compile(r"\s*(?:\+|plus)?[\s-]*(?:(?!of\b|and\b|or\b|the\b|to\b|in\b)[a-z]+[\s-]+){0,2}?(?:"
+                   + "|".join(UNITS) + r")\b", re.I)
+# "a decade", "two decades", "a dozen": a count without digits or a number word before a unit
+_IDIOM = re.compile(r"\b(a|one|two|three|four|five|half\s+a)\s+(decades?|dozen)\b", re.I)
+_IDIOM_COUNT = {"a": 1.0, "one": 1.0, "two": 2.0, "three": 3.0, "four": 4.0, "five": 5.0}
 
 
 def extract_numbers(text: str, spelled_need_unit: bool = True) -> list[Number]:
@@ -277,6 +297,12 @@ def extract_numbers(text: str, spelled_need_unit: bool = True) -> list[Number]:
         kind = ("percent" if suffix == "%" else "money" if money else
                 "year" if not frac and not suffix and 1900 <= value <= 2099 else "count")
         found.append((m.start(), Number(value, m.group().strip(), kind)))
+    for m in _SCALED.finditer(clean):
+        money, whole, frac, scale = m.groups()
+        if scale in ("M", "MM", "B") and not money:
+            continue
+        value = float(whole + (frac or "")) * _SCALE[scale]
+        found.append((m.start(), Number(value, m.group().strip(), "money" if money else "count")))
     for m in _SPELLED.finditer(clean):
         value = _WORDS[m.group(1).lower()] + (_WORDS[m.group(2).lower()] if m.group(2) else 0)
         unit = _UNIT.match(clean, m.end())
@@ -284,6 +310,15 @@ def extract_numbers(text: str, spelled_need_unit: bool = True) -> list[Number]:
             continue
         kind = "percent" if unit and "percent" in unit.group().lower() else "count"
         found.append((m.start(), Number(float(value), m.group(), kind)))
+    for m in _IDIOM.finditer(clean):
+        count = 0.5 if m.group(1).lower().startswith("half") else _IDIOM_COUNT[m.group(1).lower()]
+        value = count * (10 if m.group(2).lower().startswith("decade") else 12)
+        if any(start <= m.start() < start + len(n.text) for start, n in found):
+            continue  # "two decades": "two" is not read again
+        found.append((m.start(), Number(value, m.group(), "count")))
+    found = [(start, n) for start, n in found
+             if not any(s2 < start < s2 + len(n2.text) or (s2 == start and len(n2.text) > len(n.text))
+                        for s2, n2 in found)]
     return [n for _, n in sorted(found, key=lambda x: x[0])]
 
 
@@ -334,7 +369,12 @@ ORG_WORDS = {
 _WORD = r"[A-Z](?:[\w&'’-]|\.(?=\w))*"  # a capitalised word; a final period ends the run
 _RUN = re.compile(rf"(?<![\w.])(?:\d+[A-Za-z]*[ \t]+)?{_WORD}(?:(?:\s+(?:of|&|for|the|de)\s+|[ \t]+)(?!I\b){_WORD})*")
 _LIST_GAP = re.compile(r"^(?:[ \t]*,)?[ \t]*(?:and|or|&)?[ \t]*$")  # "at Google, Amazon and Meta"
-_CUE = re.compile(r"(?:\b(?:at|At|joined|joining|join)|\b(?:worked|work|working|employed)\s+(?:for|by))\s+$")
+_CUE = re.compile(
+    r"(?:\b(?:at|At|joined|joining|join)"
+    r"|\b(?:worked|work|working|employed|hired|recruited|contracted|consultant|consulting|contractor|volunteered|"
+    r"volunteering)\s+(?:for|by|to)"
+    r"|\b(?:internships?|interned|interning|partnered|partnering|employed|tenure|stint|career|years|months)\s+with"
+    r"|\b(?:intern|internships?|interned|interning)\s+at)\s+$")
 _LEADING = {"At", "In", "The", "As", "With", "For", "From", "My", "Our", "Your", "Their", "During", "While",
             "Since", "When", "And", "But", "Dear", "I", "This", "That", "Thank", "Sincerely", "Joining",
             "Additionally", "Furthermore", "Moreover", "Currently", "Previously", "Recently", "After"}
@@ -361,7 +401,7 @@ def find_orgs(letter: str) -> list[str]:
     for m in _RUN.finditer(text):
         raw = m.group()
         words = [w[:-2] if w.endswith(("'s", "’s")) else w for w in raw.split()]
-        cued = bool(_CUE.search(text[max(0, m.start() - 20):m.start()])) or (
+        cued = bool(_CUE.search(text[max(0, m.start() - 24):m.start()])) or (
             cued_end >= 0 and bool(_LIST_GAP.match(text[cued_end:m.start()])))
         cued_end = -1
         has_word = any(w in ORG_WORDS for w in words[1:]) or (
