@@ -1,0 +1,219 @@
+"""Grounded decoding: several candidate letters per prompt, and the choice among them.
+
+For every prompt the model writes N candidates in one ``model.generate`` call (``num_return_sequences``
+= N, sampling at ``temperature``/``top_p``/``top_k``): the first of each prompt's N rows is held to its
+most likely token at every step, so it is the greedy letter; the other N-1 are samples. Then one
+candidate is chosen:
+
+- ``greedy``: the greedy letter.
+- ``mbr``: minimum Bayes risk: the candidate with the highest mean ROUGE-L F1 against the other
+  candidates (ties: the earlier candidate, the greedy one first).
+- ``grounded-mbr``: the candidates that fail the grounding check are dropped first (a number or an
+  organisation the inputs do not support, the applicant's name or the hiring company missing where the
+  inputs give them, an empty letter; see covertune.metrics.grounding), then the MBR choice among the
+  rest, scored against all candidates. When every candidate fails, the one with the fewest failures,
+  then the best MBR score.
+
+Each choice is kept with every candidate's letter, MBR score and failures, for the report.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+SELECT_MODES: tuple[str, ...] = ("greedy", "mbr", "grounded-mbr")
+
+
+# ---------------------------------------------------------------- the choice
+
+
+def grounding_failures(letter: str, inputs: dict[str, str] | None) -> list[str]:
+    """Why a letter fails the grounding check, one reason per finding; [] when it passes (or when the
+    inputs are unknown: nothing to check against)."""
+    if not letter.strip():
+        return ["empty letter"]
+    if inputs is None:
+        return []
+    from covertune.metrics.grounding import ground_details
+
+    d = ground_details(letter, inputs)
+    reasons = [f"unsupported number: {x}" for x in d["unsupported_numbers"]]
+    reasons += [f"unsupported organisation: {x}" for x in d["unsupported_orgs"]]
+    if d["name_mentioned"] == 0.0:
+        reasons.append("applicant name missing")
+    if d["company_mentioned"] == 0.0:
+        reasons.append("hiring company missing")
+    return reasons
+
+
+def mbr_scores(candidates: Sequence[str]) -> list[float]:
+    """Each candidate's mean ROUGE-L F1 against the other candidates (1.0 for a lone candidate)."""
+    from covertune.metrics.rouge import rouge_l
+
+    n = len(candidates)
+    if n == 1:
+        return [1.0]
+    pair = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):  # the F-measure is symmetric
+            pair[i][j] = pair[j][i] = rouge_l(candidates[i], candidates[j])
+    return [sum(row) / (n - 1) for row in pair]
+
+
+@dataclass
+class Choice:
+    index: int  # of the chosen candidate
+    select: str
+    candidates: list[str]
+    scores: list[float] = field(default_factory=list)  # MBR, one per candidate ([] for greedy)
+    reasons: list[list[str]] = field(default_factory=list)  # grounding failures, one list per candidate
+
+    @property
+    def letter(self) -> str:
+        return self.candidates[self.index]
+
+    def record(self, new_tokens: Sequence[int] = ()) -> dict:
+        """As JSON: the choice and every candidate with its score, failures and length in tokens."""
+        rows = []
+        for k, text in enumerate(self.candidates):
+            row = {"letter": text, "greedy": k == 0, "chosen": k == self.index,
+                   "mbr": round(self.scores[k], 6) if self.scores else None,
+                   "failures": self.reasons[k] if self.reasons else []}
+            if new_tokens:
+                row["new_tokens"] = int(new_tokens[k])
+            rows.append(row)
+        return {"select": self.select, "chosen": self.index,
+                "all_failed": bool(self.reasons) and all(self.reasons), "candidates": rows}
+
+
+def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None) -> Choice:
+    """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
+    prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
+    ``select`` is, when they are given)."""
+    if select not in SELECT_MODES:
+        raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    reasons = [grounding_failures(c, inputs) for c in candidates] if inputs is not None else []
+    if select == "greedy" or len(candidates) == 1:
+        return Choice(0, select, candidates, [], reasons)
+    scores = mbr_scores(candidates)
+    pool = list(range(len(candidates)))
+    if select == "grounded-mbr" and reasons:
+        passing = [k for k in pool if not reasons[k]]
+        if passing:
+            pool = passing
+        else:
+            fewest = min(len(r) for r in reasons)
+            pool = [k for k in pool if len(reasons[k]) == fewest]
+    best = max(pool, key=lambda k: (scores[k], -k))
+    return Choice(best, select, candidates, scores, reasons)
+
+
+# ---------------------------------------------------------------- candidates, batched
+
+
+def _hold_greedy(n: int):
+    """A logits processor: in every group of ``n`` rows, the first keeps only its most likely token, so
+    sampling reproduces greedy decoding on that row."""
+    import torch
+    from transformers import LogitsProcessor
+
+    class HoldGreedy(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            rows = scores[::n]
+            held = torch.full_like(rows, float("-inf"))
+            top = rows.argmax(dim=-1, keepdim=True)
+            held.scatter_(1, top, rows.gather(1, top))
+            scores[::n] = held
+            return scores
+
+    return HoldGreedy()
+
+
+def generate_candidate_ids(model, tokenizer, prompts: Sequence[str], n: int, decoding, batch_size: int = 8,
+                           indices: Sequence[int] | None = None, add_special_tokens: bool = True,
+                           suffix_ids: Sequence[int] = ()) -> Iterator[tuple[list[int], list[list[list[int]]]]]:
+    """Yield ``(row indices, n candidates' new token ids per row)`` batch by batch: one ``model.generate``
+    call per batch of ``batch_size`` prompts (``batch_size`` x ``n`` sequences), the first candidate of
+    each prompt greedy, the rest sampled with ``decoding`` (whose ``do_sample`` must be on)."""
+    from transformers import LogitsProcessorList
+
+    from covertune.generate import check_pad, encode_prompts, generate_batch, stop_token_ids
+
+    if n < 1 or batch_size < 1:
+        raise ValueError(f"candidates and batch_size must be at least 1, got {n} and {batch_size}")
+    if not decoding.do_sample:
+        raise ValueError("candidates are sampled: decoding.do_sample must be on")
+    stop = stop_token_ids(tokenizer, model)
+    pad = check_pad(tokenizer, stop)
+    indices = list(range(len(prompts))) if indices is None else list(indices)
+    if not indices:
+        return
+    encoded = dict(zip(indices, encode_prompts(tokenizer, [prompts[i] for i in indices], add_special_tokens,
+                                               suffix_ids)))
+    order = sorted(indices, key=lambda i: (-len(encoded[i]), i))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        rows = generate_batch(model, [encoded[i] for i in batch], decoding, stop, pad, num_return_sequences=n,
+                              logits_processor=LogitsProcessorList([_hold_greedy(n)]))
+        yield batch, [rows[k * n:(k + 1) * n] for k in range(len(batch))]
+
+
+def generate_chosen_letters(model, tokenizer, prompts: Sequence[str], fields: Sequence[dict[str, str] | None],
+                            n: int, select: str, decoding, batch_size: int = 8, *, journal=None,
+                            stats: dict | None = None, progress: bool = True, desc: str = "letters",
+                            add_special_tokens: bool = True, suffix_ids: Sequence[int] = ()
+                            ) -> tuple[list[str], list[dict]]:
+    """The chosen letter for every prompt, and each prompt's choice record (``Choice.record``).
+
+    ``fields`` are each prompt's eight input fields (None: unknown, nothing is dropped). With a
+    ``journal`` (covertune.generate.Journal), rows it holds are not generated again; each finished batch
+    is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
+    new_tokens (all candidates') and seconds of this call."""
+    from tqdm.auto import tqdm
+    from transformers import set_seed
+
+    from covertune.generate import _sha
+    from covertune.prompt import extract_letter
+
+    if select not in SELECT_MODES:
+        raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+    letters: list[str | None] = [None] * len(prompts)
+    choices: list[dict | None] = [None] * len(prompts)
+    if journal is not None:
+        for i, p in enumerate(prompts):
+            row = journal.lookup(i, p)
+            if row is not None and "choice" in row:
+                letters[i], choices[i] = row["output"], row["choice"]
+    pending = [i for i, letter in enumerate(letters) if letter is None]
+    if pending:
+        set_seed(decoding.seed)
+    done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
+    bar = tqdm(total=len(prompts), initial=len(prompts) - len(pending), desc=desc, unit="letter",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for batch, groups in generate_candidate_ids(model, tokenizer, prompts, n, decoding, batch_size, pending,
+                                                    add_special_tokens, suffix_ids):
+            records = []
+            for i, group in zip(batch, groups):
+                texts = [extract_letter(tokenizer.decode(ids, skip_special_tokens=True)) for ids in group]
+                choice = choose(texts, select, fields[i])
+                tokens = [len(ids) for ids in group]
+                letters[i], choices[i] = choice.letter, choice.record(tokens)
+                records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),
+                                "prompt_sha": _sha(prompts[i]), "choice": choices[i]})
+                done_tokens += sum(tokens)
+            if journal is not None:
+                journal.append(records)
+            done_letters += len(batch)
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        if stats is not None:
+            stats.update(letters=done_letters, resumed=len(prompts) - len(pending), new_tokens=done_tokens,
+                         seconds=round(time.perf_counter() - t0, 3))
+    return letters, choices  # type: ignore[return-value]

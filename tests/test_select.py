@@ -1,0 +1,143 @@
+"""select: the MBR and grounded choices on hand-made candidates, and candidates from one batched call on
+a tiny random model."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from covertune import records
+from covertune.generate import Decoding, generate_letters, model_inputs, prompt_encoding
+from covertune.metrics.rouge import rouge_l
+from covertune.models import load_model, load_tokenizer
+from covertune.select import choose, generate_candidate_ids, generate_chosen_letters, grounding_failures, mbr_scores
+
+try:
+    from test_generate import CountGenerate
+except ImportError:  # tests/ imported as a package
+    from tests.test_generate import CountGenerate
+
+INPUTS = {"job_title": "Data Analyst", "hiring_company": "Brightwave", "preferred_qualifications": "",
+          "applicant_name": "Ann Lee", "current_experience": "Data Analyst at Foxglove for 3 years",
+          "past_experience": "", "skillsets": "SQL, Python", "qualifications": ""}
+BODY = "I am applying for the Data Analyst role at Brightwave. I use SQL and Python every day at Foxglove"
+CANDIDATES = [
+    BODY + ". Sincerely, Ann Lee",  # 0: greedy
+    BODY + " and I enjoy it. Sincerely, Ann Lee",  # 1: the consensus: closest to all the others
+    BODY + " with 3 years of analysis and I enjoy it. Sincerely, Ann Lee",  # 2
+    BODY + " with 9 years of analysis and I enjoy it. Sincerely, Ann Lee",  # 3: an invented number
+    "Hello. I like cats and long walks on the beach.",  # 4: an outlier
+]
+
+
+def test_mbr_scores_are_mean_rouge_against_the_others():
+    scores = mbr_scores(CANDIDATES)
+    expected = [sum(rouge_l(c, o) for o in CANDIDATES if o is not c) / 4 for c in CANDIDATES]
+    assert scores == pytest.approx(expected)
+    assert max(range(5), key=scores.__getitem__) in (1, 2, 3) and scores[4] == min(scores)
+    assert mbr_scores(["only one"]) == [1.0]
+
+
+def test_mbr_picks_the_consensus_and_greedy_picks_the_first():
+    scores = mbr_scores(CANDIDATES)
+    best = max(range(5), key=scores.__getitem__)
+    assert choose(CANDIDATES, "mbr").index == best
+    assert choose(CANDIDATES, "greedy", INPUTS).index == 0
+    # ties go to the earlier candidate
+    assert choose(["a b c", "a b c", "x y z"], "mbr").index == 0
+
+
+def test_grounded_mbr_drops_an_invented_number():
+    # make the candidate with the invented number the MBR winner: the others echo it
+    cands = [CANDIDATES[0], CANDIDATES[3], CANDIDATES[3].replace("enjoy", "love"), CANDIDATES[2]]
+    assert choose(cands, "mbr").index in (1, 2)
+    choice = choose(cands, "grounded-mbr", INPUTS)
+    assert choice.reasons[1] == ["unsupported number: 9"] and choice.reasons[2] == ["unsupported number: 9"]
+    assert choice.reasons[0] == [] and choice.reasons[3] == []
+    assert choice.index == max((0, 3), key=lambda k: choice.scores[k])
+    record = choice.record([5, 6, 7, 8])
+    assert record["chosen"] == choice.index and not record["all_failed"]
+    assert record["candidates"][1]["failures"] == ["unsupported number: 9"]
+    assert [c["new_tokens"] for c in record["candidates"]] == [5, 6, 7, 8]
+
+
+def test_grounded_mbr_when_all_fail_takes_the_least_bad():
+    cands = ["I have 9 years at Acme Corporation. Ann Lee, for Brightwave.",
+             "I have 9 years in analysis. Ann Lee, for Brightwave.",
+             "I have 9 years in analysis, for Brightwave."]
+    choice = choose(cands, "grounded-mbr", INPUTS)
+    assert all(choice.reasons)
+    assert choice.index == 1 and choice.reasons[1] == ["unsupported number: 9"]
+    assert choice.record()["all_failed"]
+    assert "applicant name missing" in choice.reasons[2]
+    assert "unsupported organisation: Acme Corporation" in choice.reasons[0]
+
+
+def test_failures_and_bad_modes():
+    assert grounding_failures("", INPUTS) == ["empty letter"]
+    assert grounding_failures("Dear team at Brightwave, hire me. Ann Lee", INPUTS) == []
+    assert grounding_failures("Dear team, hire me.", INPUTS) == ["applicant name missing", "hiring company missing"]
+    assert grounding_failures("I have 9 years.", None) == []  # unknown inputs: nothing to check
+    with pytest.raises(ValueError, match="select must be one of greedy, mbr, grounded-mbr"):
+        choose(["a"], "best")
+    with pytest.raises(ValueError, match="no candidates"):
+        choose([], "mbr")
+
+
+# ---------------------------------------------------------------- on a tiny random model
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    tok = load_tokenizer(str(tiny_model_dir), padding_side="left")
+    model = load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok).eval()
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def prompts(dataset_dir, tiny):
+    frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(3)
+    recs = [records.from_source_row(r) for r in frame.to_dict("records")]
+    return model_inputs(recs, "raw", tiny[1]), [records.inputs_of(r) for r in recs]
+
+
+def test_n_candidates_cost_one_generate_call_and_the_first_is_greedy(tiny, prompts, monkeypatch):
+    model, tok = tiny
+    texts, _ = prompts
+    enc = prompt_encoding("raw", tok)
+    greedy = generate_letters(model, tok, texts, batch_size=3, max_new_tokens=12, progress=False, **enc)
+    counter = CountGenerate(monkeypatch)
+    decoding = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=1.0, top_k=0, seed=3)
+    got = list(generate_candidate_ids(model, tok, texts, 4, decoding, batch_size=3, **enc))
+    assert counter.calls == 1
+    (batch, groups), = got
+    assert sorted(batch) == [0, 1, 2] and all(len(g) == 4 for g in groups)
+    from covertune.prompt import extract_letter
+
+    for i, group in zip(batch, groups):
+        decoded = [extract_letter(tok.decode(ids, skip_special_tokens=True)) for ids in group]
+        assert decoded[0] == greedy[i]  # the held row is the greedy letter
+        assert len(set(decoded[1:])) > 1 and any(d != greedy[i] for d in decoded[1:])  # the rest are samples
+
+
+def test_chosen_letters_record_the_choice_and_resume(tiny, prompts, tmp_path, monkeypatch):
+    from covertune.generate import Journal
+
+    model, tok = tiny
+    texts, fields = prompts
+    enc = prompt_encoding("raw", tok)
+    decoding = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=0, seed=3)
+    with Journal(tmp_path / "j.jsonl", {"k": 1}) as journal:
+        letters, choices = generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding,
+                                                   batch_size=2, journal=journal, progress=False, **enc)
+    for letter, choice in zip(letters, choices):
+        assert len(choice["candidates"]) == 3 and choice["candidates"][choice["chosen"]]["letter"] == letter
+        assert all(c["mbr"] is not None and isinstance(c["failures"], list) for c in choice["candidates"])
+    counter = CountGenerate(monkeypatch)
+    with Journal(tmp_path / "j.jsonl", {"k": 1}) as journal:
+        again = generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding, batch_size=2,
+                                        journal=journal, progress=False, **enc)
+    assert counter.calls == 0 and again == (letters, choices)
+    # seeded: a fresh pass gives the same candidates
+    assert generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding, batch_size=2,
+                                   progress=False, **enc) == (letters, choices)
