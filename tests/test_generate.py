@@ -330,3 +330,49 @@ def test_a_prompt_beyond_the_context_is_an_error_naming_the_row(tmp_path, tiny_m
     with pytest.raises(ValueError, match="test-2"):
         generate(_cfg(tmp_path, tiny_model_dir, models=["base"], max_new_tokens=2048 - length + 1))
     assert counter.calls == 0
+
+
+def test_candidates_choose_one_letter_per_row_from_one_call_per_batch(run_dir, tiny_model_dir, adapter_dir,
+                                                                      monkeypatch):
+    greedy_dir = run_dir / "greedy"
+    io.write_jsonl(greedy_dir / "data" / "test.jsonl", io.read_jsonl(run_dir / "data" / "test.jsonl"))
+    generate(_cfg(greedy_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"]))
+    greedy = pd.read_csv(greedy_dir / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"]
+
+    counter = CountGenerate(monkeypatch)
+    cfg = _cfg(run_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"], candidates=3, select="mbr",
+               candidate_temperature=1.5)
+    generate(cfg)
+    assert counter.calls == 3  # 6 rows in batches of 2, 3 candidates each: one call per batch
+    frame = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    side = io.read_jsonl(run_dir / "candidates" / "test.fine_tuned.jsonl")
+    assert [r["index"] for r in side] == list(range(N_ROWS)) and side[0]["id"] == "test-0"
+    for row, letter, greedy_letter in zip(side, frame["fine_tuned_output"], greedy):
+        cands = row["candidates"]
+        assert len(cands) == 3 and row["select"] == "mbr"
+        assert cands[row["chosen"]]["letter"] == letter
+        assert cands[0]["greedy"] and cands[0]["letter"] == greedy_letter
+        scores = [c["mbr"] for c in cands]
+        assert scores[row["chosen"]] == max(scores)
+    assert any(r["chosen"] != 0 for r in side)  # MBR does not always keep the greedy letter
+
+    assert "complete" in generate(cfg)
+    cfg.select = "grounded-mbr"  # the choice is part of the settings: generated again
+    generate(cfg)
+    assert counter.calls == 6
+    assert io.read_jsonl(run_dir / "candidates" / "test.fine_tuned.jsonl")[0]["select"] == "grounded-mbr"
+
+    # one candidate: the greedy pass as before, and no candidates file
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"], candidates=1))
+    frame = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    assert frame["fine_tuned_output"].tolist() == greedy.tolist()
+    assert not (run_dir / "candidates" / "test.fine_tuned.jsonl").exists()
+
+
+def test_bad_candidate_options(run_dir, tiny_model_dir, adapter_dir):
+    for kw, msg in ((dict(candidates=0), "candidates must be at least 1"),
+                    (dict(select="best"), "select must be one of greedy, mbr, grounded-mbr"),
+                    (dict(candidates=4, do_sample=True), "drop --do-sample"),
+                    (dict(candidates=4, candidate_top_p=0.0), "candidate_top_p")):
+        with pytest.raises(ValueError, match=msg):
+            generate(_cfg(run_dir, tiny_model_dir, adapter_dir, **kw))

@@ -97,3 +97,23 @@ def test_cli_prints_the_letter(tiny_model_dir, capsys):
                  "--job-title", "Welder", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["usage"]["completion_tokens"] <= 6 and out["grounding"]["name_mentioned"] is None
+
+
+def test_candidates_choose_as_generate_does(run_dir, tiny_model_dir, rows, tmp_path):
+    cand = tmp_path / "run"
+    io.write_jsonl(cand / "data" / "test.jsonl", rows[:1])  # one row: the same random draws as write
+    generate(GenerateConfig(model=str(tiny_model_dir), out=str(cand), adapter=str(run_dir / "adapter"),
+                            models=["fine_tuned"], max_new_tokens=12, batch_size=1, dtype="fp32", candidates=3,
+                            select="mbr", candidate_temperature=1.5))
+    frame = pd.read_csv(cand / "eval.csv", dtype=str, keep_default_na=False)
+    side = io.read_jsonl(cand / "candidates" / "test.fine_tuned.jsonl")
+    fields = {k: v for k, v in records.inputs_of(rows[0]).items() if v}
+    cfg = _cfg(tiny_model_dir, out=str(run_dir), candidates=3, select="mbr", candidate_temperature=1.5, **fields)
+    assert write(cfg) == frame["fine_tuned_output"][0]
+    cfg.json = True
+    out = json.loads(write(cfg))
+    assert out["candidates"]["chosen"] == side[0]["chosen"]
+    assert [c["letter"] for c in out["candidates"]["candidates"]] == [c["letter"] for c in side[0]["candidates"]]
+    assert out["usage"]["completion_tokens"] == sum(c["new_tokens"] for c in side[0]["candidates"])
+    with pytest.raises(ValueError, match="drop --do-sample"):
+        write(_cfg(tiny_model_dir, candidates=2, do_sample=True, job_title="x"))

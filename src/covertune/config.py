@@ -31,6 +31,12 @@ BASE_WEIGHTS_HELP = ("original (the unquantized checkpoint), trained (the base q
                      "dequantized: what the adapter learned against), auto (trained for a 4-bit adapter, "
                      "else original)")
 
+CANDIDATES_HELP = ("Candidate letters per prompt: the greedy letter plus N-1 samples, all from one batched "
+                   "generate call (a batch then holds batch_size x N sequences); 1: greedy decoding alone")
+SELECT_HELP = ("How one of the candidates is chosen (with --candidates above 1): greedy; mbr (the highest mean "
+               "ROUGE-L against the other candidates); grounded-mbr (mbr among the candidates that pass the "
+               "grounding check; the least-bad one when none does)")
+
 
 @dataclass
 class DataConfig:
@@ -148,6 +154,10 @@ class GenerateConfig:
     top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
     repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
     seed: int = opt(42, "Seed for sampling")
+    candidates: int = opt(1, CANDIDATES_HELP)
+    select: str = opt("grounded-mbr", SELECT_HELP)
+    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first")
+    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)")
     dtype: str = opt("auto", "auto, bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)")
     output_file: str = opt("eval.csv", "File name of the output inside the run directory")
@@ -215,6 +225,10 @@ class WriteConfig:
     top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
     repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
     seed: int = opt(42, "Seed for sampling")
+    candidates: int = opt(1, CANDIDATES_HELP)
+    select: str = opt("grounded-mbr", SELECT_HELP)
+    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first")
+    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)")
     dtype: str = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
 

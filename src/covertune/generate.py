@@ -8,6 +8,10 @@ batches grouped by token length, left-padded with a pad token distinct from EOS;
 are decoded and the letter is extracted from them. Every finished batch is appended to a journal
 (``<out>/.generate/<split>.<model>.jsonl``), so an interrupted run resumes where it stopped;
 ``eval.csv`` is written atomically once every row is done.
+
+With ``--candidates N`` every prompt gets the greedy letter and N-1 samples from one batched call, and
+one is chosen by ``--select`` (covertune.select); each letter's candidates, their grounding failures
+and MBR scores and the choice go to ``<out>/candidates/<split>.<model>.jsonl``.
 """
 
 from __future__ import annotations
@@ -29,12 +33,17 @@ from covertune import io, limits, models
 from covertune.config import GenerateConfig
 from covertune.merge import read_train_config
 from covertune.prompt import LETTER_SEPARATOR, PROMPT_FORMATS, extract_letter, render_prompt, wrap_chat
-from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD
+from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
 
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = tuple(MODEL_COLUMNS)  # ("base", "fine_tuned")
 STATS_FILE = "generate_stats.json"
+
+
+def candidates_path(out: str | os.PathLike, split: str, which: str) -> Path:
+    """With --candidates: every letter's candidates, their grounding failures and MBR scores, the choice."""
+    return Path(out) / "candidates" / f"{split}.{which}.jsonl"
 
 
 # ---------------------------------------------------------------- decoding settings
@@ -378,6 +387,29 @@ def _validate(cfg: GenerateConfig) -> None:
         raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
     if cfg.base_weights not in models.BASE_WEIGHTS:
         raise ValueError(f"base_weights must be one of {models.BASE_WEIGHTS}, got {cfg.base_weights!r}")
+    check_candidates(cfg)
+
+
+def check_candidates(cfg) -> None:
+    """The candidate options of a generate or write config, checked."""
+    from covertune.select import SELECT_MODES
+
+    if cfg.candidates < 1:
+        raise ValueError(f"candidates must be at least 1, got {cfg.candidates}")
+    if cfg.select not in SELECT_MODES:
+        raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {cfg.select!r}")
+    if cfg.candidates > 1:
+        if cfg.do_sample:
+            raise ValueError("--candidates already samples (all but the first candidate): drop --do-sample and "
+                             "set --candidate-temperature and --candidate-top-p instead")
+        if cfg.candidate_temperature <= 0 or not 0 < cfg.candidate_top_p <= 1:
+            raise ValueError("candidate_temperature must be > 0 and candidate_top_p in (0, 1]")
+
+
+def candidate_decoding(cfg) -> Decoding:
+    """How the candidates after the first are sampled."""
+    return Decoding(cfg.max_new_tokens, True, cfg.candidate_temperature, cfg.candidate_top_p, cfg.top_k,
+                    cfg.repetition_penalty, cfg.seed)
 
 
 def _free(model) -> None:
@@ -487,7 +519,10 @@ def generate(cfg: GenerateConfig) -> str:
     dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
     common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
               "prompt_format": prompt_format, "decoding": decoding.identity()}
-    if cfg.do_sample:
+    if cfg.candidates > 1:
+        common["candidates"] = {"n": cfg.candidates, "select": cfg.select,
+                                "sampling": candidate_decoding(cfg).identity()}
+    if cfg.do_sample or cfg.candidates > 1:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
     settings = {"base": {**common, "model": "base"}}
     if "fine_tuned" in cfg.models:
@@ -544,6 +579,7 @@ def generate(cfg: GenerateConfig) -> str:
 
     outputs: dict[str, list[str]] = {}
     stats: dict[str, dict] = {}
+    choices: dict[str, list[dict]] = {}  # with --candidates: each letter's candidates and choice
     for which in cfg.models:
         with Journal(journal_dir / f"{cfg.split}.{which}.jsonl", settings[which], fresh=cfg.force) as journal:
             todo = sum(journal.lookup(i, p) is None for i, p in enumerate(inputs))
@@ -551,11 +587,19 @@ def generate(cfg: GenerateConfig) -> str:
             if todo:
                 model, ctx = model_for(which)
                 with ctx:
-                    outputs[which] = generate_letters(
-                        model, tokenizer, inputs, cfg.batch_size, cfg.max_new_tokens, do_sample=cfg.do_sample,
-                        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                        repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
-                        journal=journal, stats=st, desc=which, **encoding)
+                    if cfg.candidates > 1:
+                        from covertune.select import generate_chosen_letters
+
+                        outputs[which], _ = generate_chosen_letters(
+                            model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
+                            candidate_decoding(cfg), cfg.batch_size, journal=journal, stats=st, desc=which,
+                            **encoding)
+                    else:
+                        outputs[which] = generate_letters(
+                            model, tokenizer, inputs, cfg.batch_size, cfg.max_new_tokens, do_sample=cfg.do_sample,
+                            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                            repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
+                            journal=journal, stats=st, desc=which, **encoding)
                 device = _device(model)
                 device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
                 model = None  # so that freeing the base before the merged model's pass frees its memory
@@ -563,6 +607,9 @@ def generate(cfg: GenerateConfig) -> str:
                 outputs[which] = [journal.lookup(i, p)["output"] for i, p in enumerate(inputs)]
                 st = dict(letters=0, resumed=len(inputs), new_tokens=0, seconds=0.0)
                 device = None
+            if cfg.candidates > 1:
+                choices[which] = [{"index": i, "id": r.get("id"), **journal.lookup(i, p)["choice"]}
+                                  for i, (r, p) in enumerate(zip(records, inputs))]
         secs = st["seconds"]
         stats[which] = {**st, "letters_per_s": round(st["letters"] / secs, 3) if secs else None,
                         "tokens_per_s": round(st["new_tokens"] / secs, 1) if secs else None,
@@ -583,10 +630,17 @@ def generate(cfg: GenerateConfig) -> str:
         **{MODEL_COLUMNS[m]: outputs.get(m, [""] * len(records)) for m in MODEL_NAMES},
     }, columns=list(EVAL_COLUMNS))
     io.write_csv(output, frame)
+    for which in cfg.models:
+        side = candidates_path(out, cfg.split, which)
+        if which in choices:
+            io.write_jsonl(side, choices[which])
+        elif side.exists():  # from an earlier run with --candidates: not these letters
+            side.unlink()
     io.write_json(out / STATS_FILE, stats)
     io.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
                                    "split": cfg.split, "models": list(cfg.models),
-                                   "prompt_format": prompt_format, "stats": stats})
+                                   "prompt_format": prompt_format, "stats": stats,
+                                   "candidates": cfg.candidates, "select": cfg.select if cfg.candidates > 1 else None})
     missing = [m for m in MODEL_NAMES if m not in cfg.models]
     note = f"; {', '.join(MODEL_COLUMNS[m] for m in missing)} left empty" if missing else ""
     return f"generate: wrote {output} ({len(records)} rows, {', '.join(cfg.models)}, {prompt_format} prompts){note}"

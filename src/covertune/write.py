@@ -9,6 +9,9 @@ render as the prompt contract says ("None"). The model is a run's fine-tuned mod
 letter generated and extracted by generate's own functions, so a greedy letter is the one ``covertune
 generate`` writes for the same inputs and model. ``--json`` prints the letter with the evaluate stage's
 grounding check (names, company, skills, numbers and organisations the inputs do not support).
+``--candidates N --select grounded-mbr`` writes N letters in one batched call and prints the one chosen
+as ``covertune generate`` chooses (covertune.select); ``--json`` then lists every candidate with its
+grounding failures and MBR score. The completion tokens count every candidate.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ def write(cfg: WriteConfig) -> str:
         raise ValueError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
     if cfg.do_sample and cfg.temperature <= 0:
         raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
+    from covertune.generate import check_candidates
+
+    check_candidates(cfg)
     fields = collect_fields(cfg)
     lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
                                           base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
@@ -90,10 +96,20 @@ def write(cfg: WriteConfig) -> str:
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
     prompt = model_inputs([fields], lm.prompt_format, lm.tokenizer)
     stats: dict = {}
-    letter = generate_letters(lm.model, lm.tokenizer, prompt, batch_size=1, max_new_tokens=cfg.max_new_tokens,
-                              do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-                              top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
-                              stats=stats, progress=False, **lm.encoding)[0]
+    choice = None
+    if cfg.candidates > 1:
+        from covertune.generate import candidate_decoding
+        from covertune.select import generate_chosen_letters
+
+        letters, choices = generate_chosen_letters(lm.model, lm.tokenizer, prompt, [fields], cfg.candidates,
+                                                   cfg.select, candidate_decoding(cfg), batch_size=1,
+                                                   stats=stats, progress=False, **lm.encoding)
+        letter, choice = letters[0], choices[0]
+    else:
+        letter = generate_letters(lm.model, lm.tokenizer, prompt, batch_size=1, max_new_tokens=cfg.max_new_tokens,
+                                  do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
+                                  stats=stats, progress=False, **lm.encoding)[0]
     if not cfg.json:
         return letter
     from covertune.generate import encode_prompts
@@ -101,5 +117,7 @@ def write(cfg: WriteConfig) -> str:
     prompt_tokens = len(encode_prompts(lm.tokenizer, prompt, **lm.encoding)[0])
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": stats["new_tokens"],
              "total_tokens": prompt_tokens + stats["new_tokens"]}
-    return json.dumps({"letter": letter, "grounding": ground_json(letter, fields), "usage": usage,
-                       "model": lm.source}, ensure_ascii=False, indent=2)
+    result = {"letter": letter, "grounding": ground_json(letter, fields), "usage": usage, "model": lm.source}
+    if choice is not None:
+        result["candidates"] = choice
+    return json.dumps(result, ensure_ascii=False, indent=2)
