@@ -317,3 +317,53 @@ def test_train_stage_padding_free_matches_padded(tiny_model_dir, short_records, 
     assert losses["on"][0] == pytest.approx(losses["off"][0], rel=1e-4)
     assert evals["on"] == pytest.approx(evals["off"], rel=1e-4)
     assert tokens["on"] == tokens["off"] > 0
+
+
+def test_dora_and_rslora_adapters(tiny_model_dir):
+    def lora(**kw):
+        model = models.load_model(str(tiny_model_dir), "none", "fp32")
+        return add_lora(model, TrainConfig(model=str(tiny_model_dir), lora_r=4, lora_alpha=16, **FAST, **kw))
+
+    def q_proj(model):
+        return model.base_model.model.model.layers[0].self_attn.q_proj
+
+    def trainable(model):
+        return [n for n, p in model.named_parameters() if p.requires_grad]
+
+    plain, rs, dora = lora(), lora(use_rslora=True), lora(use_dora=True)
+    assert q_proj(plain).scaling["default"] == 16 / 4  # alpha / r
+    assert q_proj(rs).scaling["default"] == 16 / 2  # alpha / sqrt(r)
+    assert not any("magnitude" in n for n in trainable(plain))
+    assert any("lora_magnitude_vector" in n for n in trainable(dora))  # DoRA's magnitude is trained too
+    x = torch.randn(1, 3, q_proj(plain).in_features)
+    torch.testing.assert_close(q_proj(dora)(x), q_proj(plain)(x))  # B = 0: both start at the base weights
+
+
+def _adapter_weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "adapter" / "adapter_model.safetensors"))
+
+
+def test_neftune_and_lora_variants_train(tiny_model_dir, short_records, tmp_path):
+    def run(name, **kw):
+        out = make_run(tmp_path / name, short_records[:4], short_records[:4])
+        train(TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=2, learning_rate=1e-2,
+                          eval_strategy="no", save_strategy="no", **FAST, **kw))
+        return out
+
+    plain, again, noisy = run("plain"), run("again"), run("noisy", neftune_noise_alpha=5.0)
+    a, b, c = _adapter_weights(plain), _adapter_weights(again), _adapter_weights(noisy)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # training is reproducible ...
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # ... so the difference is NEFTune's noise
+    from covertune.merge import read_train_config
+
+    assert read_train_config(noisy / "adapter")["neftune_noise_alpha"] == 5.0
+
+    variant = run("dora", use_dora=True, use_rslora=True)
+    adapter_cfg = json.loads((variant / "adapter" / "adapter_config.json").read_text())
+    assert adapter_cfg["use_dora"] is True and adapter_cfg["use_rslora"] is True
+    assert any("lora_magnitude_vector" in k for k in _adapter_weights(variant))
+    assert "DoRA + rsLoRA" in (variant / "adapter" / "README.md").read_text()
+    with pytest.raises(ValueError, match="neftune_noise_alpha"):
+        check_config(TrainConfig(neftune_noise_alpha=-1.0))

@@ -76,6 +76,13 @@ class TrainConfig:
     lora_alpha: int = opt(16, "LoRA alpha")
     lora_dropout: float = opt(0.0, "LoRA dropout (0: fastest, no mask on every adapted layer's input)")
     target_modules: list[str] = opt(["q_proj", "v_proj"], "LoRA target modules, or all-linear")
+    use_dora: bool = opt(False, "DoRA (peft's use_dora): each adapted weight's magnitude trained apart from "
+                         "its direction; slower steps, more memory")
+    use_rslora: bool = opt(False, "rsLoRA (peft's use_rslora): the adapter scaled by alpha/sqrt(r) instead of "
+                           "alpha/r, which keeps higher ranks learning")
+    neftune_noise_alpha: float = opt(0.0, "NEFTune (transformers' neftune_noise_alpha): uniform noise of scale "
+                                     "alpha/sqrt(sequence length x hidden size) added to the input embeddings "
+                                     "in training only (0: off; the NEFTune paper used 5)")
     loss_on: str = opt("letter", "letter: loss on the letter and EOS only (prompt masked); "
                        "all: on the whole sequence, as the reference did")
     prompt_format: str = opt("raw", "raw: the reference's schema as plain text; chat: inside the "

@@ -132,6 +132,7 @@ def train(cfg: TrainConfig) -> str:
         **checkpointing_args(cfg.gradient_checkpointing),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         use_liger_kernel=liger,
+        neftune_noise_alpha=cfg.neftune_noise_alpha or None,
         torch_compile=cfg.torch_compile,
         logging_steps=cfg.logging_steps,
         logging_first_step=True,
@@ -249,6 +250,8 @@ def check_config(cfg: TrainConfig) -> None:
         bad("set epochs > 0 or max_steps > 0")
     if not 0 <= cfg.warmup_ratio < 1:
         bad(f"warmup_ratio is a share of the steps, in [0, 1); got {cfg.warmup_ratio}")
+    if cfg.neftune_noise_alpha < 0:
+        bad(f"neftune_noise_alpha must be 0 (off) or positive, got {cfg.neftune_noise_alpha}")
     if cfg.lora_r < 1 or not cfg.target_modules:
         bad("lora_r must be at least 1 and target_modules not empty")
     if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
@@ -276,7 +279,7 @@ def add_lora(model, cfg: TrainConfig):
     targets = cfg.target_modules
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias="none",
                       target_modules="all-linear" if targets == ["all-linear"] else list(targets),
-                      task_type="CAUSAL_LM")
+                      task_type="CAUSAL_LM", use_dora=cfg.use_dora, use_rslora=cfg.use_rslora)
     return get_peft_model(model, lora)
 
 
@@ -431,6 +434,9 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
                                         "int8": "8-bit LLM.int8", "none": "none"}[cfg.quantization]),
           ("compute dtype", info["compute_dtype_resolved"]),
           ("LoRA r / alpha / dropout", f"{cfg.lora_r} / {cfg.lora_alpha} / {cfg.lora_dropout}"),
+          ("LoRA variant", " + ".join(n for n, on in (("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora)) if on)
+           or "plain"),
+          ("NEFTune noise alpha", cfg.neftune_noise_alpha or "off"),
           ("target modules", ", ".join(cfg.target_modules)),
           ("trainable parameters", f"{info['trainable_parameters']:,}"),
           ("loss on", "the letter and its EOS (prompt masked)" if cfg.loss_on == "letter"
