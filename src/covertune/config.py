@@ -263,6 +263,14 @@ class ServeConfig:
     retry_after_s: int = opt(2, "Retry-After seconds sent with a 503")
     max_new_tokens: int = opt(512, "New tokens per letter when a request does not say")
     max_new_tokens_cap: int = opt(1024, "Largest max_new_tokens a request may ask for (larger is capped)")
+    candidates: int = opt(1, "Candidate letters per /v1/cover-letter request that does not say (its "
+                          "'candidates' field): the greedy letter plus N-1 samples in one batch, one chosen by "
+                          "select; at most --max-batch-size")
+    select: str = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
+    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first (a "
+                                       "request's 'temperature' wins)")
+    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (a request's "
+                                 "'top_p' wins)")
     max_body_bytes: int = opt(65536, "Largest request body; larger gets 413")
     max_field_chars: int = opt(8000, "Longest input field or message, in characters; longer gets 422")
     graceful_timeout_s: int = opt(60, "On shutdown, seconds to let in-flight requests finish")

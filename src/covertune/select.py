@@ -116,19 +116,21 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
 # ---------------------------------------------------------------- candidates, batched
 
 
-def _hold_greedy(n: int):
-    """A logits processor: in every group of ``n`` rows, the first keeps only its most likely token, so
-    sampling reproduces greedy decoding on that row."""
+def hold_greedy(rows: Sequence[int]):
+    """A logits processor: the batch rows ``rows`` keep only their most likely token at every step, so
+    sampling reproduces greedy decoding on them."""
     import torch
     from transformers import LogitsProcessor
 
+    index = list(rows)
+
     class HoldGreedy(LogitsProcessor):
         def __call__(self, input_ids, scores):
-            rows = scores[::n]
-            held = torch.full_like(rows, float("-inf"))
-            top = rows.argmax(dim=-1, keepdim=True)
-            held.scatter_(1, top, rows.gather(1, top))
-            scores[::n] = held
+            picked = scores[index]
+            held = torch.full_like(picked, float("-inf"))
+            top = picked.argmax(dim=-1, keepdim=True)
+            held.scatter_(1, top, picked.gather(1, top))
+            scores[index] = held
             return scores
 
     return HoldGreedy()
@@ -159,7 +161,7 @@ def generate_candidate_ids(model, tokenizer, prompts: Sequence[str], n: int, dec
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
         rows = generate_batch(model, [encoded[i] for i in batch], decoding, stop, pad, num_return_sequences=n,
-                              logits_processor=LogitsProcessorList([_hold_greedy(n)]))
+                              logits_processor=LogitsProcessorList([hold_greedy(range(0, n * len(batch), n))]))
         yield batch, [rows[k * n:(k + 1) * n] for k in range(len(batch))]
 
 

@@ -137,6 +137,14 @@ def check_config(cfg: ServeConfig) -> None:
         raise ValueError("--batch-window-ms, --retry-after-s and --graceful-timeout-s must not be negative")
     if not cfg.model_name.strip():
         raise ValueError("--model-name must not be empty")
+    from covertune.select import SELECT_MODES
+
+    if not 1 <= cfg.candidates <= cfg.max_batch_size:
+        raise ValueError(f"--candidates must be 1 to --max-batch-size ({cfg.max_batch_size}), got {cfg.candidates}")
+    if cfg.select not in SELECT_MODES:
+        raise ValueError(f"--select must be one of {', '.join(SELECT_MODES)}, got {cfg.select!r}")
+    if cfg.candidate_temperature <= 0 or not 0 < cfg.candidate_top_p <= 1:
+        raise ValueError("--candidate-temperature must be > 0 and --candidate-top-p in (0, 1]")
 
 
 def build_engine(cfg: ServeConfig):

@@ -5,7 +5,9 @@ The worker takes the oldest waiting request, then keeps taking requests for ``wi
 the function ``covertune generate`` uses. Only requests with the same decoding settings share a batch:
 greedy requests batch together (each with its own ``max_new_tokens``: greedy tokens do not depend on how
 long the batch runs); a sampling request is generated alone, seeded, so its letter depends only on its
-own settings. Requests that do not fit the current batch wait, first in line, for the next one.
+own settings; the candidates of one request (``group``) are generated together, seeded, the greedy one
+held to its most likely token. Requests that do not fit the current batch wait, first in line, for the
+next one.
 
 A ``BatchTracker`` (a transformers ``BaseStreamer`` and ``StoppingCriteria``) receives each step's new
 tokens for the whole batch: it hands each row's tokens to its job (streaming jobs get their text as it
@@ -59,9 +61,13 @@ class Job:
     stream: bool = False
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
+    group: list | None = None  # the candidate jobs of one request: generated together, in one batch
+    hold_greedy: bool = False  # the group's greedy candidate: its row keeps its most likely token
 
     def batch_key(self):
         """Jobs with equal keys may share a batch (None: never shared)."""
+        if self.group is not None:
+            return ("candidates", id(self.group))
         if self.decoding.do_sample:
             return None
         return ("greedy", self.decoding.repetition_penalty)
@@ -220,8 +226,11 @@ class Batcher:
         for job in self._held:
             (batch if job.batch_key() == key and len(batch) < self.max_batch_size else keep).append(job)
         self._held = keep
-        deadline = time.perf_counter() + self.window_s
-        while len(batch) < self.max_batch_size:
+        target, wait = self.max_batch_size, self.window_s
+        if first.group is not None:  # its candidates, submitted together: the batch waits for all of them
+            target, wait = min(len(first.group), self.max_batch_size), max(self.window_s, 5.0)
+        deadline = time.perf_counter() + wait
+        while len(batch) < target:
             left = deadline - time.perf_counter()
             if left <= 0:
                 break
@@ -258,8 +267,16 @@ class Batcher:
             from transformers import set_seed
 
             set_seed(decoding.seed)
+        held = [i for i, j in enumerate(batch) if j.hold_greedy]
+        extra = {}
+        if held:
+            from transformers import LogitsProcessorList
+
+            from covertune.select import hold_greedy
+
+            extra["logits_processor"] = LogitsProcessorList([hold_greedy(held)])
         rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id,
-                              streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]))
+                              streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
         for i, row in enumerate(rows):  # rows the tracker did not finish (cancelled ones)
             tracker.finish(i, row)
         if self.on_batch is not None:

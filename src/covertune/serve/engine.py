@@ -220,3 +220,30 @@ class Engine:
             raise APIError(503, f"the server is busy ({e}); retry in {self.cfg.retry_after_s} s",
                            headers={"Retry-After": str(self.cfg.retry_after_s)}) from None
         return ticket
+
+    def submit_candidates(self, ids: list[int], decoding: Decoding, n: int) -> list[Ticket]:
+        """``n`` candidates of one prompt generated in one batch: the first greedy (held to its most likely
+        token), the rest sampled with ``decoding``."""
+        loop = asyncio.get_running_loop()
+        tickets = [Ticket(loop, ids, decoding, stream=False) for _ in range(n)]
+        group = [t.job for t in tickets]
+        for k, ticket in enumerate(tickets):
+            ticket.on_done = self.metrics.letter
+            ticket.job.group, ticket.job.hold_greedy = group, k == 0
+        try:
+            for ticket in tickets:
+                self.batcher.submit(ticket.job)
+        except QueueFull as e:
+            for ticket in tickets:
+                ticket.cancel()
+            raise APIError(503, f"the server is busy ({e}); retry in {self.cfg.retry_after_s} s",
+                           headers={"Retry-After": str(self.cfg.retry_after_s)}) from None
+        return tickets
+
+    def candidate_decoding(self, max_new_tokens: int | None, temperature: float | None, top_p: float | None,
+                           top_k: int | None, seed: int | None, repetition_penalty: float | None) -> Decoding:
+        """How a request's candidates after the first are sampled: its own settings, else the server's
+        --candidate-temperature and --candidate-top-p."""
+        return self.decoding(max_new_tokens, temperature or self.cfg.candidate_temperature,
+                             top_p if top_p is not None else self.cfg.candidate_top_p, top_k, seed,
+                             repetition_penalty)

@@ -5,10 +5,14 @@ usage, model}``; ``grounding`` is the evaluate stage's per-letter check (``groun
 ``"stream": true`` it answers server-sent events: ``{"type": "delta", "text"}`` as the letter grows (their
 texts concatenate to the letter), one ``{"type": "done", letter, grounding, usage, model}``, then
 ``[DONE]``; an error after streaming began is ``{"type": "error", "error": {"message"}}``.
+``"candidates": N`` (default ``--candidates``) writes the greedy letter and N-1 samples in one batch and
+answers the one ``"select"`` chooses (greedy, mbr, grounded-mbr; default ``--select``), with every
+candidate, its grounding failures and MBR score under ``candidates``; not with ``"stream": true``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter, Request
@@ -48,6 +52,9 @@ async def cover_letter(request: Request):
     fields = req.fields()
     for name, value in fields.items():
         engine.check_length(name, value)
+    n = req.candidates or engine.cfg.candidates
+    if n > 1:
+        return await _candidates(engine, req, fields, n)
     decoding = engine.decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
                                req.repetition_penalty)
     ids = engine.fields_ids(fields)
@@ -78,3 +85,37 @@ async def cover_letter(request: Request):
             ticket.cancel()  # a client gone mid-letter frees its batch row
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n: int) -> dict:
+    """The letter chosen among ``n`` candidates (covertune.select), with every candidate under "candidates"."""
+    from covertune.select import SELECT_MODES, choose
+
+    select = req.select or engine.cfg.select
+    if select not in SELECT_MODES:
+        raise APIError(422, f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", "select")
+    if n > engine.cfg.max_batch_size:
+        raise APIError(422, f"candidates is {n}; this server writes at most {engine.cfg.max_batch_size} "
+                       "(--max-batch-size) together", "candidates")
+    if req.stream:
+        raise APIError(422, "stream cannot be combined with candidates above 1: the letter is chosen once every "
+                       "candidate is written", "stream")
+    decoding = engine.candidate_decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
+                                         req.repetition_penalty)
+    ids = engine.fields_ids(fields)
+    engine.check_context(ids, decoding, "max_new_tokens")
+    tickets = engine.submit_candidates(ids, decoding, n)
+    try:
+        results = await asyncio.gather(*(t.result() for t in tickets))
+    except GenerationFailed as e:
+        raise APIError(500, str(e)) from None
+    finally:
+        for t in tickets:
+            t.cancel()
+    choice = choose([r.letter for r in results], select, fields)
+    prompt_tokens = results[0].prompt_tokens
+    completion = sum(r.completion_tokens for r in results)
+    return {"letter": choice.letter, "grounding": ground_json(choice.letter, fields),
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                      "total_tokens": prompt_tokens + completion},
+            "model": engine.name, "candidates": choice.record([r.completion_tokens for r in results])}

@@ -38,6 +38,8 @@ class CoverLetterRequest(Sampling):
     qualifications: Optional[StrictStr] = ""
     stream: StrictBool = False
     model: Optional[StrictStr] = None
+    candidates: Optional[int] = Field(None, ge=1)
+    select: Optional[StrictStr] = None
 
     def fields(self) -> dict[str, str]:
         """The 8 fields; null counts as empty (rendered "None" in the prompt, as a missing field)."""
