@@ -212,3 +212,32 @@ def test_cards_and_summary_cells_show_metrics_json(tmp_path):
     assert good["ROUGE-L F1"] == "good"
     card_delta = re.search(r'<div class="k">repetition ratio</div>.*?<div class="d (delta-\w+)">', page).group(1)
     assert card_delta == "delta-pos"  # lower repetition: an improvement, shown as one
+
+
+def test_report_summarises_the_choice_among_candidates(scored_run):
+    from covertune import io
+    from covertune.select import choose, summarise
+
+    run, _ = scored_run
+    inputs = {"job_title": "Analyst", "hiring_company": "Brightwave", "preferred_qualifications": "",
+              "applicant_name": "Ann Lee", "current_experience": "Analyst for 3 years", "past_experience": "",
+              "skillsets": "SQL", "qualifications": ""}
+    sets = [["Ann Lee, 9 years, for Brightwave <b>", "Ann Lee, 3 years, for Brightwave", "Ann Lee, for Brightwave"],
+            ["Ann Lee for Brightwave", "Ann Lee for Brightwave too", "Hello"],
+            ["9 years", "8 years", "Ann Lee at Acme Corporation"]]
+    rows = [{"index": i, **choose(c, "grounded-mbr", inputs).record()} for i, c in enumerate(sets)]
+    io.write_jsonl(run / "candidates" / "test.fine_tuned.jsonl", rows)
+    summary = summarise(rows)
+    assert summary["letters"] == 3 and summary["candidates"] == 9
+    assert summary["greedy_failing"] == 2 and summary["chosen_failing"] == 1 and summary["all_failed"] == 1
+    assert summary["not_greedy"] == sum(r["chosen"] != 0 for r in rows) >= 1
+    assert summary["candidates_failing_by_kind"]["unsupported number"] == 3
+
+    report(ReportConfig(out=str(run), examples=1))  # a new candidates file: written again
+    md = (run / "report.md").read_text(encoding="utf-8")
+    assert "## Grounded decoding: test.fine_tuned (select: grounded-mbr)" in md
+    assert "| letters whose greedy candidate fails the grounding check | 2 |" in md
+    assert "| letters whose chosen candidate fails it | 1 |" in md
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "<h2>Grounded decoding: test.fine_tuned" in page and page.index("Grounded decoding") < page.index("<footer>")
+    (run / "candidates" / "test.fine_tuned.jsonl").unlink()

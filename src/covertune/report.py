@@ -5,7 +5,8 @@ writes there: PNG plots (mean ROUGE-L per model and subset, BERTScore P/R/F1, re
 against letter length, grounding rates), ``report.md`` (tables, plots linked) and ``report.html`` (the same
 with the plots embedded as data URIs and no external assets), with side-by-side letters (reference, base,
 fine-tuned) for the examples whose ROUGE-L improved most, least and about the median, their grounding
-problems marked.
+problems marked. Where ``covertune generate --candidates`` wrote ``<out>/candidates/*.jsonl``, a section
+per file says what the choice among candidates did (covertune.select.summarise).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def report(cfg: ReportConfig) -> str:
     if cfg.examples < 0:
         raise ValueError(f"examples must be >= 0, got {cfg.examples}")
     key = {"inputs": {p.name: p.stat().st_mtime_ns for p in paths.values()}, "title": cfg.title,
-           "examples": cfg.examples}
+           "examples": cfg.examples,
+           "candidates": {p.name: p.stat().st_mtime_ns for p in sorted((out / "candidates").glob("*.jsonl"))}}
     if not cfg.force and (out / "report.html").is_file():
         try:
             if io.stage_info(out, STAGE) == key:
@@ -81,9 +83,14 @@ def report(cfg: ReportConfig) -> str:
     # ---- examples: most, median and least improved by ROUGE-L
     groups = pick_examples(results, models, cfg.examples)
 
+    # ---- grounded decoding: what choosing among candidates did (covertune generate --candidates)
+    decoding = candidate_summaries(out)
+
     # ---- documents
-    io.write_text(out / "report.md", render_markdown(cfg.title, metrics, models, written, groups, results))
-    io.write_text(out / "report.html", render_html(cfg.title, out, metrics, models, written, groups, results))
+    io.write_text(out / "report.md", render_markdown(cfg.title, metrics, models, written, groups, results)
+                  + _md_candidates(decoding))
+    io.write_text(out / "report.html", render_html(cfg.title, out, metrics, models, written, groups, results)
+                  .replace("<footer>", _html_candidates(decoding) + "<footer>", 1))
     io.mark_done(out, STAGE, key)
     return (f"report: wrote {out / 'report.html'}, {out / 'report.md'} and {len(written)} plot(s) "
             f"({', '.join(written)})")
@@ -386,6 +393,53 @@ def _summary_rows(metrics: dict, subset: str, models: list[str]) -> tuple[list[s
             row.append("n/a" if c is None else f"{c:+.1%}")
         rows.append(row)
     return header, rows, keys
+
+
+CANDIDATE_ROWS = (
+    ("letters", "letters"), ("candidates", "candidates"),
+    ("not_greedy", "letters whose chosen candidate is not the greedy one"),
+    ("greedy_failing", "letters whose greedy candidate fails the grounding check"),
+    ("chosen_failing", "letters whose chosen candidate fails it"),
+    ("all_failed", "letters where every candidate fails it"),
+)
+
+
+def candidate_summaries(out: Path) -> dict[str, dict]:
+    """``covertune.select.summarise`` of each ``<out>/candidates/<split>.<model>.jsonl``, by file stem."""
+    from covertune.select import summarise
+
+    found = {}
+    for path in sorted((out / "candidates").glob("*.jsonl")):
+        try:
+            found[path.stem] = summarise(io.read_jsonl(path))
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("%s is not a candidates file of covertune generate (%s); left out of the report", path, e)
+    return found
+
+
+def _candidate_rows(summary: dict) -> list[tuple[str, str]]:
+    rows = [(label, str(summary[k])) for k, label in CANDIDATE_ROWS]
+    rows += [(f"candidates failing by: {kind}", str(n)) for kind, n in summary["candidates_failing_by_kind"].items()]
+    return rows
+
+
+def _md_candidates(decoding: dict[str, dict]) -> str:
+    lines = []
+    for name, summary in decoding.items():
+        lines += [f"## Grounded decoding: {name} (select: {', '.join(summary['select'])})", "",
+                  "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in _candidate_rows(summary)] + [""]
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _html_candidates(decoding: dict[str, dict]) -> str:
+    e = html.escape
+    parts = []
+    for name, summary in decoding.items():
+        parts.append(f"<h2>Grounded decoding: {e(name)} <span class=\"sd\">select: "
+                     f"{e(', '.join(summary['select']))}</span></h2><table><tbody>")
+        parts += [f"<tr><td>{e(a)}</td><td>{e(b)}</td></tr>" for a, b in _candidate_rows(summary)]
+        parts.append("</tbody></table>")
+    return "\n".join(parts) + ("\n" if parts else "")
 
 
 def render_markdown(title, metrics, models, plots, groups, results) -> str:

@@ -113,6 +113,28 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     return Choice(best, select, candidates, scores, reasons)
 
 
+def summarise(choices: Sequence[dict]) -> dict:
+    """What the choices of a run did (``Choice.record`` rows): letters, candidates, how many letters took a
+    candidate other than the greedy one, letters whose greedy and whose chosen candidate fail the grounding
+    check, letters where every candidate failed, and the failures of all candidates by kind."""
+    from collections import Counter
+
+    kinds: Counter = Counter()
+    for c in choices:
+        for cand in c["candidates"]:
+            kinds.update({reason.split(":")[0] for reason in cand["failures"]})
+    return {
+        "letters": len(choices),
+        "candidates": sum(len(c["candidates"]) for c in choices),
+        "select": sorted({c["select"] for c in choices}),
+        "not_greedy": sum(c["chosen"] != 0 for c in choices),
+        "greedy_failing": sum(bool(c["candidates"][0]["failures"]) for c in choices),
+        "chosen_failing": sum(bool(c["candidates"][c["chosen"]]["failures"]) for c in choices),
+        "all_failed": sum(bool(c["all_failed"]) for c in choices),
+        "candidates_failing_by_kind": dict(kinds.most_common()),
+    }
+
+
 # ---------------------------------------------------------------- candidates, batched
 
 
