@@ -61,7 +61,7 @@ class Job:
     stream: bool = False
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
-    group: list | None = None  # the candidate jobs of one request: generated together, in one batch
+    group: list | None = field(default=None, repr=False)  # the candidate jobs of one request, batched together
     hold_greedy: bool = False  # the group's greedy candidate: its row keeps its most likely token
 
     def batch_key(self):
