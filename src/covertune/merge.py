@@ -58,18 +58,14 @@ def check_base_model(model: str, train_cfg: dict, adapter: Path) -> None:
                     "pass --model %s if that is a mistake", adapter, trained, model, trained)
 
 
-def merge(cfg: MergeConfig) -> str:
-    out = Path(cfg.out)
-    target = out / "merged"
-    adapter = adapter_dir(out, cfg.adapter)
-    train_cfg = read_train_config(adapter)
+def merged_model(cfg: MergeConfig, adapter: Path | None = None, train_cfg: dict | None = None):
+    """The adapter merged into the base it learned against, in memory: ``(model, tokenizer, info)``.
+
+    ``info`` records what the model was built from (base, adapter, dtype, base weights)."""
+    adapter = adapter or adapter_dir(cfg.out, cfg.adapter)
+    train_cfg = read_train_config(adapter) if train_cfg is None else train_cfg
     trained_q = train_cfg.get("quantization", "none")
     base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
-    done = io.stage_info(out, "merge")
-    if done is not None and (target / "config.json").exists() and not cfg.force:
-        if done.get("adapter") == str(adapter) and done.get("base_weights", "original") == base_weights:
-            return f"merge: {target} is complete (use --force to merge again)"
-        log.info("merging again: %s was merged from another adapter or base", target)
     check_base_model(cfg.model, train_cfg, adapter)
 
     dtype = models.compute_dtype(cfg.dtype)
@@ -90,16 +86,38 @@ def merge(cfg: MergeConfig) -> str:
     peft_model = PeftModel.from_pretrained(base, str(adapter))
     merged = peft_model.merge_and_unload()
     merged.eval()
-
     info = {"base_model": cfg.model, "base_model_path": models.resolve_model(cfg.model),
             "adapter": str(adapter), "dtype": dtype_name, "trained_quantization": trained_q or "none",
             "base_weights": base_weights}
+    return merged, tokenizer, info
+
+
+def save_merged(folder: Path, model, tokenizer, train_cfg: dict, info: dict) -> None:
+    """Write a merged model as ``covertune merge`` lays it out (safetensors, tokenizer, the train
+    stage's config and the merge info)."""
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    if train_cfg:  # so generate's prompt_format 'auto' finds the training format in the merged folder too
+        io.write_json(folder / TRAIN_CONFIG_FILE, train_cfg)
+    io.write_json(folder / MERGE_INFO_FILE, info)
+
+
+def merge(cfg: MergeConfig) -> str:
+    out = Path(cfg.out)
+    target = out / "merged"
+    adapter = adapter_dir(out, cfg.adapter)
+    train_cfg = read_train_config(adapter)
+    trained_q = train_cfg.get("quantization", "none")
+    base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
+    done = io.stage_info(out, "merge")
+    if done is not None and (target / "config.json").exists() and not cfg.force:
+        if done.get("adapter") == str(adapter) and done.get("base_weights", "original") == base_weights:
+            return f"merge: {target} is complete (use --force to merge again)"
+        log.info("merging again: %s was merged from another adapter or base", target)
+
+    merged, tokenizer, info = merged_model(cfg, adapter, train_cfg)
     with io.atomic_dir(target) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        if train_cfg:  # so generate's prompt_format 'auto' finds the training format in the merged folder too
-            io.write_json(tmp / TRAIN_CONFIG_FILE, train_cfg)
-        io.write_json(tmp / MERGE_INFO_FILE, info)
+        save_merged(tmp, merged, tokenizer, train_cfg, info)
     io.mark_done(out, "merge", info)
     base_name = f"{cfg.model}, {trained_q} dequantized" if base_weights == "trained" else cfg.model
-    return f"merge: wrote {target} ({dtype_name}, base {base_name} + adapter {adapter})"
+    return f"merge: wrote {target} ({info['dtype']}, base {base_name} + adapter {adapter})"
