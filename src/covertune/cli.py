@@ -24,6 +24,8 @@ STAGE_HELP = {
     "report": "plots, report.md and a self-contained report.html",
     "write": "write one letter from the 8 fields (flags, a YAML/JSON file, or a posting and a resume)",
     "serve": "HTTP server: /v1/cover-letter, OpenAI- and Ollama-compatible routes, dynamic batching",
+    "export": "the fine-tuned model as GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile, "
+              "or as a merged safetensors folder with a model card",
     "run": "all stages end to end in one run directory, resuming where a run stopped",
 }
 

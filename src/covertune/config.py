@@ -277,6 +277,29 @@ class ServeConfig:
     log_level: str = opt("info", "Server log level: debug, info, warning, error")
 
 
+@dataclass
+class ExportConfig:
+    out: str = opt("runs/default", "Run directory; reads <out>/merged, else <out>/adapter merged on the fly "
+                   "(nothing is written to <out>/merged); writes <out>/export/")
+    format: str = opt("gguf", "gguf: one file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile; "
+                      "safetensors: the merged model folder with a model card")
+    quant: str = opt("f16", "GGUF weights: f16, q8_0 or q4_0 (norms stay f32; q4_0 keeps the token "
+                     "embedding and output matrix in q8_0)")
+    export_dir: str = opt("", "Output folder (default: <out>/export/gguf-<quant> or <out>/export/safetensors)")
+    merged: str = opt("", "Merged model folder (default: <out>/merged if it holds a model)")
+    model: str = opt(EMBEDDED_MODEL, "Base model the adapter was trained on (when merging on the fly)")
+    adapter: str = opt("", "Adapter folder when merging on the fly (default: <out>/adapter)")
+    base_weights: str = opt("auto", f"Base weights under the adapter when merging on the fly: {BASE_WEIGHTS_HELP}")
+    dtype: str = opt("auto", "Dtype of weights merged on the fly: auto (bf16 where supported, else fp16 on "
+                     "GPU, fp32 on CPU), bf16, fp16, fp32")
+    prompt_format: str = opt("auto", "Prompt the Modelfile's TEMPLATE builds: auto (the format the model was "
+                             "trained with, from its covertune_train.json, else raw), raw or chat")
+    max_new_tokens: int = opt(512, "Max new tokens per letter in the Modelfile (num_predict)")
+    name: str = opt("", "Model name written into the GGUF file and the model card (default: covertune-<run>)")
+    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    force: bool = opt(False, "Export again even if the output folder is complete")
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
@@ -286,6 +309,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "report": ReportConfig,
     "write": WriteConfig,
     "serve": ServeConfig,
+    "export": ExportConfig,
 }
 
 

@@ -26,6 +26,7 @@ STAGE_FUNCTIONS = {
     "report": "covertune.report:report",
     "write": "covertune.write:write",  # commands that use a run's model; not pipeline stages
     "serve": "covertune.serve.app:serve",
+    "export": "covertune.export:export",
 }
 
 

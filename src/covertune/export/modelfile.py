@@ -1,0 +1,106 @@
+"""The Ollama Modelfile written beside an exported GGUF: covertune's prompt contract as a TEMPLATE.
+
+A runtime tokenizes the whole templated text at once (adding BOS when the file says to), while covertune
+feeds the prompt's ids and then the separator's ids as training tokenized them before a letter
+(covertune.generate.prompt_encoding). The template is built so the two agree, token for token:
+- chat format: the model's chat template rendered around a placeholder user message, split at the
+  placeholder (``{{ .Prompt }}`` takes its place), less a leading BOS the runtime adds itself;
+- raw format: ``{{ .Prompt }}`` and the separator. Where the separator's text, tokenized after the
+  prompt, would not give the separator's ids (byte-level BPE writes a trailing "\\n\\n" as one token,
+  but training saw "\\n", "\\n" before the letter), the template ends with the longest part of it that
+  does, and the model writes the rest itself, as it learned to.
+The check is made on a rendered prompt when the file is written; a template that cannot agree is an error.
+"""
+
+from __future__ import annotations
+
+from covertune.generate import prompt_encoding
+from covertune.prompt import wrap_chat
+
+PLACEHOLDER = "<<covertune-prompt>>"
+MODEL_FILE = "model.gguf"
+
+
+def runtime_ids(tokenizer, text: str) -> list[int]:
+    """How a runtime tokenizes a templated text: whole, special tokens parsed, BOS added per the tokenizer."""
+    return tokenizer(text, add_special_tokens=True)["input_ids"]
+
+
+def template_parts(tokenizer, prompt_format: str, probe_prompt: str) -> tuple[str, str, int]:
+    """``(prefix, suffix, left)``: the text around the prompt, and how many separator tokens the model
+    writes itself (raw format) before the letter."""
+    encoding = prompt_encoding(prompt_format, tokenizer)
+    if prompt_format == "chat":
+        rendered = wrap_chat(PLACEHOLDER, tokenizer)
+        if rendered.count(PLACEHOLDER) != 1:
+            raise ValueError("the chat template does not render the user message exactly once; "
+                             "use --prompt-format raw")
+        prefix, suffix = rendered.split(PLACEHOLDER)
+        bos = tokenizer.bos_token
+        added = runtime_ids(tokenizer, "x")[:1] == [tokenizer.bos_token_id] and tokenizer.bos_token_id is not None
+        if added and bos and prefix.startswith(bos):
+            prefix = prefix[len(bos):]  # the runtime adds BOS itself
+        target = tokenizer(wrap_chat(probe_prompt, tokenizer), add_special_tokens=False)["input_ids"]
+        if runtime_ids(tokenizer, prefix + probe_prompt + suffix) != target:
+            raise ValueError("the chat template's text does not tokenize as covertune encodes a chat prompt; "
+                             "use --prompt-format raw")
+        return prefix, suffix, 0
+    sep = list(encoding["suffix_ids"])
+    base = tokenizer(probe_prompt, add_special_tokens=encoding["add_special_tokens"])["input_ids"]
+    for k in range(len(sep), -1, -1):
+        suffix = tokenizer.decode(sep[:k]) if k else ""
+        if runtime_ids(tokenizer, probe_prompt + suffix) == base + sep[:k]:
+            return "", suffix, len(sep) - k
+    raise ValueError("the raw prompt does not tokenize the same whole as covertune encodes it; "
+                     "the Modelfile cannot reproduce the prompt")
+
+
+def _go_literal(text: str) -> str:
+    """Literal text inside a Go template: a "{{" would open an action."""
+    return text.replace("{{", '{{ "{{" }}')
+
+
+def stop_texts(tokenizer, generation_config=None) -> list[str]:
+    """The texts of the EOS token and of the generation config's other EOS ids."""
+    ids = [tokenizer.eos_token_id]
+    extra = getattr(generation_config, "eos_token_id", None)
+    ids += extra if isinstance(extra, (list, tuple)) else [extra]
+    texts = []
+    for i in sorted({int(i) for i in ids if i is not None}):
+        t = tokenizer.convert_ids_to_tokens(i)
+        if t and '"' not in t and t not in texts:
+            texts.append(t)
+    return texts
+
+
+def render_modelfile(tokenizer, prompt_format: str, probe_prompt: str, *, context_length: int,
+                     num_predict: int = 512, generation_config=None, example_file: str = "example_prompt.txt",
+                     name: str = "covertune") -> str:
+    prefix, suffix, left = template_parts(tokenizer, prompt_format, probe_prompt)
+    template = _go_literal(prefix) + "{{ .Prompt }}" + _go_literal(suffix)
+    if '"""' in template:
+        raise ValueError('the prompt template holds """, which a Modelfile TEMPLATE cannot quote')
+    how = ("the model's chat template around it, as the model was trained" if prompt_format == "chat" else
+           "the prompt as plain text, then the separator before the letter, as the model was trained"
+           + (f" (the model writes the separator's last {left} token(s) itself)" if left else ""))
+    lines = [
+        "# Ollama Modelfile for a model fine-tuned with covertune.",
+        f"#   ollama create {name} -f Modelfile",
+        f'#   ollama run {name} "$(cat {example_file})"',
+        "# The prompt is covertune's schema: the job's and the applicant's 8 fields, as in "
+        f"{example_file}.",
+        f"# TEMPLATE feeds {how}.",
+        "# Greedy decoding (temperature 0, no repeat penalty), as covertune generates.",
+        f"FROM ./{MODEL_FILE}",
+        f'TEMPLATE """{template}"""',
+    ]
+    lines += [f'PARAMETER stop "{t}"' for t in stop_texts(tokenizer, generation_config)]
+    lines += ["PARAMETER temperature 0", "PARAMETER top_k 1", "PARAMETER repeat_penalty 1",
+              f"PARAMETER num_predict {num_predict}", f"PARAMETER num_ctx {min(context_length, 4096)}"]
+    return "\n".join(lines) + "\n"
+
+
+def template_of(modelfile: str) -> str:
+    """The TEMPLATE text of a Modelfile written by render_modelfile."""
+    start = modelfile.index('TEMPLATE """') + len('TEMPLATE """')
+    return modelfile[start:modelfile.index('"""', start)]
