@@ -44,7 +44,7 @@ def check_architecture(config, where: str) -> str:
     if model_type not in ARCHITECTURES:
         archs = ", ".join(getattr(config, "architectures", None) or [str(model_type)])
         raise ValueError(f"GGUF export of the {model_type!r} architecture ({archs}, {where}) is not supported yet: "
-                         f"only {', '.join(ARCHITECTURES)} (SmolLM2, Llama-2/3 and their fine-tunes); "
+                         f"only {', '.join(ARCHITECTURES)} (SmolLM2, Llama-3 and their fine-tunes); "
                          "use --format safetensors and llama.cpp's own converter")
     return gguf.MODEL_ARCH_NAMES[ARCHITECTURES[model_type]]
 

@@ -125,7 +125,8 @@ def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: 
                                  example_file=EXAMPLE_FILE, name=tag)
     io.write_text(tmp / "Modelfile", modelfile)
     usage = (f"```bash\nollama create {tag} -f Modelfile\nollama run {tag} \"$(cat {EXAMPLE_FILE})\"\n"
-             f"llama-cli -m {MODEL_FILE} -f {EXAMPLE_FILE} --temp 0 -n {cfg.max_new_tokens}\n```")
+             f"llama-cli -m {MODEL_FILE} -no-cnv -p \"$(cat {EXAMPLE_FILE})\"$'\\n' --temp 0 --repeat-penalty 1 "
+             f"-n {cfg.max_new_tokens}\n```")
     files = (f"- `{MODEL_FILE}`: GGUF, {cfg.quant} ({', '.join(written['tensor_types'])} tensors), "
              f"llama architecture, context {written['context_length']}\n- `Modelfile`: for `ollama create`\n"
              f"- `{EXAMPLE_FILE}`: a prompt in the schema below")
