@@ -6,7 +6,6 @@ covertune does. Tolerances (logits of a 2-layer, hidden-64 model, |logit| ~ 1): 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import gguf
@@ -258,7 +257,6 @@ def test_permutation_is_llama_cpp_layout():
     w = np.arange(n_head * head_dim, dtype=np.float32)[:, None] * np.ones((1, 3), dtype=np.float32)
     out = permute_rotary(w, n_head)[:, 0]
     assert out.tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
-    assert math.isclose(float(out.sum()), float(w[:, 0].sum()))
 
 
 def test_adapter_merged_on_the_fly_as_the_merge_stage_merges_it(tiny_model_dir, tmp_path):

@@ -74,7 +74,8 @@ def vocab_fields(tokenizer, vocab_size: int) -> dict:
                          "GGUF yet (byte-level BPE only)")
     decoder = spec.get("decoder") or {}
     if decoder.get("type") != "ByteLevel":
-        raise ValueError(f"tokenizer decoder {decoder.get('type')} is not byte-level: not supported yet for GGUF export")
+        raise ValueError(f"tokenizer decoder {decoder.get('type')} is not byte-level: "
+                         "not supported yet for GGUF export")
     pre = pre_tokenizer_name(spec)
 
     tokens: list[str | None] = [None] * vocab_size

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -119,7 +120,7 @@ def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: 
     written = write_gguf(tmp / MODEL_FILE, source, cfg.quant, name)
     prompt = render_prompt(example_record(Path(cfg.out)))
     io.write_text(tmp / EXAMPLE_FILE, prompt + "\n")
-    tag = name.lower().replace(" ", "-")
+    tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "covertune"  # an Ollama model name
     modelfile = render_modelfile(source.tokenizer, prompt_format, prompt, context_length=written["context_length"],
                                  num_predict=cfg.max_new_tokens, generation_config=source.generation_config,
                                  example_file=EXAMPLE_FILE, name=tag)
