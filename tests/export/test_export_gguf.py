@@ -290,3 +290,48 @@ def test_adapter_merged_on_the_fly_as_the_merge_stage_merges_it(tiny_model_dir, 
     expected = logits(merged, ids)
     assert (expected - logits(original, ids)).abs().max() > 0.05, "the adapter should change the model"
     torch.testing.assert_close(logits(back, ids), expected, atol=2e-3, rtol=0)
+
+
+def test_llama3_style_tokenizer_with_bos(tmp_path):
+    """A Llama-3-style tokenizer (its split rule, then byte-level without a regex; BOS added to every
+    text) is written as llama.cpp's "llama-bpe" with add_bos set, reads back the same, and the Modelfile
+    leaves the BOS to the runtime."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from covertune.export.gguf_vocab import LLAMA3_SPLIT
+    from covertune.prompt import TEMPLATE
+
+    from conftest import CHATML, make_tiny_llama
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    tok.train_from_iterator([TEMPLATE, *PROMPTS] * 3, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A",
+                                                       special_tokens=[("<|begin_of_text|>", 0)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                   pad_token="<|end_of_text|>")
+    fast.chat_template = CHATML
+    model_dir = tmp_path / "llama3ish"
+    make_tiny_llama(fast).save_pretrained(model_dir)
+    fast.save_pretrained(model_dir)
+    run = make_run(tmp_path, model_dir)
+    export(ExportConfig(out=str(run)))
+    folder = run / "export" / "gguf-f16"
+    reader = gguf.GGUFReader(str(folder / "model.gguf"))
+    assert field(reader, "tokenizer.ggml.pre") == "llama-bpe"
+    assert field(reader, "tokenizer.ggml.add_bos_token") is True
+    _, back_tok = load_gguf(folder)
+    for text in [*PROMPTS, render_prompt(RECORD) + "\n\nDear Ada,\n\n  2024 results"]:
+        assert back_tok(text).input_ids == fast(text).input_ids
+        assert back_tok(text).input_ids[0] == fast.bos_token_id
+    template = template_of((folder / "Modelfile").read_text())
+    prompt = render_prompt(RECORD)
+    fed = runtime_ids(back_tok, template.replace("{{ .Prompt }}", prompt))
+    expected = fast(prompt).input_ids + prompt_encoding("raw", fast)["suffix_ids"]
+    assert fed == expected  # this split rule keeps "\n\n" whole: the whole separator is in the template
