@@ -5,10 +5,12 @@ weights, B scaled down so the model still writes text: the export is checked aga
 and what a few real training steps would add is other values in the same tensors, at the price of
 minutes of CPU (training itself is tested in test_train). The file is loaded back with transformers'
 GGUF loader and compared with the merged model. Tolerances, on logits of magnitude ~40 over a
-49,152-token vocabulary: f16 within 0.05 (the weights rounded to f16; measured 0.017), the same next
-token after the prompt, argmax agreeing on at least 99% of the prompt's positions (f16 rounding flips
-near-ties) and the same greedy letters; q8_0 within 2.0 at most and 0.3 on average (measured 0.96
-and 0.14), argmax agreeing on at least 95% of positions (measured 97.7%).
+49,152-token vocabulary (measured on this adapter and these prompts, CPU, fp32):
+- f16: within 0.05 (measured at most 0.013, the weights rounded to f16), the same next token after the
+  prompt, argmax agreeing on at least 99% of the prompt's positions (measured 100% on these prompts,
+  99.4% on the third test row: f16 rounding flips near-ties), and the same greedy letters;
+- q8_0: within 2.0 at most and 0.3 on average (measured 1.40 and 0.165), argmax agreeing on at least 90%
+  of the positions (measured 95.5% and 98.4%).
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def test_q8_0_logits_within_a_looser_tolerance(run, merged, test_rows):
         assert diff.max() < 2.0 and diff.mean() < 0.3
         assert diff.max() > 1e-3, "q8_0 weights should not be the f16 ones"
         agree.append((a.argmax(-1) == b.argmax(-1)).float().mean().item())
-    assert min(agree) >= 0.95
+    assert min(agree) >= 0.90
 
 
 def test_tokenizer_round_trip_on_the_test_prompts(merged, f16, test_rows):
