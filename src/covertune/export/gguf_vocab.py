@@ -31,8 +31,8 @@ def pre_tokenizer_name(spec: dict) -> str:
     steps = _steps(spec.get("pre_tokenizer"))
     kinds = [s.get("type") for s in steps]
     if spec.get("normalizer"):
-        raise ValueError(f"a tokenizer with a normalizer ({spec['normalizer'].get('type')}) cannot be written to "
-                         "GGUF yet (llama.cpp's byte-level BPE applies none)")
+        raise ValueError(f"a tokenizer with a normalizer ({spec['normalizer'].get('type')}) is not supported yet "
+                         "for GGUF export (llama.cpp's byte-level BPE applies none)")
     byte_level = steps[-1] if kinds and kinds[-1] == "ByteLevel" else None
     if byte_level is None:
         raise ValueError(f"pre-tokenizer {kinds or None} is not supported yet for GGUF export "
@@ -68,10 +68,10 @@ def vocab_fields(tokenizer, vocab_size: int) -> dict:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model", {})
     if model.get("type") != "BPE":
-        raise ValueError(f"a {model.get('type')} tokenizer cannot be written to GGUF yet (byte-level BPE only)")
+        raise ValueError(f"a {model.get('type')} tokenizer is not supported yet for GGUF export (byte-level BPE only)")
     if model.get("byte_fallback"):
-        raise ValueError("a byte-fallback BPE tokenizer (SentencePiece style, as Llama-2's) cannot be written to "
-                         "GGUF yet (byte-level BPE only)")
+        raise ValueError("a byte-fallback BPE tokenizer (SentencePiece style, as Llama-2's) is not supported yet "
+                         "for GGUF export (byte-level BPE only); use --format safetensors")
     decoder = spec.get("decoder") or {}
     if decoder.get("type") != "ByteLevel":
         raise ValueError(f"tokenizer decoder {decoder.get('type')} is not byte-level: "
