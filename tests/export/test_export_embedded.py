@@ -27,7 +27,7 @@ import torch
 from covertune.config import ExportConfig, MergeConfig
 from covertune.export import export
 from covertune.export.gguf_llama import permute_rotary
-from covertune.generate import Decoding, generate_token_ids, prompt_encoding
+from covertune.generate import Decoding, encode_prompts, generate_token_ids, prompt_encoding
 from covertune.merge import merge
 from covertune.prompt import render_prompt
 from covertune.records import from_source_row
@@ -103,8 +103,7 @@ def f16(run):
 
 def encoded(tok, rows):
     """The ids covertune's generation feeds for raw prompts: the prompt, then the separator's ids."""
-    sep = prompt_encoding("raw", tok)["suffix_ids"]
-    return [tok(render_prompt(r)).input_ids + sep for r in rows]
+    return encode_prompts(tok, [render_prompt(r) for r in rows], **prompt_encoding("raw", tok))
 
 
 def logits(model, ids):

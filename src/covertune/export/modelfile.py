@@ -14,7 +14,7 @@ The check is made on a rendered prompt when the file is written; a template that
 
 from __future__ import annotations
 
-from covertune.generate import prompt_encoding
+from covertune.generate import encode_prompts, prompt_encoding
 from covertune.prompt import wrap_chat
 
 PLACEHOLDER = "<<covertune-prompt>>"
@@ -40,16 +40,16 @@ def template_parts(tokenizer, prompt_format: str, probe_prompt: str) -> tuple[st
         added = runtime_ids(tokenizer, "x")[:1] == [tokenizer.bos_token_id] and tokenizer.bos_token_id is not None
         if added and bos and prefix.startswith(bos):
             prefix = prefix[len(bos):]  # the runtime adds BOS itself
-        target = tokenizer(wrap_chat(probe_prompt, tokenizer), add_special_tokens=False)["input_ids"]
+        target = encode_prompts(tokenizer, [wrap_chat(probe_prompt, tokenizer)], **encoding)[0]
         if runtime_ids(tokenizer, prefix + probe_prompt + suffix) != target:
             raise ValueError("the chat template's text does not tokenize as covertune encodes a chat prompt; "
                              "use --prompt-format raw")
         return prefix, suffix, 0
     sep = list(encoding["suffix_ids"])
-    base = tokenizer(probe_prompt, add_special_tokens=encoding["add_special_tokens"])["input_ids"]
+    target = encode_prompts(tokenizer, [probe_prompt], **encoding)[0]  # what generation feeds
     for k in range(len(sep), -1, -1):
         suffix = tokenizer.decode(sep[:k]) if k else ""
-        if runtime_ids(tokenizer, probe_prompt + suffix) == base + sep[:k]:
+        if runtime_ids(tokenizer, probe_prompt + suffix) == target[:len(target) - len(sep) + k]:
             return "", suffix, len(sep) - k
     raise ValueError("the raw prompt does not tokenize the same whole as covertune encodes it; "
                      "the Modelfile cannot reproduce the prompt")
