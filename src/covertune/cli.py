@@ -14,6 +14,7 @@ import sys
 from covertune import __version__
 from covertune.config import STAGE_CONFIGS, build, load_preset, load_yaml, preset_names
 from covertune.pipeline import pipeline_from_args, stage_function
+from covertune.progress import quiet_library_bars
 
 STAGE_HELP = {
     "data": "load, validate, clean, flag and split a cover-letter dataset",
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    quiet_library_bars()
     if args.stage is None:
         parser.print_help()
         return 0

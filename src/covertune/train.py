@@ -26,6 +26,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
 from covertune import io, models, padding_free
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict
+from covertune.progress import is_terminal
 from covertune.prompt import PROMPT_FORMATS
 from covertune.records import FLAGS_FIELD
 from covertune.sft_data import LOSS_ON, PadCollator, encode_records
@@ -150,7 +151,7 @@ def train(cfg: TrainConfig) -> str:
         dataloader_pin_memory=on_gpu,
         use_cpu=not on_gpu,
         report_to="none",
-        disable_tqdm=False,
+        disable_tqdm=not is_terminal(),  # in a log: one line per logging step instead of a bar
     )
     if not cfg.resume:  # a fresh run: the old run's checkpoints and log go
         shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -57,3 +57,21 @@ def test_resolve_options(tmp_path):
     with pytest.raises(ValueError, match="device"):
         bertscore.resolve_device("tpu")
     assert bertscore.resolve_device("auto") in ("cpu", "cuda")
+
+
+@needs_embedded
+def test_length_sorted_batches_give_bert_scores_own_scores(reference_dir):
+    """The length-sorted batching scores every pair as BERTScorer.score does on the same pairs, in input
+    order, whatever the batch size; a shared reference and duplicate pairs change nothing."""
+    rows = pd.read_csv(reference_dir / "cleaned_eval.csv", dtype=str, keep_default_na=False).iloc[[5, 0, 9, 3]]
+    refs = list(rows.ground_truth) * 2 + [rows.ground_truth.iloc[0]]
+    cands = list(rows.base_output) + list(rows.fine_tuned_output) + [rows.base_output.iloc[0]]
+    spec = bertscore.resolve("embedded")
+    scorer = bertscore.load_scorer(spec, "cpu", 4)
+    p0, r0, f0 = scorer.score(cands, refs, batch_size=64)  # one batch: no padding question
+    for batch_size in (3, 64):
+        P, R, F, _ = bertscore.bert_score(cands, refs, spec, device="cpu", batch_size=batch_size, progress=False)
+        assert P == pytest.approx(p0.tolist(), abs=1e-5)
+        assert R == pytest.approx(r0.tolist(), abs=1e-5)
+        assert F == pytest.approx(f0.tolist(), abs=1e-5)
+    assert len(set(F[:8])) == 8 and F[8] == pytest.approx(F[0], abs=1e-6)

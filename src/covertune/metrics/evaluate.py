@@ -60,13 +60,13 @@ def evaluate(cfg: EvaluateConfig) -> str:
                     n - parsed, n)
 
     # ---- score: text overlap, repetition and grounding per letter
-    from tqdm.auto import tqdm
+    from covertune.progress import progress_bar
 
     t0 = time.time()
     rows = []
     for model in models:
         col = MODEL_COLUMNS[model]
-        for i in tqdm(range(n), desc=f"ROUGE-L + grounding ({model})", unit="letter"):
+        for i in progress_bar(range(n), desc=f"ROUGE-L + grounding ({model})", unit="letter"):
             letter, reference = frame.at[i, col], frame.at[i, "ground_truth"]
             rows.append({"model": model, "prediction": letter, "reference": reference,
                          "rougeL_f": rouge_l(reference, letter),
@@ -75,15 +75,13 @@ def evaluate(cfg: EvaluateConfig) -> str:
                          **grounding.ground(letter, inputs[i]), "prompt": frame.at[i, "prompt"]})
     t_overlap = time.time() - t0
 
-    # ---- BERTScore: every (letter, reference) pair in one pass; base and fine-tuned letters of an
-    # example side by side, so the scorer encodes their shared reference once
+    # ---- BERTScore: every (letter, reference) pair in one pass (each distinct text is encoded once,
+    # in batches sorted by length: a reference shared by the base and fine-tuned letters too)
     t0 = time.time()
-    order = sorted(range(len(rows)), key=lambda j: (rows[j]["example"], j))
-    P, R, F, scorer_hash = bertscore.bert_score([rows[j]["prediction"] for j in order],
-                                                [rows[j]["reference"] for j in order], spec,
-                                                device=cfg.device, batch_size=cfg.bertscore_batch_size)
-    for k, j in enumerate(order):
-        rows[j].update(bert_precision=P[k], bert_recall=R[k], bert_f1=F[k], bertscore_hash=scorer_hash)
+    P, R, F, scorer_hash = bertscore.bert_score([r["prediction"] for r in rows], [r["reference"] for r in rows],
+                                                spec, device=cfg.device, batch_size=cfg.bertscore_batch_size)
+    for j, row in enumerate(rows):
+        row.update(bert_precision=P[j], bert_recall=R[j], bert_f1=F[j], bertscore_hash=scorer_hash)
     t_bert = time.time() - t0
 
     # ---- summarise and write
