@@ -151,12 +151,12 @@ def train(cfg: TrainConfig) -> str:
         dataloader_pin_memory=on_gpu,
         use_cpu=not on_gpu,
         report_to="none",
-        disable_tqdm=not is_terminal(),  # in a log: one line per logging step instead of a bar
+        disable_tqdm=not is_terminal(),  # in a log: JsonlLogger's line per logging step instead of a bar
     )
     if not cfg.resume:  # a fresh run: the old run's checkpoints and log go
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log_path.unlink(missing_ok=True)
-    logger = JsonlLogger(log_path)
+    logger = JsonlLogger(log_path, log_lines=not is_terminal())
     trainer = Trainer(
         model=model,
         args=args,
@@ -167,6 +167,10 @@ def train(cfg: TrainConfig) -> str:
         processing_class=tokenizer,
         callbacks=[logger],
     )
+    if not is_terminal():  # JsonlLogger writes the log lines; the Trainer's printer would repeat them
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     if resume_from:
         log.info("resuming from %s", resume_from)
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -338,8 +342,9 @@ class JsonlLogger(TrainerCallback):
     """Appends every log event to train_log.jsonl as it happens (flushed), with the training speed:
     non-padding tokens per second of optimizer steps (evaluation and saving excluded)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, log_lines: bool = False):
         self.path = Path(path)
+        self.log_lines = log_lines  # also one log line per event (where no progress bar shows them)
         self.tokens = 0  # this session's non-padding tokens
         self.seconds = 0.0  # this session's time inside optimizer steps
         self._mark = (0, 0.0)  # (tokens, seconds) at the previous training log
@@ -367,6 +372,13 @@ class JsonlLogger(TrainerCallback):
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, default=str) + "\n")
             f.flush()
+        if self.log_lines:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in (logs or {}).items()
+                     if k in ("loss", "eval_loss", "learning_rate", "grad_norm", "train_runtime")}
+            if "tokens_per_s" in row:
+                shown["tokens_per_s"] = row["tokens_per_s"]
+            log.info("step %d/%d (epoch %.2f): %s", state.global_step, state.max_steps, state.epoch or 0,
+                     ", ".join(f"{k} {v}" for k, v in shown.items()))
 
 
 def plot_loss(history: list[dict], path: Path) -> None:
