@@ -29,7 +29,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from covertune import io, limits, models
+from covertune import engines, io, limits, models
 from covertune.config import GenerateConfig
 from covertune.merge import read_train_config
 from covertune.prompt import LETTER_SEPARATOR, PROMPT_FORMATS, extract_letter, render_prompt, wrap_chat
@@ -217,16 +217,18 @@ def generate_batch(model, rows: Sequence[Sequence[int]], decoding: Decoding, sto
 
 def generate_token_ids(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
                        decoding: Decoding = Decoding(), indices: Sequence[int] | None = None,
-                       add_special_tokens: bool = True, suffix_ids: Sequence[int] = ()
+                       add_special_tokens: bool = True, suffix_ids: Sequence[int] = (), engine: str = "plain"
                        ) -> Iterator[tuple[list[int], list[list[int]]]]:
     """Yield ``(row indices, new token ids per row)`` batch by batch for ``prompts[indices]``.
 
     Each prompt is tokenized (``add_special_tokens``) and ``suffix_ids`` appended (see ``prompt_encoding``).
 
     Rows are grouped by prompt length (longest first, so a batch that does not fit in memory fails at
-    once), left-padded, and cut after their first stop token (which is kept); padding after it is not."""
+    once), left-padded, and cut after their first stop token (which is kept); padding after it is not.
+    ``engine`` (covertune.engines) decides how the batches are decoded: plain, static, continuous or auto."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    engine = engines.resolve(engine, model, decoding)
     stop = stop_token_ids(tokenizer, model)
     pad = check_pad(tokenizer, stop)
     indices = list(range(len(prompts))) if indices is None else list(indices)
@@ -235,24 +237,26 @@ def generate_token_ids(model, tokenizer, prompts: Sequence[str], batch_size: int
     encoded = encode_prompts(tokenizer, [prompts[i] for i in indices], add_special_tokens, suffix_ids)
     lengths = dict(zip(indices, encoded))
     order = sorted(indices, key=lambda i: (-len(lengths[i]), i))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        yield batch, generate_batch(model, [lengths[i] for i in batch], decoding, stop, pad)
+    batches = ((order[s:s + batch_size], [lengths[i] for i in order[s:s + batch_size]])
+               for s in range(0, len(order), batch_size))
+    yield from engines.generate_batches(model, batches, engine=engine, stop=stop, pad=pad, decoding=decoding,
+                                        batch_size=batch_size, max_prompt_tokens=len(lengths[order[0]]))
 
 
 def generate_letters(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
                      max_new_tokens: int = 512, *, do_sample: bool = False, temperature: float = 1.0,
                      top_p: float = 1.0, top_k: int = 50, repetition_penalty: float = 1.0, seed: int = 42,
                      add_special_tokens: bool = True, suffix_ids: Sequence[int] = (),
-                     journal: Journal | None = None,
-                     stats: dict | None = None, progress: bool = True, desc: str = "letters") -> list[str]:
+                     journal: Journal | None = None, stats: dict | None = None, progress: bool = True,
+                     desc: str = "letters", engine: str = "plain") -> list[str]:
     """The letter for every prompt (decoded new tokens, special tokens skipped, extract_letter applied).
 
     ``prompts`` are the model inputs as text (see ``model_inputs``); pass ``**prompt_encoding(format,
     tokenizer)`` for how they are tokenized, as the train stage did.
     With a ``journal``, rows it holds are not generated again and each finished batch is appended to it.
-    ``stats``, if given, receives letters, resumed, new_tokens and seconds of this call."""
-    from tqdm.auto import tqdm
+    ``stats``, if given, receives letters, resumed, new_tokens and seconds of this call.
+    ``engine``: how batches are decoded (covertune.engines: plain, static, continuous, auto)."""
+    from covertune.progress import progress_bar
 
     decoding = Decoding(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                         top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
@@ -268,11 +272,11 @@ def generate_letters(model, tokenizer, prompts: Sequence[str], batch_size: int =
 
         set_seed(seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(pending), desc=desc, unit="letter",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(prompts), initial=len(prompts) - len(pending), desc=desc, unit="letter",
+                       disable=not progress)
     try:
         for batch, rows in generate_token_ids(model, tokenizer, prompts, batch_size, decoding, pending,
-                                              add_special_tokens, suffix_ids):
+                                              add_special_tokens, suffix_ids, engine=engine):
             records = []
             for i, ids in zip(batch, rows):
                 letters[i] = extract_letter(tokenizer.decode(ids, skip_special_tokens=True))
@@ -385,6 +389,10 @@ def _validate(cfg: GenerateConfig) -> None:
         raise ValueError(f"limit must be 0 (all rows) or positive, got {cfg.limit}")
     if cfg.do_sample and cfg.temperature <= 0:
         raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
+    if cfg.engine not in engines.ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {cfg.engine!r}")
+    if cfg.engine == "continuous" and cfg.repetition_penalty != 1.0:
+        engines.resolve(cfg.engine, None, Decoding(repetition_penalty=cfg.repetition_penalty))
     if cfg.base_weights not in models.BASE_WEIGHTS:
         raise ValueError(f"base_weights must be one of {models.BASE_WEIGHTS}, got {cfg.base_weights!r}")
     check_candidates(cfg)
@@ -599,14 +607,16 @@ def generate(cfg: GenerateConfig) -> str:
                             model, tokenizer, inputs, cfg.batch_size, cfg.max_new_tokens, do_sample=cfg.do_sample,
                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
-                            journal=journal, stats=st, desc=which, **encoding)
+                            journal=journal, stats=st, desc=which, engine=cfg.engine, **encoding)
                 device = _device(model)
+                # --candidates writes every prompt's candidates in one plain model.generate call
+                engine_used = "plain" if cfg.candidates > 1 else engines.resolve(cfg.engine, model, decoding)
                 device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
                 model = None  # so that freeing the base before the merged model's pass frees its memory
             else:
                 outputs[which] = [journal.lookup(i, p)["output"] for i, p in enumerate(inputs)]
                 st = dict(letters=0, resumed=len(inputs), new_tokens=0, seconds=0.0)
-                device = None
+                device = engine_used = None
             if cfg.candidates > 1:
                 choices[which] = [{"index": i, "id": r.get("id"), **journal.lookup(i, p)["choice"]}
                                   for i, (r, p) in enumerate(zip(records, inputs))]
@@ -614,6 +624,7 @@ def generate(cfg: GenerateConfig) -> str:
         stats[which] = {**st, "letters_per_s": round(st["letters"] / secs, 3) if secs else None,
                         "tokens_per_s": round(st["new_tokens"] / secs, 1) if secs else None,
                         "batch_size": cfg.batch_size, "device": device, "dtype": dtype_name,
+                        "engine": engine_used,
                         "max_new_tokens": cfg.max_new_tokens}
         if st["letters"]:
             log.info("%s: %d letters, %d new tokens in %.1f s (%.2f letters/s, %.0f tokens/s)", which,

@@ -1,0 +1,105 @@
+#!/usr/bin/env python
+"""The embedded model's fine-tuned test letters through every generation engine, in one process.
+
+Reads a run directory where ``covertune data`` and ``covertune train`` have run (an adapter trained on
+the original base, as the ``smol`` preset does), loads the base and the adapter as ``covertune generate``
+does for such an adapter, and writes the 349 fine-tuned letters with each engine (covertune.engines)
+and dtype, in turn, with covertune's own ``generate_letters`` (greedy, max 512 new tokens, batch 128).
+Each (engine, dtype) runs --passes times in the same process: the first pass of ``static`` and
+``continuous`` includes compiling the decoding step and capturing CUDA graphs; later passes reuse them.
+Reported per pass: seconds, new tokens, tokens/s, peak GPU memory; per engine: the share of letters
+identical to the ``plain`` engine's in the same dtype, and the character where the others first
+differ. The letters are saved (``letters.json``) for scoring (ROUGE-L) elsewhere.
+
+    python bench/generate_embedded.py --run runs/smol --engines plain static continuous --dtypes fp32 bf16 \\
+        --json bench_generate_embedded.json --letters letters.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", required=True, help="run directory holding data/test.jsonl and adapter/")
+    ap.add_argument("--model", default="embedded")
+    ap.add_argument("--engines", nargs="+", default=["plain", "static", "continuous"])
+    ap.add_argument("--dtypes", nargs="+", default=["fp32"])
+    ap.add_argument("--passes", type=int, default=2)
+    ap.add_argument("--plain-passes", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--json", default="bench_generate_embedded.json")
+    ap.add_argument("--letters", default="letters.json")
+    args = ap.parse_args()
+
+    import torch
+    import transformers
+    from peft import PeftModel
+
+    from covertune import io, models
+    from covertune.generate import generate_letters, model_inputs, prompt_encoding
+
+    run = Path(args.run)
+    records = io.read_jsonl(run / "data" / "test.jsonl")
+    tok = models.load_tokenizer(args.model, padding_side="left")
+    inputs = model_inputs(records, "raw", tok)
+    encoding = prompt_encoding("raw", tok)
+    results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+               "torch": torch.__version__, "transformers": transformers.__version__,
+               "rows": len(inputs), "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+               "runs": {}}
+    letters: dict[str, list[str]] = {}
+
+    def save():
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.letters).write_text(json.dumps(letters))
+
+    for dtype in args.dtypes:
+        model = models.load_model(args.model, "none", dtype, tokenizer=tok)
+        model = PeftModel.from_pretrained(model, str(run / "adapter")).eval()
+        for n in range(max(args.passes, args.plain_passes)):
+            for engine in args.engines:
+                if n >= (args.plain_passes if engine == "plain" else args.passes):
+                    continue
+                key = f"{engine}_{dtype}"
+                st: dict = {}
+                torch.cuda.reset_peak_memory_stats()
+                try:
+                    out = generate_letters(model, tok, inputs, args.batch_size, args.max_new_tokens, stats=st,
+                                           progress=False, engine=engine, **encoding)
+                except Exception as e:  # keep the other engines' figures
+                    results["runs"].setdefault(key, []).append({"error": f"{type(e).__name__}: {e}"[:2000]})
+                    print(key, "failed:", e, flush=True)
+                    save()
+                    continue
+                st.update(tokens_per_s=round(st["new_tokens"] / st["seconds"], 1),
+                          peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2), pass_=n + 1)
+                results["runs"].setdefault(key, []).append(st)
+                letters[key] = out
+                print(key, json.dumps(st), flush=True)
+                save()
+        plain = letters.get(f"plain_{dtype}")
+        for engine in args.engines:
+            key = f"{engine}_{dtype}"
+            if engine == "plain" or plain is None or key not in letters:
+                continue
+            other = letters[key]
+            same = sum(x == y for x, y in zip(plain, other))
+            firsts = sorted(next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+                            for x, y in zip(plain, other) if x != y)
+            results[f"same_as_plain_{key}"] = {"identical_letters": same, "of": len(plain),
+                                               "share": round(same / len(plain), 4),
+                                               "first_difference_chars": firsts}
+            print(key, "identical to plain:", same, "of", len(plain), flush=True)
+        save()
+        del model
+        torch.cuda.empty_cache()
+    save()
+
+
+if __name__ == "__main__":
+    main()

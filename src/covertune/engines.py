@@ -1,0 +1,130 @@
+"""Generation engines: how batches of prompt token ids become new token ids.
+
+Every engine is an existing one from transformers, driven with settings that keep its work on the GPU:
+
+- ``plain``: ``model.generate`` on each left-padded batch with its default dynamic KV cache (the cache
+  grows by concatenation at every step). Works everywhere, with every decoding option.
+- ``static``: ``model.generate`` with one ``StaticCache`` sized once for the longest prompt plus
+  ``max_new_tokens`` and a fixed batch size (a short last batch is filled with copies of its last row,
+  whose outputs are dropped), so that every decoding step has the same shapes; on a CUDA GPU transformers
+  then compiles the decoding step once (torch.compile, CUDA graphs) and replays it for every batch. The
+  first batch pays for the compilation.
+- ``continuous``: transformers' continuous batching (``model.generate_batch``: a paged KV cache, a row
+  that stops frees its place for the next prompt at once). Greedy or sampling without a repetition
+  penalty (its logits processors do not cover every option; asked for with one, it refuses rather than
+  drop it). Opt-in only: on an H200 with transformers 5.17 it wrote other letters than ``plain`` for 84
+  of the embedded model's 349 fine-tuned test prompts in fp32, most of them off-topic (docs/PERFORMANCE.md).
+- ``auto``: ``static`` on a CUDA GPU (the same letters as ``plain`` for all 349 of those prompts in fp32),
+  ``plain`` elsewhere (on the CPU neither compilation nor CUDA graphs apply).
+
+Greedy letters are the same token for token as ``plain``'s in exact arithmetic (the tests compare them on
+a tiny model in fp32); in bf16 on a GPU, different kernels round differently and a near-tie can tip a
+greedy choice.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Iterable, Iterator, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("auto", "plain", "static", "continuous")
+
+
+def _device(model) -> torch.device:
+    dev = getattr(model, "device", None)
+    return dev if isinstance(dev, torch.device) else next(model.parameters()).device
+
+
+def resolve(engine: str, model=None, decoding=None) -> str:
+    """The engine that runs: ``auto`` -> ``static`` on a CUDA GPU, else ``plain``. A named engine that
+    cannot honour the decoding settings is an error that says which to use."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "auto":
+        on_gpu = model is not None and _device(model).type == "cuda"
+        return "static" if on_gpu else "plain"
+    if engine == "continuous" and decoding is not None and decoding.repetition_penalty != 1.0:
+        raise ValueError("engine 'continuous' does not apply a repetition penalty; use --engine static or "
+                         "plain, or --repetition-penalty 1.0")
+    if engine == "continuous" and model is not None and _device(model).type == "cuda":
+        log.warning("engine 'continuous' wrote other letters than 'plain' for about a quarter of the prompts "
+                    "in a measurement with transformers 5.17 (docs/PERFORMANCE.md); 'static' writes the same")
+    return engine
+
+
+def generate_batches(model, batches: Iterable[tuple[list[int], list[list[int]]]], *, engine: str,
+                     stop: Sequence[int], pad: int, decoding, batch_size: int,
+                     max_prompt_tokens: int) -> Iterator[tuple[list[int], list[list[int]]]]:
+    """Yield ``(row indices, new token ids per row)`` for each ``(row indices, prompt ids)`` batch, decoded
+    with ``decoding`` (a ``covertune.generate.Decoding``).
+
+    ``max_prompt_tokens`` (the longest prompt of the whole run) sizes the static cache once;
+    ``batch_size`` is the fixed batch of ``static`` and the number of sequences ``continuous`` keeps
+    in flight."""
+    from covertune.generate import generate_batch
+
+    if engine == "continuous":
+        yield from _continuous(model, batches, stop=stop, pad=pad, decoding=decoding, batch_size=batch_size)
+        return
+    extra: dict = {}
+    if engine == "static":
+        from transformers import StaticCache
+        from transformers.generation.configuration_utils import CompileConfig
+
+        cache = StaticCache(config=model.config, max_cache_len=max_prompt_tokens + decoding.max_new_tokens)
+        extra = dict(past_key_values=cache)
+        if _device(model).type == "cuda":  # transformers compiles the decoding step once (CUDA graphs)
+            extra["compile_config"] = CompileConfig(fullgraph=True, dynamic=False)
+    for batch, rows in batches:
+        fill = 0
+        if engine == "static":
+            fill = max(batch_size - len(rows), 0)
+            rows = list(rows) + [rows[-1]] * fill
+            with torch.inference_mode():
+                extra["past_key_values"].reset()
+        with warnings.catch_warnings():
+            # newer transformers call the argument `cache`; 5.17 knows only `past_key_values`
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+            new = generate_batch(model, rows, decoding, stop, pad, **extra)
+        yield batch, new[:len(new) - fill]
+
+
+def _continuous(model, batches, *, stop, pad, decoding, batch_size):
+    """All batches through transformers' continuous batching, a group of batches per ``generate_batch``
+    call (each call's rows are returned together, so a journal still records progress as it goes)."""
+    from transformers import GenerationConfig
+    from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+    from covertune.generate import cut_at_stop
+
+    kw = decoding.generate_kwargs()
+    kw.pop("num_beams", None)
+    config = GenerationConfig(**kw, eos_token_id=list(stop), pad_token_id=pad)
+    cb_config = ContinuousBatchingConfig(max_requests_per_batch=batch_size)
+    group_rows = 4 * batch_size
+    pending: list[tuple[list[int], list[list[int]]]] = []
+
+    def flush():
+        indices = [i for b, _ in pending for i in b]
+        prompts = [r for _, rows in pending for r in rows]
+        outputs = model.generate_batch(inputs=prompts, generation_config=config,
+                                       continuous_batching_config=cb_config, progress_bar=False)
+        results = list(outputs.values())
+        failed = [r.error for r in results if r.error is not None]
+        if len(results) != len(prompts) or failed:
+            raise RuntimeError(f"continuous batching returned {len(results)} of {len(prompts)} rows"
+                               f"{': ' + failed[0] if failed else ''}; use --engine static or plain")
+        return indices, [cut_at_stop(r.generated_tokens, stop) for r in results]
+
+    for batch, rows in batches:
+        pending.append((batch, rows))
+        if sum(len(b) for b, _ in pending) >= group_rows:
+            yield flush()
+            pending = []
+    if pending:
+        yield flush()

@@ -1,0 +1,91 @@
+"""Generation engines: the static-cache and continuous-batching paths write the plain path's greedy
+letters token for token (a tiny Llama in fp32 on the CPU), rows stopping at different steps included."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from covertune import engines, records
+from covertune.generate import Decoding, generate_token_ids, model_inputs, prompt_encoding
+from covertune.models import load_model, load_tokenizer
+
+N_ROWS = 7
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    """The tiny Llama with larger random weights: at the usual 0.02 init its greedy letters repeat one
+    token, which would not tell engines apart."""
+    import torch
+
+    tok = load_tokenizer(str(tiny_model_dir), padding_side="left")
+    model = load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.15)
+    return model, tok
+
+
+@pytest.fixture(scope="module")
+def prompts(tiny, dataset_dir):
+    _, tok = tiny
+    frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(N_ROWS)
+    recs = [records.from_source_row(row) for row in frame.to_dict("records")]
+    return model_inputs(recs, "raw", tok)
+
+
+def _ids(model, tok, prompts, engine, batch_size, max_new_tokens=20, **decoding):
+    got = {}
+    for batch, rows in generate_token_ids(model, tok, prompts, batch_size, Decoding(max_new_tokens, **decoding),
+                                          engine=engine, **prompt_encoding("raw", tok)):
+        assert len(batch) == len(rows)
+        got.update(zip(batch, rows))
+    assert sorted(got) == list(range(len(prompts)))
+    return [got[i] for i in range(len(prompts))]
+
+
+@pytest.fixture
+def early_stops(tiny, prompts):
+    """Make a token that the plain path writes at different steps of several rows a stop token, so that
+    rows end at different steps (a random tiny model rarely writes its EOS); restored afterwards."""
+    model, tok = tiny
+    plain = _ids(model, tok, prompts, "plain", N_ROWS)
+
+    def spread(token):  # distinct first positions after the first step
+        return len({row.index(token) for row in plain if token in row[1:] and row.index(token) > 0})
+
+    token = max(sorted({t for row in plain for t in row}), key=spread)
+    assert spread(token) >= 2
+    old = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [token]
+    yield [token]
+    model.generation_config.eos_token_id = old
+
+
+@pytest.mark.parametrize("engine,batch_size", [("static", 3), ("static", N_ROWS), ("continuous", 3),
+                                               ("continuous", 2)])
+def test_greedy_letters_equal_the_plain_path(tiny, prompts, early_stops, engine, batch_size):
+    model, tok = tiny
+    plain = _ids(model, tok, prompts, "plain", batch_size)
+    lengths = {len(r) for r in plain}
+    assert len(lengths) > 1 and min(lengths) < 20  # some rows stopped early, at different steps
+    assert all(r[-1] in early_stops for r in plain if len(r) < 20)
+    assert _ids(model, tok, prompts, engine, batch_size) == plain
+
+
+def test_auto_is_plain_on_the_cpu(tiny, prompts):
+    model, tok = tiny
+    assert engines.resolve("auto", model) == "plain"
+    assert _ids(model, tok, prompts[:3], "auto", 2) == _ids(model, tok, prompts[:3], "plain", 2)
+
+
+def test_engine_errors(tiny):
+    model, _ = tiny
+    with pytest.raises(ValueError, match="engine must be one of"):
+        engines.resolve("vllm", model)
+    with pytest.raises(ValueError, match="repetition penalty"):
+        engines.resolve("continuous", model, Decoding(repetition_penalty=1.2))
+    assert engines.resolve("static", model, Decoding(repetition_penalty=1.2)) == "static"
