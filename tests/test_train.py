@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -367,3 +368,17 @@ def test_neftune_and_lora_variants_train(tiny_model_dir, short_records, tmp_path
     assert "DoRA + rsLoRA" in (variant / "adapter" / "README.md").read_text()
     with pytest.raises(ValueError, match="neftune_noise_alpha"):
         check_config(TrainConfig(neftune_noise_alpha=-1.0))
+
+
+def test_log_lines_instead_of_a_bar_where_stderr_is_not_a_terminal(tiny_model_dir, short_records, tmp_path,
+                                                                   monkeypatch, caplog, capsys):
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "log")
+    out = make_run(tmp_path, short_records[:4], short_records[:2])
+    caplog.set_level(logging.INFO, logger="covertune.train")
+    train(TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=3, eval_strategy="no",
+                      save_strategy="no", **FAST))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert [line.split(" ")[1] for line in lines if ": loss " in line] == ["1/3", "2/3", "3/3"]
+    assert all("tokens_per_s" in line for line in lines if ": loss " in line)
+    captured = capsys.readouterr()
+    assert "{'loss'" not in captured.out and "3/3 [" not in captured.err  # no printed dicts, no Trainer bar
