@@ -3,6 +3,8 @@ letters token for token (a tiny Llama in fp32 on the CPU), rows stopping at diff
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -89,3 +91,35 @@ def test_engine_errors(tiny):
     with pytest.raises(ValueError, match="repetition penalty"):
         engines.resolve("continuous", model, Decoding(repetition_penalty=1.2))
     assert engines.resolve("static", model, Decoding(repetition_penalty=1.2)) == "static"
+
+
+def test_generate_stage_with_each_engine(tiny_model_dir, dataset_dir, tmp_path):
+    """`covertune generate --engine static|continuous` writes the plain engine's eval.csv and journal (new
+    token counts included) and records the engine in generate_stats.json; auto is plain on the CPU; an
+    unknown engine is a clear error."""
+    from covertune import io
+    from covertune.config import GenerateConfig
+    from covertune.generate import generate
+
+    frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(3)
+    rows = []
+    for n, row in enumerate(frame.to_dict("records")):
+        rec = records.from_source_row(row)
+        rec.update(id=f"test-{n}", flags=[], missing_fields=[])
+        rows.append(rec)
+    io.write_jsonl(tmp_path / "data" / "test.jsonl", rows)
+    seen = {}
+    for engine in ("plain", "static", "continuous"):
+        generate(GenerateConfig(model=str(tiny_model_dir), out=str(tmp_path), models=["base"], max_new_tokens=6,
+                                batch_size=2, dtype="fp32", engine=engine, force=True))
+        stats = json.loads((tmp_path / "generate_stats.json").read_text())
+        assert stats["base"]["engine"] == engine and stats["base"]["letters"] == 3
+        journal = io.read_jsonl(tmp_path / ".generate" / "test.base.jsonl")[1:]
+        seen[engine] = ((tmp_path / "eval.csv").read_text(encoding="utf-8"),
+                        sorted((r["index"], r["new_tokens"], r["output"]) for r in journal))
+    assert seen["static"] == seen["plain"] and seen["continuous"] == seen["plain"]
+    generate(GenerateConfig(model=str(tiny_model_dir), out=str(tmp_path), models=["base"], max_new_tokens=6,
+                            batch_size=2, dtype="fp32", engine="auto", force=True))
+    assert json.loads((tmp_path / "generate_stats.json").read_text())["base"]["engine"] == "plain"  # CPU: plain
+    with pytest.raises(ValueError, match="engine must be one of"):
+        generate(GenerateConfig(model=str(tiny_model_dir), out=str(tmp_path), models=["base"], engine="fast"))
