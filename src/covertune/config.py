@@ -159,8 +159,8 @@ class GenerateConfig:
     engine: str = opt("auto", "How batches are decoded: plain (model.generate, dynamic cache), static "
                       "(a static KV cache sized once, the decoding step compiled with CUDA graphs on a GPU), "
                       "continuous (transformers' continuous batching, paged KV cache; opt-in: it changed "
-                      "letters in a measurement), auto (static on a CUDA GPU, plain on the CPU); see "
-                      "docs/PERFORMANCE.md")
+                      "letters in a measurement), auto (plain: for one pass over a split, static's first "
+                      "batch pays about a minute of compilation); see docs/PERFORMANCE.md")
     max_new_tokens: int = opt(512, "Max new tokens per letter")
     do_sample: bool = opt(False, "Sample instead of greedy decoding")
     temperature: float = opt(1.0, "Sampling temperature")

@@ -14,8 +14,11 @@ Every engine is an existing one from transformers, driven with settings that kee
   penalty (its logits processors do not cover every option; asked for with one, it refuses rather than
   drop it). Opt-in only: on an H200 with transformers 5.17 it wrote other letters than ``plain`` for 84
   of the embedded model's 349 fine-tuned test prompts in fp32, most of them off-topic (docs/PERFORMANCE.md).
-- ``auto``: ``static`` on a CUDA GPU (the same letters as ``plain`` for all 349 of those prompts in fp32),
-  ``plain`` elsewhere (on the CPU neither compilation nor CUDA graphs apply).
+- ``auto``: ``plain``, the fastest for one pass over a split as measured. ``static`` wrote the same
+  letters as ``plain`` for all 349 of those prompts in fp32 and, once compiled, took 27.1 s against 37.4 s;
+  but compiling took about 55 s of its first pass (82.4 s), and ``covertune generate`` runs one pass per
+  model in a fresh process. ``static`` pays off where the same process decodes many batches (about 8,000
+  decoding steps to win back the compilation at that rate), not for one test split.
 
 Greedy letters are the same token for token as ``plain``'s in exact arithmetic (the tests compare them on
 a tiny model in fp32); in bf16 on a GPU, different kernels round differently and a near-tie can tip a
@@ -41,13 +44,12 @@ def _device(model) -> torch.device:
 
 
 def resolve(engine: str, model=None, decoding=None) -> str:
-    """The engine that runs: ``auto`` -> ``static`` on a CUDA GPU, else ``plain``. A named engine that
-    cannot honour the decoding settings is an error that says which to use."""
+    """The engine that runs: ``auto`` -> ``plain`` (see the module's notes). A named engine that cannot
+    honour the decoding settings is an error that says which to use."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "auto":
-        on_gpu = model is not None and _device(model).type == "cuda"
-        return "static" if on_gpu else "plain"
+        return "plain"
     if engine == "continuous" and decoding is not None and decoding.repetition_penalty != 1.0:
         raise ValueError("engine 'continuous' does not apply a repetition penalty; use --engine static or "
                          "plain, or --repetition-penalty 1.0")
