@@ -19,11 +19,11 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
-def run(model, tok, prompts, batch_size, decoding, encoding) -> tuple[dict[int, list[int]], dict]:
+def run(model, tok, inputs, batch_size, decoding) -> tuple[dict[int, list[int]], dict]:
     from covertune.generate import generate_token_ids
 
     out, t0 = {}, time.perf_counter()
-    for batch, rows in generate_token_ids(model, tok, prompts, batch_size, decoding, **encoding):
+    for batch, rows in generate_token_ids(model, tok, inputs, batch_size, decoding):
         out.update(zip(batch, rows))
     secs = time.perf_counter() - t0
     tokens = sum(len(r) for r in out.values())
@@ -47,7 +47,8 @@ def main() -> None:
     from covertune import io, models
     from covertune.config import DataConfig
     from covertune.data.stage import run_data
-    from covertune.generate import Decoding, model_inputs, prompt_encoding
+    from covertune.generate import Decoding
+    from covertune.prompt import prompt_ids
     from covertune.train import read_split
 
     work = Path(args.work)
@@ -56,11 +57,10 @@ def main() -> None:
     records = read_split(work, "test")[:args.rows]
     tok = models.load_tokenizer("embedded", padding_side="left")
     model = models.load_model("embedded", "none", args.dtype, tokenizer=tok).eval()
-    prompts = model_inputs(records, "raw", tok)
-    encoding = prompt_encoding("raw", tok)
+    inputs = [prompt_ids(r, tok, "raw") for r in records]
     decoding = Decoding(max_new_tokens=args.max_new_tokens)
-    one, one_speed = run(model, tok, prompts, 1, decoding, encoding)
-    many, many_speed = run(model, tok, prompts, args.batch_size, decoding, encoding)
+    one, one_speed = run(model, tok, inputs, 1, decoding)
+    many, many_speed = run(model, tok, inputs, args.batch_size, decoding)
     same = [i for i in one if one[i] == many[i]]
     parted = []
     for i in sorted(set(one) - set(same)):

@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     import torch
 
     from covertune import io, models, records
-    from covertune.generate import Decoding, generate_letters, model_inputs, prompt_encoding
+    from covertune.generate import Decoding, generate_letters
+    from covertune.prompt import prompt_ids
     from covertune.select import generate_candidate_ids
 
     frame = pd.read_csv(Path(args.data) / "test.csv", dtype=str, keep_default_na=False).head(args.rows)
@@ -58,8 +59,7 @@ def main(argv=None) -> int:
 
         model = PeftModel.from_pretrained(model, args.adapter)
     model.eval()
-    prompts = model_inputs(recs, "raw", tok)
-    enc = prompt_encoding("raw", tok)
+    prompts = [prompt_ids(r, tok, "raw") for r in recs]
     n, size, mnt = args.candidates, args.batch_size, args.max_new_tokens
     sampled = Decoding(max_new_tokens=mnt, do_sample=True, temperature=0.7, top_p=0.95, seed=1)
 
@@ -76,20 +76,21 @@ def main(argv=None) -> int:
 
     def greedy():
         st: dict = {}
-        generate_letters(model, tok, prompts, size, mnt, stats=st, progress=False, **enc)
+        generate_letters(model, tok, prompts, size, Decoding(max_new_tokens=mnt), stats=st, progress=False)
         return st["new_tokens"]
 
     def separate():
         total = greedy()
         for k in range(n - 1):
             st: dict = {}
-            generate_letters(model, tok, prompts, size, mnt, do_sample=True, temperature=0.7, top_p=0.95,
-                             seed=k, stats=st, progress=False, **enc)
+            generate_letters(model, tok, prompts, size, Decoding(max_new_tokens=mnt, do_sample=True,
+                                                                 temperature=0.7, top_p=0.95, seed=k),
+                             stats=st, progress=False)
             total += st["new_tokens"]
         return total
 
     def batched():
-        return sum(len(ids) for _, groups in generate_candidate_ids(model, tok, prompts, n, sampled, size, **enc)
+        return sum(len(ids) for _, groups in generate_candidate_ids(model, tok, prompts, n, sampled, size)
                    for group in groups for ids in group)
 
     greedy()  # warm-up

@@ -266,12 +266,12 @@ def run_recipe(args) -> dict:
 
 def peer_data(work: Path):
     """The train split as prompt/completion text (what TRL and Unsloth users feed SFTTrainer)."""
-    from covertune.prompt import format_prompt
-    from covertune.sft_data import completion_text
+    from covertune.prompt import LETTER_SEPARATOR, format_prompt
+    from covertune.sft_data import letter_of
     from covertune.train import read_split
 
     rows = read_split(work / "run", "train")
-    return [{"prompt": format_prompt(r), "completion": completion_text(r)} for r in rows]
+    return [{"prompt": format_prompt(r), "completion": LETTER_SEPARATOR + letter_of(r)} for r in rows]
 
 
 def run_peer(args) -> dict:

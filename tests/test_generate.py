@@ -12,9 +12,9 @@ import torch
 from covertune import io, records
 from covertune.config import GenerateConfig
 from covertune.generate import (Decoding, Journal, check_pad, generate, generate_letters, generate_token_ids,
-                                model_inputs, prompt_encoding, stop_token_ids)
+                                stop_token_ids)
 from covertune.models import load_model, load_tokenizer
-from covertune.prompt import LETTER_SEPARATOR, render_prompt, wrap_chat
+from covertune.prompt import LETTER_SEPARATOR, prompt_ids, render_prompt, wrap_chat
 
 try:
     from test_merge import make_tiny_adapter
@@ -133,16 +133,15 @@ def test_resume_after_interruption(run_dir, tiny_model_dir, adapter_dir, monkeyp
 
 def test_batched_greedy_equals_unbatched(tiny, test_records):
     model, tok = tiny
-    prompts = model_inputs(test_records, "raw", tok)
-    assert len({len(tok(p).input_ids) for p in prompts}) > 1  # lengths differ: left padding is exercised
+    inputs = [prompt_ids(r, tok, "raw") for r in test_records]
+    assert len({len(p) for p in inputs}) > 1  # lengths differ: left padding is exercised
     decoding = Decoding(max_new_tokens=16)
 
     def ids(batch_size):
         got = {}
-        for batch, rows in generate_token_ids(model, tok, prompts, batch_size, decoding,
-                                              **prompt_encoding("raw", tok)):
+        for batch, rows in generate_token_ids(model, tok, inputs, batch_size, decoding):
             got.update(zip(batch, rows))
-        return [got[i] for i in range(len(prompts))]
+        return [got[i] for i in range(len(inputs))]
 
     single = ids(1)
     assert ids(N_ROWS) == single and ids(4) == single
@@ -150,11 +149,11 @@ def test_batched_greedy_equals_unbatched(tiny, test_records):
 
 def test_sampling_is_seeded(tiny, test_records):
     model, tok = tiny
-    prompts = model_inputs(test_records[:3], "raw", tok)
-    kw = dict(batch_size=3, max_new_tokens=12, do_sample=True, temperature=1.5, top_k=0, progress=False)
-    first = generate_letters(model, tok, prompts, seed=7, **kw)
-    assert generate_letters(model, tok, prompts, seed=7, **kw) == first
-    greedy = generate_letters(model, tok, prompts, batch_size=3, max_new_tokens=12, progress=False)
+    inputs = [prompt_ids(r, tok, "raw") for r in test_records[:3]]
+    sampling = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=0, seed=7)
+    first = generate_letters(model, tok, inputs, 3, sampling, progress=False)
+    assert generate_letters(model, tok, inputs, 3, sampling, progress=False) == first
+    greedy = generate_letters(model, tok, inputs, 3, Decoding(max_new_tokens=12), progress=False)
     assert first != greedy
 
 
@@ -172,33 +171,25 @@ def test_outputs_hold_only_the_new_letter(tiny, monkeypatch):
 
     monkeypatch.setattr(model, "generate", fake_generate)
     stats = {}
-    out = generate_letters(model, tok, ["Job Title: X", "short"], batch_size=2,
+    out = generate_letters(model, tok, [tok("Job Title: X").input_ids, tok("short").input_ids], batch_size=2,
                            stats=stats, progress=False)
     assert out == [letter, letter]
     assert stats["new_tokens"] == 2 * (len(tail) - 2)  # padding after EOS not counted
 
 
-def _fed_ids(tok, texts, prompt_format):
-    enc = prompt_encoding(prompt_format, tok)
-    return [tok(t, add_special_tokens=enc["add_special_tokens"]).input_ids + enc["suffix_ids"] for t in texts]
-
-
 @pytest.mark.parametrize("prompt_format", ["raw", "chat"])
 def test_inputs_are_a_token_prefix_of_the_training_text(tiny, test_records, prompt_format):
-    """The ids fed to the model are the start of the training sequence as the train stage builds it
-    (raw: ids(prompt) + ids("\n\n" + letter); chat: ids(wrapped prompt) + ids(letter)), so the
-    fine-tuned model continues exactly where it learned to."""
+    """The ids fed to the model are the start of the training text tokenized in one piece (raw:
+    BOS + prompt + "\n\n" + letter; chat: the template + letter), so the fine-tuned model continues
+    exactly where it learned to."""
     _, tok = tiny
-    texts = model_inputs(test_records, prompt_format, tok)
-    for record, text, fed in zip(test_records, texts, _fed_ids(tok, texts, prompt_format)):
-        letter = record["cover_letter"]
+    for record in test_records:
+        fed, letter = prompt_ids(record, tok, prompt_format), record["cover_letter"]
         if prompt_format == "raw":
-            assert text == render_prompt(record)
-            train = tok(text).input_ids + tok(LETTER_SEPARATOR + letter, add_special_tokens=False).input_ids
+            text = tok(render_prompt(record) + LETTER_SEPARATOR + letter).input_ids
         else:
-            assert text == wrap_chat(render_prompt(record), tok)
-            train = tok(text, add_special_tokens=False).input_ids + tok(letter, add_special_tokens=False).input_ids
-        assert train[:len(fed)] == fed and len(train) > len(fed)
+            text = tok(wrap_chat(render_prompt(record), tok) + letter, add_special_tokens=False).input_ids
+        assert text[:len(fed)] == fed and len(text) > len(fed)
 
 
 def test_separator_ids_where_bpe_merges_newlines(test_records):
@@ -213,7 +204,7 @@ def test_separator_ids_where_bpe_merges_newlines(test_records):
     as_text = tok(prompt + LETTER_SEPARATOR).input_ids
     in_training = tok(prompt).input_ids + tok(LETTER_SEPARATOR + letter).input_ids
     assert in_training[:len(as_text)] != as_text  # the trap
-    fed = _fed_ids(tok, [prompt], "raw")[0]
+    fed = prompt_ids(test_records[0], tok, "raw")
     assert in_training[:len(fed)] == fed and tok.decode(fed[-2:]) == "\n\n"
     assert in_training == tok(prompt + LETTER_SEPARATOR + letter).input_ids  # also the joint tokenization
 
@@ -221,14 +212,14 @@ def test_separator_ids_where_bpe_merges_newlines(test_records):
 def test_journal_settings_and_prompt_changes(tmp_path):
     path = tmp_path / "j.jsonl"
     with Journal(path, {"a": 1}) as j:
-        j.append([{"index": 0, "output": "x", "new_tokens": 3, "prompt_sha": hashlib.sha256(b"p0").hexdigest()}])
+        j.append([{"index": 0, "output": "x", "new_tokens": 3, "prompt_sha": hashlib.sha256(b"1,2,3").hexdigest()}])
     with open(path, "a") as f:
         f.write('{"index": 1, "outp')  # a line cut off by a crash
     with Journal(path, {"a": 1}) as j:
-        assert j.lookup(0, "p0")["output"] == "x" and j.lookup(0, "other prompt") is None
-        assert j.lookup(1, "p1") is None
+        assert j.lookup(0, [1, 2, 3])["output"] == "x" and j.lookup(0, [1, 2, 4]) is None
+        assert j.lookup(1, [5]) is None
     with Journal(path, {"a": 2}) as j:  # changed settings: fresh
-        assert j.lookup(0, "p0") is None
+        assert j.lookup(0, [1, 2, 3]) is None
     assert len(io.read_jsonl(path)) == 1  # the header alone; the file stays valid JSONL
 
 
@@ -322,10 +313,8 @@ def test_a_prompt_beyond_the_context_is_an_error_naming_the_row(tmp_path, tiny_m
     # a prompt that fits alone but not with the new tokens is refused too
     rows[2]["skillsets"] = "word " * 300
     io.write_jsonl(tmp_path / "data" / "test.jsonl", rows)
-    from covertune.generate import model_inputs
-
     tok = load_tokenizer(str(tiny_model_dir))
-    length = len(tok(model_inputs(rows[2:], "raw", tok)[0])["input_ids"])
+    length = len(prompt_ids(rows[2], tok, "raw"))  # the ids generate feeds
     assert length < 2048
     with pytest.raises(ValueError, match="test-2"):
         generate(_cfg(tmp_path, tiny_model_dir, models=["base"], max_new_tokens=2048 - length + 1))

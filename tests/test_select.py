@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from covertune import records
-from covertune.generate import Decoding, generate_letters, model_inputs, prompt_encoding
+from covertune.generate import Decoding, generate_letters
+from covertune.prompt import prompt_ids
 from covertune.metrics.rouge import rouge_l
 from covertune.models import load_model, load_tokenizer
 from covertune.select import choose, generate_candidate_ids, generate_chosen_letters, grounding_failures, mbr_scores
@@ -98,17 +99,16 @@ def tiny(tiny_model_dir):
 def prompts(dataset_dir, tiny):
     frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(3)
     recs = [records.from_source_row(r) for r in frame.to_dict("records")]
-    return model_inputs(recs, "raw", tiny[1]), [records.inputs_of(r) for r in recs]
+    return [prompt_ids(r, tiny[1], "raw") for r in recs], [records.inputs_of(r) for r in recs]
 
 
 def test_n_candidates_cost_one_generate_call_and_the_first_is_greedy(tiny, prompts, monkeypatch):
     model, tok = tiny
     texts, _ = prompts
-    enc = prompt_encoding("raw", tok)
-    greedy = generate_letters(model, tok, texts, batch_size=3, max_new_tokens=12, progress=False, **enc)
+    greedy = generate_letters(model, tok, texts, 3, Decoding(max_new_tokens=12), progress=False)
     counter = CountGenerate(monkeypatch)
     decoding = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_p=1.0, top_k=0, seed=3)
-    got = list(generate_candidate_ids(model, tok, texts, 4, decoding, batch_size=3, **enc))
+    got = list(generate_candidate_ids(model, tok, texts, 4, decoding, batch_size=3))
     assert counter.calls == 1
     (batch, groups), = got
     assert sorted(batch) == [0, 1, 2] and all(len(g) == 4 for g in groups)
@@ -125,19 +125,18 @@ def test_chosen_letters_record_the_choice_and_resume(tiny, prompts, tmp_path, mo
 
     model, tok = tiny
     texts, fields = prompts
-    enc = prompt_encoding("raw", tok)
     decoding = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=0, seed=3)
     with Journal(tmp_path / "j.jsonl", {"k": 1}) as journal:
         letters, choices = generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding,
-                                                   batch_size=2, journal=journal, progress=False, **enc)
+                                                   batch_size=2, journal=journal, progress=False)
     for letter, choice in zip(letters, choices):
         assert len(choice["candidates"]) == 3 and choice["candidates"][choice["chosen"]]["letter"] == letter
         assert all(c["mbr"] is not None and isinstance(c["failures"], list) for c in choice["candidates"])
     counter = CountGenerate(monkeypatch)
     with Journal(tmp_path / "j.jsonl", {"k": 1}) as journal:
         again = generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding, batch_size=2,
-                                        journal=journal, progress=False, **enc)
+                                        journal=journal, progress=False)
     assert counter.calls == 0 and again == (letters, choices)
     # seeded: a fresh pass gives the same candidates
     assert generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding, batch_size=2,
-                                   progress=False, **enc) == (letters, choices)
+                                   progress=False) == (letters, choices)

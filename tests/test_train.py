@@ -110,6 +110,30 @@ def test_outputs_written(trained, tiny_model_dir):
     assert len(list((out / "checkpoints").glob("checkpoint-*"))) <= cfg.save_total_limit
 
 
+def test_model_card_snippet_writes_what_generate_writes(trained, tiny_model_dir, short_records):
+    """The card's transformers + peft snippet, run as written (paths filled in), feeds the ids generate
+    feeds and writes the letter generate writes."""
+    from covertune.generate import Decoding, generate_letters
+    from covertune.prompt import prompt_ids
+
+    cfg, out, _ = trained
+    card = (out / "adapter" / "README.md").read_text()
+    code = card.split("```python\n")[1].split("```")[0]
+    assert code.count("path/to/adapter") == 1
+    code = code.replace("path/to/adapter", str(out / "adapter"))
+    scope = {"record": short_records[0]}
+    exec(compile(code, "model-card", "exec"), scope)
+    tok = models.load_tokenizer(str(out / "adapter"), padding_side="left")
+    expected = prompt_ids(short_records[0], tok, cfg.prompt_format)
+    assert scope["ids"][0].tolist() == expected
+    from peft import PeftModel
+
+    base = models.load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok, device="cpu")
+    model = PeftModel.from_pretrained(base, str(out / "adapter")).eval()
+    letter = generate_letters(model, tok, [expected], 1, Decoding(max_new_tokens=512), progress=False)[0]
+    assert scope["letter"] == letter
+
+
 def test_rerun_is_skipped_when_complete(trained):
     cfg, _, _ = trained
     assert "skipped" in train(cfg)

@@ -32,7 +32,7 @@ import torch
 from covertune import engines, io, limits, models
 from covertune.config import GenerateConfig
 from covertune.merge import read_train_config
-from covertune.prompt import LETTER_SEPARATOR, PROMPT_FORMATS, extract_letter, render_prompt, wrap_chat
+from covertune.prompt import extract_letter, prompt_ids, render_prompt, text_ids
 from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
 
 log = logging.getLogger(__name__)
@@ -97,12 +97,18 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def ids_sha(ids: Sequence[int]) -> str:
+    """The journal's key of a prompt: a hash of the token ids fed."""
+    return _sha(",".join(str(int(i)) for i in ids))
+
+
 def settings_hash(settings: dict) -> str:
     return _sha(json.dumps(settings, sort_keys=True, default=str))[:16]
 
 
 class Journal:
-    """Append-only record of finished rows, ``{"index", "output", "new_tokens", "prompt_sha"}`` per line,
+    """Append-only record of finished rows, ``{"index", "output", "new_tokens", "prompt_sha"}`` per line
+    (``prompt_sha``: ``ids_sha`` of the prompt's token ids),
     after a header line holding the hash of the settings that shape outputs. A journal with another hash
     (a changed model, adapter, prompt format or decoding setting) is discarded and started fresh; a row
     whose prompt changed is generated again."""
@@ -136,9 +142,9 @@ class Journal:
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 continue  # a line cut off by a crash: that row is generated again
 
-    def lookup(self, index: int, prompt: str) -> dict | None:
+    def lookup(self, index: int, ids: Sequence[int]) -> dict | None:
         row = self.rows.get(index)
-        return row if row is not None and row.get("prompt_sha") == _sha(prompt) else None
+        return row if row is not None and row.get("prompt_sha") == ids_sha(ids) else None
 
     def append(self, rows: Sequence[dict]) -> None:
         for row in rows:
@@ -185,16 +191,6 @@ def check_pad(tokenizer, stop_ids: Sequence[int]) -> int:
     return int(pad)
 
 
-def encode_prompts(tokenizer, prompts: Sequence[str], add_special_tokens: bool = True,
-                   suffix_ids: Sequence[int] = ()) -> list[list[int]]:
-    """The token ids the model reads for each prompt text: tokenized (``add_special_tokens``), then
-    ``suffix_ids`` appended (see ``prompt_encoding``)."""
-    if not prompts:
-        return []
-    encoded = tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]
-    return [list(ids) + list(suffix_ids) for ids in encoded]
-
-
 def cut_at_stop(row: Sequence[int], stop_ids: Sequence[int]) -> list[int]:
     """A row of new tokens up to and including its first stop token (what follows is padding)."""
     stop_set = set(stop_ids)
@@ -215,73 +211,65 @@ def generate_batch(model, rows: Sequence[Sequence[int]], decoding: Decoding, sto
     return [cut_at_stop(row, stop_ids) for row in out[:, ids.shape[1]:].tolist()]
 
 
-def generate_token_ids(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
+def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_size: int = 32,
                        decoding: Decoding = Decoding(), indices: Sequence[int] | None = None,
-                       add_special_tokens: bool = True, suffix_ids: Sequence[int] = (), engine: str = "plain"
+                       engine: str = "plain"
                        ) -> Iterator[tuple[list[int], list[list[int]]]]:
-    """Yield ``(row indices, new token ids per row)`` batch by batch for ``prompts[indices]``.
+    """Yield ``(row indices, new token ids per row)`` batch by batch for ``inputs[indices]``.
 
-    Each prompt is tokenized (``add_special_tokens``) and ``suffix_ids`` appended (see ``prompt_encoding``).
-
-    Rows are grouped by prompt length (longest first, so a batch that does not fit in memory fails at
-    once), left-padded, and cut after their first stop token (which is kept); padding after it is not.
-    ``engine`` (covertune.engines) decides how the batches are decoded: plain, static, continuous or auto."""
+    ``inputs`` are prompts as token ids (``covertune.prompt.prompt_ids``). Rows are grouped by length
+    (longest first, so a batch that does not fit in memory fails at once), left-padded, and cut after
+    their first stop token (which is kept); padding after it is not. ``engine`` (covertune.engines)
+    decides how the batches are decoded: plain, static, continuous or auto."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     engine = engines.resolve(engine, model, decoding)
     stop = stop_token_ids(tokenizer, model)
     pad = check_pad(tokenizer, stop)
-    indices = list(range(len(prompts))) if indices is None else list(indices)
+    indices = list(range(len(inputs))) if indices is None else list(indices)
     if not indices:
         return
-    encoded = encode_prompts(tokenizer, [prompts[i] for i in indices], add_special_tokens, suffix_ids)
-    lengths = dict(zip(indices, encoded))
-    order = sorted(indices, key=lambda i: (-len(lengths[i]), i))
-    batches = ((order[s:s + batch_size], [lengths[i] for i in order[s:s + batch_size]])
+    order = sorted(indices, key=lambda i: (-len(inputs[i]), i))
+    batches = ((order[s:s + batch_size], [list(inputs[i]) for i in order[s:s + batch_size]])
                for s in range(0, len(order), batch_size))
     yield from engines.generate_batches(model, batches, engine=engine, stop=stop, pad=pad, decoding=decoding,
-                                        batch_size=batch_size, max_prompt_tokens=len(lengths[order[0]]))
+                                        batch_size=batch_size, max_prompt_tokens=len(inputs[order[0]]))
 
 
-def generate_letters(model, tokenizer, prompts: Sequence[str], batch_size: int = 32,
-                     max_new_tokens: int = 512, *, do_sample: bool = False, temperature: float = 1.0,
-                     top_p: float = 1.0, top_k: int = 50, repetition_penalty: float = 1.0, seed: int = 42,
-                     add_special_tokens: bool = True, suffix_ids: Sequence[int] = (),
-                     journal: Journal | None = None, stats: dict | None = None, progress: bool = True,
-                     desc: str = "letters", engine: str = "plain") -> list[str]:
+def generate_letters(model, tokenizer, inputs: Sequence[Sequence[int]], batch_size: int = 32,
+                     decoding: Decoding = Decoding(), *, journal: Journal | None = None,
+                     stats: dict | None = None, progress: bool = True, desc: str = "letters",
+                     engine: str = "plain") -> list[str]:
     """The letter for every prompt (decoded new tokens, special tokens skipped, extract_letter applied).
 
-    ``prompts`` are the model inputs as text (see ``model_inputs``); pass ``**prompt_encoding(format,
-    tokenizer)`` for how they are tokenized, as the train stage did.
+    ``inputs`` are prompts as token ids (``covertune.prompt.prompt_ids``), decoded as ``decoding`` says.
     With a ``journal``, rows it holds are not generated again and each finished batch is appended to it.
     ``stats``, if given, receives letters, resumed, new_tokens and seconds of this call.
     ``engine``: how batches are decoded (covertune.engines: plain, static, continuous, auto)."""
     from covertune.progress import progress_bar
 
-    decoding = Decoding(max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
-                        top_p=top_p, top_k=top_k, repetition_penalty=repetition_penalty, seed=seed)
-    letters: list[str | None] = [None] * len(prompts)
+    letters: list[str | None] = [None] * len(inputs)
     if journal is not None:
-        for i, p in enumerate(prompts):
-            row = journal.lookup(i, p)
+        for i, ids in enumerate(inputs):
+            row = journal.lookup(i, ids)
             if row is not None:
                 letters[i] = row["output"]
     pending = [i for i, letter in enumerate(letters) if letter is None]
-    if do_sample and pending:
+    if decoding.do_sample and pending:
         from transformers import set_seed
 
-        set_seed(seed)
+        set_seed(decoding.seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
-    bar = progress_bar(total=len(prompts), initial=len(prompts) - len(pending), desc=desc, unit="letter",
+    bar = progress_bar(total=len(inputs), initial=len(inputs) - len(pending), desc=desc, unit="letter",
                        disable=not progress)
     try:
-        for batch, rows in generate_token_ids(model, tokenizer, prompts, batch_size, decoding, pending,
-                                              add_special_tokens, suffix_ids, engine=engine):
+        for batch, rows in generate_token_ids(model, tokenizer, inputs, batch_size, decoding, pending,
+                                              engine=engine):
             records = []
             for i, ids in zip(batch, rows):
                 letters[i] = extract_letter(tokenizer.decode(ids, skip_special_tokens=True))
                 records.append({"index": i, "output": letters[i], "new_tokens": len(ids),
-                                "prompt_sha": _sha(prompts[i])})
+                                "prompt_sha": ids_sha(inputs[i])})
                 done_tokens += len(ids)
             if journal is not None:
                 journal.append(records)
@@ -294,45 +282,12 @@ def generate_letters(model, tokenizer, prompts: Sequence[str], batch_size: int =
         bar.close()
         if stats is not None:
             stats.update(letters=done_letters,
-                         resumed=len(prompts) - len(pending), new_tokens=done_tokens,
+                         resumed=len(inputs) - len(pending), new_tokens=done_tokens,
                          seconds=round(time.perf_counter() - t0, 3))
     return letters  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------- the stage
-
-
-def model_inputs(records: Sequence[dict], prompt_format: str, tokenizer) -> list[str]:
-    """What the model reads for each record, as text: the raw schema, or the schema inside the chat
-    template. The raw format's separator is added as token ids (``prompt_encoding``), not as text."""
-    if prompt_format == "chat":
-        return [wrap_chat(render_prompt(r), tokenizer) for r in records]
-    return [render_prompt(r) for r in records]
-
-
-def separator_ids(tokenizer, separator: str = LETTER_SEPARATOR, probe: str = "Dear") -> list[int]:
-    r"""The token ids the separator has in the training text, where it precedes the letter.
-
-    Appending ``separator`` to the prompt as text would not give them: byte-level BPE tokenizers
-    (SmolLM2, GPT-2) encode a trailing "\n\n" as one token but "\n\nDear" as "\n", "\n", "Dear", so the
-    fine-tuned model would be fed a token it never saw there. These are the whitespace-only leading
-    tokens of ``separator + probe`` tokenized alone, as the train stage tokenizes separator + letter."""
-    ids = tokenizer(separator + probe, add_special_tokens=False)["input_ids"]
-    out: list[int] = []
-    for i in ids:
-        if tokenizer.decode(out + [i]).strip():
-            break
-        out.append(i)
-    return out
-
-
-def prompt_encoding(prompt_format: str, tokenizer) -> dict:
-    """How model_inputs' texts are tokenized, as in training: raw: the tokenizer's special tokens (BOS)
-    plus the separator's ids after the prompt; chat: the template's text alone (it holds its own
-    special tokens), the assistant turn's header being the last thing fed."""
-    if prompt_format == "chat":
-        return {"add_special_tokens": False, "suffix_ids": []}
-    return {"add_special_tokens": True, "suffix_ids": separator_ids(tokenizer)}
 
 
 def _file_sha(path: Path) -> str:
@@ -370,8 +325,8 @@ def _fine_tuned_source(cfg: GenerateConfig, out: Path) -> tuple[Path | None, Pat
 def _resolve_format(cfg: GenerateConfig, train_cfg: dict) -> str:
     trained = train_cfg.get("prompt_format")
     if cfg.prompt_format == "auto":
-        return trained if trained in PROMPT_FORMATS else "raw"
-    if cfg.prompt_format not in PROMPT_FORMATS:
+        return trained if trained in ("raw", "chat") else "raw"
+    if cfg.prompt_format not in ("raw", "chat"):
         raise ValueError(f"prompt_format must be auto, raw or chat, got {cfg.prompt_format!r}")
     if trained and trained != cfg.prompt_format:
         log.warning("the adapter was trained with prompt_format %r but %r was asked for; the fine-tuned "
@@ -447,13 +402,21 @@ def _fine_tuned_weights(cfg: GenerateConfig, merged: Path | None, adapter: Path 
 
 @dataclass
 class LetterModel:
-    """A model ready to write letters: the weights, the left-padding tokenizer, and how prompts are fed."""
+    """A model ready to write letters: the weights, the left-padding tokenizer, and the prompt format
+    its prompts are encoded in (``covertune.prompt.prompt_ids`` / ``text_ids``)."""
 
     model: object
     tokenizer: object
     prompt_format: str
-    encoding: dict  # prompt_encoding(prompt_format, tokenizer)
     source: str  # what was loaded, for logs and /v1/models
+
+    def prompt_ids(self, record: dict) -> list[int]:
+        """The ids fed for a record of the 8 fields, as ``covertune generate`` feeds them."""
+        return prompt_ids(record, self.tokenizer, self.prompt_format)
+
+    def text_ids(self, text: str) -> list[int]:
+        """The ids fed for a free-text prompt, encoded as a record's rendered schema is."""
+        return text_ids(text, self.tokenizer, self.prompt_format)
 
 
 def load_letter_model(cfg: GenerateConfig) -> LetterModel:
@@ -494,7 +457,7 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
             source = f"{cfg.model} + adapter {adapter}"
         elif out is not None:
             log.warning("%s holds no adapter or merged model: writing with the base model %s", out, cfg.model)
-    return LetterModel(model.eval(), tokenizer, prompt_format, prompt_encoding(prompt_format, tokenizer), source)
+    return LetterModel(model.eval(), tokenizer, prompt_format, source)
 
 
 def generate(cfg: GenerateConfig) -> str:
@@ -547,14 +510,10 @@ def generate(cfg: GenerateConfig) -> str:
             return f"generate: {output} is complete (use --force to generate again)"
 
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
-    inputs = model_inputs(records, prompt_format, tokenizer)
-    encoding = prompt_encoding(prompt_format, tokenizer)
-    limits.check_context([len(ids) for ids in encode_prompts(tokenizer, inputs, **encoding)],
-                         [r.get("id", i) for i, r in enumerate(records)],
+    inputs = [prompt_ids(r, tokenizer, prompt_format) for r in records]
+    limits.check_context([len(ids) for ids in inputs], [r.get("id", i) for i, r in enumerate(records)],
                          limits.context_length(str(merged) if merged else cfg.model), cfg.max_new_tokens,
                          source=str(split_path))
-    for m in settings:
-        settings[m]["encoding"] = encoding
     journal_dir = out / ".generate"
 
     # "base": the original base (a PeftModel when the adapter runs on it unmerged); "merged": the
@@ -600,14 +559,10 @@ def generate(cfg: GenerateConfig) -> str:
 
                         outputs[which], _ = generate_chosen_letters(
                             model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
-                            candidate_decoding(cfg), cfg.batch_size, journal=journal, stats=st, desc=which,
-                            **encoding)
+                            candidate_decoding(cfg), cfg.batch_size, journal=journal, stats=st, desc=which)
                     else:
-                        outputs[which] = generate_letters(
-                            model, tokenizer, inputs, cfg.batch_size, cfg.max_new_tokens, do_sample=cfg.do_sample,
-                            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                            repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
-                            journal=journal, stats=st, desc=which, engine=cfg.engine, **encoding)
+                        outputs[which] = generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding,
+                                                          journal=journal, stats=st, desc=which, engine=cfg.engine)
                 device = _device(model)
                 # --candidates writes every prompt's candidates in one plain model.generate call
                 engine_used = "plain" if cfg.candidates > 1 else engines.resolve(cfg.engine, model, decoding)

@@ -158,15 +158,15 @@ def hold_greedy(rows: Sequence[int]):
     return HoldGreedy()
 
 
-def generate_candidate_ids(model, tokenizer, prompts: Sequence[str], n: int, decoding, batch_size: int = 8,
-                           indices: Sequence[int] | None = None, add_special_tokens: bool = True,
-                           suffix_ids: Sequence[int] = ()) -> Iterator[tuple[list[int], list[list[list[int]]]]]:
+def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n: int, decoding, batch_size: int = 8,
+                           indices: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[list[list[int]]]]]:
     """Yield ``(row indices, n candidates' new token ids per row)`` batch by batch: one ``model.generate``
-    call per batch of ``batch_size`` prompts (``batch_size`` x ``n`` sequences), the first candidate of
-    each prompt greedy, the rest sampled with ``decoding`` (whose ``do_sample`` must be on)."""
+    call per batch of ``batch_size`` prompts (``inputs``: token ids, ``covertune.prompt.prompt_ids``;
+    ``batch_size`` x ``n`` sequences), the first candidate of each prompt greedy, the rest sampled with
+    ``decoding`` (whose ``do_sample`` must be on)."""
     from transformers import LogitsProcessorList
 
-    from covertune.generate import check_pad, encode_prompts, generate_batch, stop_token_ids
+    from covertune.generate import check_pad, generate_batch, stop_token_ids
 
     if n < 1 or batch_size < 1:
         raise ValueError(f"candidates and batch_size must be at least 1, got {n} and {batch_size}")
@@ -174,11 +174,10 @@ def generate_candidate_ids(model, tokenizer, prompts: Sequence[str], n: int, dec
         raise ValueError("candidates are sampled: decoding.do_sample must be on")
     stop = stop_token_ids(tokenizer, model)
     pad = check_pad(tokenizer, stop)
-    indices = list(range(len(prompts))) if indices is None else list(indices)
+    indices = list(range(len(inputs))) if indices is None else list(indices)
     if not indices:
         return
-    encoded = dict(zip(indices, encode_prompts(tokenizer, [prompts[i] for i in indices], add_special_tokens,
-                                               suffix_ids)))
+    encoded = {i: list(inputs[i]) for i in indices}
     order = sorted(indices, key=lambda i: (-len(encoded[i]), i))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
@@ -187,12 +186,12 @@ def generate_candidate_ids(model, tokenizer, prompts: Sequence[str], n: int, dec
         yield batch, [rows[k * n:(k + 1) * n] for k in range(len(batch))]
 
 
-def generate_chosen_letters(model, tokenizer, prompts: Sequence[str], fields: Sequence[dict[str, str] | None],
-                            n: int, select: str, decoding, batch_size: int = 8, *, journal=None,
-                            stats: dict | None = None, progress: bool = True, desc: str = "letters",
-                            add_special_tokens: bool = True, suffix_ids: Sequence[int] = ()
-                            ) -> tuple[list[str], list[dict]]:
-    """The chosen letter for every prompt, and each prompt's choice record (``Choice.record``).
+def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
+                            fields: Sequence[dict[str, str] | None], n: int, select: str, decoding,
+                            batch_size: int = 8, *, journal=None, stats: dict | None = None,
+                            progress: bool = True, desc: str = "letters") -> tuple[list[str], list[dict]]:
+    """The chosen letter for every prompt (``inputs``: token ids, ``covertune.prompt.prompt_ids``), and
+    each prompt's choice record (``Choice.record``).
 
     ``fields`` are each prompt's eight input fields (None: unknown, nothing is dropped). With a
     ``journal`` (covertune.generate.Journal), rows it holds are not generated again; each finished batch
@@ -201,15 +200,15 @@ def generate_chosen_letters(model, tokenizer, prompts: Sequence[str], fields: Se
     from tqdm.auto import tqdm
     from transformers import set_seed
 
-    from covertune.generate import _sha
+    from covertune.generate import ids_sha
     from covertune.prompt import extract_letter
 
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
-    letters: list[str | None] = [None] * len(prompts)
-    choices: list[dict | None] = [None] * len(prompts)
+    letters: list[str | None] = [None] * len(inputs)
+    choices: list[dict | None] = [None] * len(inputs)
     if journal is not None:
-        for i, p in enumerate(prompts):
+        for i, p in enumerate(inputs):
             row = journal.lookup(i, p)
             if row is not None and "choice" in row:
                 letters[i], choices[i] = row["output"], row["choice"]
@@ -217,11 +216,10 @@ def generate_chosen_letters(model, tokenizer, prompts: Sequence[str], fields: Se
     if pending:
         set_seed(decoding.seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(pending), desc=desc, unit="letter",
+    bar = tqdm(total=len(inputs), initial=len(inputs) - len(pending), desc=desc, unit="letter",
                disable=not progress, dynamic_ncols=True)
     try:
-        for batch, groups in generate_candidate_ids(model, tokenizer, prompts, n, decoding, batch_size, pending,
-                                                    add_special_tokens, suffix_ids):
+        for batch, groups in generate_candidate_ids(model, tokenizer, inputs, n, decoding, batch_size, pending):
             records = []
             for i, group in zip(batch, groups):
                 texts = [extract_letter(tokenizer.decode(ids, skip_special_tokens=True)) for ids in group]
@@ -229,7 +227,7 @@ def generate_chosen_letters(model, tokenizer, prompts: Sequence[str], fields: Se
                 tokens = [len(ids) for ids in group]
                 letters[i], choices[i] = choice.letter, choice.record(tokens)
                 records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),
-                                "prompt_sha": _sha(prompts[i]), "choice": choices[i]})
+                                "prompt_sha": ids_sha(inputs[i]), "choice": choices[i]})
                 done_tokens += sum(tokens)
             if journal is not None:
                 journal.append(records)
@@ -238,6 +236,6 @@ def generate_chosen_letters(model, tokenizer, prompts: Sequence[str], fields: Se
     finally:
         bar.close()
         if stats is not None:
-            stats.update(letters=done_letters, resumed=len(prompts) - len(pending), new_tokens=done_tokens,
+            stats.update(letters=done_letters, resumed=len(inputs) - len(pending), new_tokens=done_tokens,
                          seconds=round(time.perf_counter() - t0, 3))
     return letters, choices  # type: ignore[return-value]

@@ -1,16 +1,12 @@
 """Supervised fine-tuning examples: a record -> input_ids, attention_mask and prompt-masked labels.
 
-An example is the prompt followed by the completion:
+An example is the prompt's ids followed by the letter's ids and EOS:
 
-    raw:  format_prompt(record)                  + "\\n\\n" + letter + EOS
-    chat: format_prompt(record, "chat", tok)     +            letter + EOS   (the prompt ends with the
-                                                                              assistant header)
+    prompt_ids(record, tokenizer, prompt_format) + letter_ids(letter, tokenizer, prompt_format) + [EOS]
 
-The prompt and the completion are tokenized separately and their ids concatenated, so the boundary
-is exact: the prompt's ids are the ids generation starts from (``encode_prompt``), and no BOS is
-re-added in the middle. The raw separator is tokenized with the letter (it belongs to the completion)
-and generation feeds the prompt's ids followed by the separator's ids as they are tokenized before a
-letter (covertune.generate.prompt_encoding), so the fine-tuned model continues with the letter.
+``covertune.prompt.prompt_ids`` is the one encoding of a prompt: generation feeds exactly these ids
+(raw: BOS, the schema and the separator's ids; chat: the template's text, ending with the assistant
+header), so the fine-tuned model continues where it learned to, and no BOS is re-added in the middle.
 EOS is appended as an id (``tokenizer.eos_token_id``; for ChatML tokenizers that is ``<|im_end|>``),
 never as text, so the model learns to stop.
 
@@ -33,25 +29,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from covertune.prompt import LETTER_SEPARATOR, format_prompt
+from covertune.prompt import letter_ids, prompt_ids
 from covertune.records import ID_FIELD, TARGET_FIELD
 
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value that cross-entropy ignores
-LOSS_ON = ("letter", "all")
 
 
-def encode_prompt(prompt: str, tokenizer, prompt_format: str = "raw") -> list[int]:
-    """The prompt's token ids, exactly as training saw them. A raw prompt gets the tokenizer's own
-    special tokens (e.g. Llama's BOS); a chat prompt already holds them as text from the template."""
-    return tokenizer(prompt, add_special_tokens=(prompt_format == "raw"))["input_ids"]
-
-
-def completion_text(record: dict, prompt_format: str = "raw") -> str:
-    """The completion text (without EOS): the raw separator (raw format) and the letter."""
-    letter = str(record.get(TARGET_FIELD, "") or "").strip()
-    return (LETTER_SEPARATOR + letter) if prompt_format == "raw" else letter
+def letter_of(record: dict) -> str:
+    return str(record.get(TARGET_FIELD, "") or "").strip()
 
 
 @dataclass
@@ -78,24 +65,23 @@ def encode_example(record: dict, tokenizer, max_length: int, prompt_format: str 
 
     Returns a dict with input_ids, attention_mask, labels (lists of ints), prompt_length and
     truncated (whether the letter was cut, and so has no EOS)."""
-    if loss_on not in LOSS_ON:
-        raise ValueError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
-    prompt_ids = encode_prompt(format_prompt(record, prompt_format, tokenizer), tokenizer, prompt_format)
-    completion_ids = tokenizer(completion_text(record, prompt_format), add_special_tokens=False)["input_ids"]
-    completion_ids = completion_ids + [tokenizer.eos_token_id]
-    room = max_length - len(prompt_ids)
+    if loss_on not in ("letter", "all"):
+        raise ValueError(f"loss_on must be letter or all, got {loss_on!r}")
+    prompt = prompt_ids(record, tokenizer, prompt_format)
+    completion_ids = letter_ids(letter_of(record), tokenizer, prompt_format) + [tokenizer.eos_token_id]
+    room = max_length - len(prompt)
     if room <= 0:
         return None
     truncated = len(completion_ids) > room
     if truncated:
         completion_ids = completion_ids[:room]  # the cut removes the EOS with the letter's end
-    input_ids = prompt_ids + completion_ids
+    input_ids = prompt + completion_ids
     if loss_on == "letter":
-        labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids
+        labels = [IGNORE_INDEX] * len(prompt) + completion_ids
     else:
         labels = list(input_ids)
     return {"input_ids": input_ids, "attention_mask": [1] * len(input_ids), "labels": labels,
-            "prompt_length": len(prompt_ids), "truncated": truncated}
+            "prompt_length": len(prompt), "truncated": truncated}
 
 
 def encode_records(records: list[dict], tokenizer, max_length: int, prompt_format: str = "raw",
@@ -108,14 +94,12 @@ def encode_records(records: list[dict], tokenizer, max_length: int, prompt_forma
     out = Encoded()
     for n, record in enumerate(records):
         rid = str(record.get(ID_FIELD, f"{split}-{n}"))
-        if not str(record.get(TARGET_FIELD, "") or "").strip():
+        if not letter_of(record):
             out.empty.append(rid)
             continue
         ex = encode_example(record, tokenizer, max_length, prompt_format, loss_on)
         if ex is None:
-            n_prompt = len(encode_prompt(format_prompt(record, prompt_format, tokenizer), tokenizer,
-                                         prompt_format))
-            out.skipped.append((rid, n_prompt))
+            out.skipped.append((rid, len(prompt_ids(record, tokenizer, prompt_format))))
             continue
         ex["id"] = rid
         out.examples.append(ex)

@@ -27,9 +27,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from covertune import io, models, padding_free
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict
 from covertune.progress import is_terminal
-from covertune.prompt import PROMPT_FORMATS
 from covertune.records import FLAGS_FIELD
-from covertune.sft_data import LOSS_ON, PadCollator, encode_records
+from covertune.sft_data import PadCollator, encode_records
 
 log = logging.getLogger(__name__)
 
@@ -240,10 +239,10 @@ def check_config(cfg: TrainConfig) -> None:
 
     if cfg.quantization not in models.QUANTIZATIONS:
         bad(f"quantization must be one of {models.QUANTIZATIONS}, got {cfg.quantization!r}")
-    if cfg.loss_on not in LOSS_ON:
-        bad(f"loss_on must be one of {LOSS_ON}, got {cfg.loss_on!r}")
-    if cfg.prompt_format not in PROMPT_FORMATS:
-        bad(f"prompt_format must be one of {PROMPT_FORMATS}, got {cfg.prompt_format!r}")
+    if cfg.loss_on not in ("letter", "all"):
+        bad(f"loss_on must be letter or all, got {cfg.loss_on!r}")
+    if cfg.prompt_format not in ("raw", "chat"):
+        bad(f"prompt_format must be raw or chat, got {cfg.prompt_format!r}")
     for name in ("eval_strategy", "save_strategy"):
         if getattr(cfg, name) not in STRATEGIES:
             bad(f"{name} must be one of {STRATEGIES}, got {getattr(cfg, name)!r}")
@@ -508,22 +507,26 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
         f"covertune generate --model {cfg.model} --out {cfg.out} --prompt-format {cfg.prompt_format}",
         "```",
         "",
-        "With transformers and peft:",
+        "With transformers and peft (``record``: a dict of the 8 input fields, covertune.records.INPUT_FIELDS; "
+        "the prompt is encoded exactly as `covertune generate` encodes it):",
         "",
         "```python",
+        "import torch",
         "from peft import PeftModel",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "from covertune.prompt import format_prompt",
+        "from covertune.prompt import extract_letter, prompt_ids",
         "",
         "adapter = \"path/to/adapter\"",
         "tokenizer = AutoTokenizer.from_pretrained(adapter)",
         f"base = AutoModelForCausalLM.from_pretrained(\"{base or info['base_model']}\")",
-        "model = PeftModel.from_pretrained(base, adapter)",
-        "prompt = format_prompt(record, \"%s\", tokenizer)  # the same schema" % cfg.prompt_format,
-        "ids = tokenizer(prompt, return_tensors=\"pt\"%s)" % (
-            "" if cfg.prompt_format == "raw" else ", add_special_tokens=False"),
-        "out = model.generate(**ids, max_new_tokens=512, eos_token_id=tokenizer.eos_token_id)",
-        "letter = tokenizer.decode(out[0, ids.input_ids.shape[1]:], skip_special_tokens=True).strip()",
+        "if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # a pad token added in training",
+        "    base.resize_token_embeddings(len(tokenizer))",
+        "model = PeftModel.from_pretrained(base, adapter).eval()",
+        f"ids = torch.tensor([prompt_ids(record, tokenizer, \"{cfg.prompt_format}\")])",
+        "out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=512,",
+        "                     do_sample=False, eos_token_id=tokenizer.eos_token_id,",
+        "                     pad_token_id=tokenizer.pad_token_id)",
+        "letter = extract_letter(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```",
         "",
         f"The run's full configuration and results are in `{TRAIN_INFO}`. Versions: "

@@ -79,7 +79,7 @@ def collect_fields(cfg: WriteConfig) -> dict[str, str]:
 
 
 def write(cfg: WriteConfig) -> str:
-    from covertune.generate import generate_letters, load_letter_model, model_inputs
+    from covertune.generate import Decoding, generate_letters, load_letter_model
     from covertune.metrics.grounding import ground_json
 
     if cfg.max_new_tokens < 1:
@@ -94,27 +94,24 @@ def write(cfg: WriteConfig) -> str:
                                           base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
                                           dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
-    prompt = model_inputs([fields], lm.prompt_format, lm.tokenizer)
+    ids = lm.prompt_ids(fields)
+    decoding = Decoding(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
+                        top_p=cfg.top_p, top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
     stats: dict = {}
     choice = None
     if cfg.candidates > 1:
         from covertune.generate import candidate_decoding
         from covertune.select import generate_chosen_letters
 
-        letters, choices = generate_chosen_letters(lm.model, lm.tokenizer, prompt, [fields], cfg.candidates,
+        letters, choices = generate_chosen_letters(lm.model, lm.tokenizer, [ids], [fields], cfg.candidates,
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
-                                                   stats=stats, progress=False, **lm.encoding)
+                                                   stats=stats, progress=False)
         letter, choice = letters[0], choices[0]
     else:
-        letter = generate_letters(lm.model, lm.tokenizer, prompt, batch_size=1, max_new_tokens=cfg.max_new_tokens,
-                                  do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed,
-                                  stats=stats, progress=False, **lm.encoding)[0]
+        letter = generate_letters(lm.model, lm.tokenizer, [ids], 1, decoding, stats=stats, progress=False)[0]
     if not cfg.json:
         return letter
-    from covertune.generate import encode_prompts
-
-    prompt_tokens = len(encode_prompts(lm.tokenizer, prompt, **lm.encoding)[0])
+    prompt_tokens = len(ids)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": stats["new_tokens"],
              "total_tokens": prompt_tokens + stats["new_tokens"]}
     result = {"letter": letter, "grounding": ground_json(letter, fields), "usage": usage, "model": lm.source}

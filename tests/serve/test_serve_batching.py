@@ -6,8 +6,8 @@ import threading
 
 import httpx
 
-from covertune.generate import Decoding, encode_prompts, generate_token_ids, model_inputs
-from covertune.prompt import extract_letter
+from covertune.generate import Decoding, generate_token_ids
+from covertune.prompt import extract_letter, prompt_ids
 from covertune.serve.batching import Batcher, Job, LetterText
 
 from serve_fixtures import FIELDS, make_server, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
@@ -21,9 +21,8 @@ def variants():
 
 
 def one_at_a_time(lm, fields, max_new_tokens):
-    prompts = model_inputs([fields], lm.prompt_format, lm.tokenizer)
-    [(_, [ids])] = list(generate_token_ids(lm.model, lm.tokenizer, prompts, 1, Decoding(max_new_tokens=max_new_tokens),
-                                           **lm.encoding))
+    inputs = [prompt_ids(fields, lm.tokenizer, lm.prompt_format)]
+    [(_, [ids])] = list(generate_token_ids(lm.model, lm.tokenizer, inputs, 1, Decoding(max_new_tokens=max_new_tokens)))
     return ids
 
 
@@ -44,7 +43,7 @@ def test_batch_equals_one_at_a_time(tiny_lm):
     lengths = [6, 20, 13, 20, 1, 9]  # each request its own max_new_tokens
     sinks, jobs = [], []
     for fields, n in zip(variants(), lengths):
-        ids = encode_prompts(tiny_lm.tokenizer, model_inputs([fields], "raw", tiny_lm.tokenizer), **tiny_lm.encoding)[0]
+        ids = prompt_ids(fields, tiny_lm.tokenizer, "raw")
         sinks.append(Collect())
         jobs.append(Job(ids, Decoding(max_new_tokens=n), sinks[-1], stream=True))
     assert len({len(j.ids) for j in jobs}) > 1  # prompts of different lengths: left padding is exercised
@@ -68,7 +67,7 @@ def test_sampling_requests_get_their_own_batch(tiny_lm):
     batches = []
     batcher = Batcher(tiny_lm.model, tiny_lm.tokenizer, max_batch_size=8, window_s=0.3,
                       on_batch=lambda rows, tokens, secs: batches.append(rows))
-    ids = encode_prompts(tiny_lm.tokenizer, model_inputs(variants()[:3], "raw", tiny_lm.tokenizer), **tiny_lm.encoding)
+    ids = [prompt_ids(fields, tiny_lm.tokenizer, "raw") for fields in variants()[:3]]
     greedy = Decoding(max_new_tokens=8)
     sampled = Decoding(max_new_tokens=8, do_sample=True, temperature=1.5, top_k=0, seed=5)
     plan = [greedy, sampled, greedy, greedy]

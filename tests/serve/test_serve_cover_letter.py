@@ -99,20 +99,19 @@ def test_chat_prompt_format(serve_model_dir):
     from fastapi.testclient import TestClient
 
     from covertune.config import ServeConfig
-    from covertune.generate import (encode_prompts, generate_letters, load_letter_model, model_inputs,
-                                    separator_ids)
+    from covertune.generate import Decoding, generate_letters, load_letter_model
+    from covertune.prompt import prompt_ids, wrap_chat, render_prompt
     from covertune.serve.app import create_app
     from covertune.serve.engine import Engine
 
     lm = load_letter_model(GenerateConfig(model=str(serve_model_dir), out="", prompt_format="chat", dtype="fp32"))
-    assert lm.encoding == {"add_special_tokens": False, "suffix_ids": []}
-    expected = generate_letters(lm.model, lm.tokenizer, model_inputs([FIELDS], "chat", lm.tokenizer),
-                                max_new_tokens=16, progress=False, **lm.encoding)[0]
+    chat_ids = lm.tokenizer(wrap_chat(render_prompt(FIELDS), lm.tokenizer), add_special_tokens=False).input_ids
+    assert lm.prompt_ids(FIELDS) == chat_ids == prompt_ids(FIELDS, lm.tokenizer, "chat")
+    expected = generate_letters(lm.model, lm.tokenizer, [chat_ids], 1, Decoding(max_new_tokens=16),
+                                progress=False)[0]
     cfg = ServeConfig(max_new_tokens=16)
     with TestClient(create_app(Engine(lm, cfg), cfg)) as client:
         body = client.post("/v1/cover-letter", json=FIELDS).json()
     assert body["letter"] == expected
-    chat_ids = encode_prompts(lm.tokenizer, model_inputs([FIELDS], "chat", lm.tokenizer), **lm.encoding)[0]
-    raw_ids = encode_prompts(lm.tokenizer, model_inputs([FIELDS], "raw", lm.tokenizer), add_special_tokens=True,
-                             suffix_ids=separator_ids(lm.tokenizer))[0]
+    raw_ids = prompt_ids(FIELDS, lm.tokenizer, "raw")
     assert body["usage"]["prompt_tokens"] == len(chat_ids) != len(raw_ids)  # the template was fed

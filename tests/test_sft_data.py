@@ -5,10 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from covertune.prompt import LETTER_SEPARATOR, format_prompt
+from covertune.prompt import LETTER_SEPARATOR, format_prompt, prompt_ids, separator_ids
 from covertune.records import from_source_row
-from covertune.sft_data import (IGNORE_INDEX, PadCollator, encode_example, encode_prompt,
-                                encode_records)
+from covertune.sft_data import IGNORE_INDEX, PadCollator, encode_example, encode_records
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +32,47 @@ def test_pad_distinct_from_eos(tokenizer):
 
 
 @pytest.mark.parametrize("prompt_format", ["raw", "chat"])
+def test_prompt_part_of_an_example_is_what_generation_feeds(tokenizer, records, prompt_format):
+    """The masked part of every training example is prompt_ids, the ids generation feeds: the text
+    tokenized with the tokenizer's special tokens plus the separator's ids (raw), or the chat template's
+    text alone (chat)."""
+    for rec in records:
+        ex = encode_example(rec, tokenizer, max_length=4096, prompt_format=prompt_format)
+        n = ex["prompt_length"]
+        assert ex["input_ids"][:n] == prompt_ids(rec, tokenizer, prompt_format)
+        assert ex["labels"][:n] == [IGNORE_INDEX] * n and ex["labels"][n] != IGNORE_INDEX
+        text = format_prompt(rec, prompt_format, tokenizer)
+        if prompt_format == "raw":
+            expected = tokenizer(text).input_ids + tokenizer("\n", add_special_tokens=False).input_ids * 2
+            assert tokenizer.decode(ex["input_ids"][:n], skip_special_tokens=True) == text + "\n\n"
+        else:
+            expected = tokenizer(text, add_special_tokens=False).input_ids
+            assert tokenizer.decode(ex["input_ids"][:n]).endswith("<|im_start|>assistant\n")
+        assert ex["input_ids"][:n] == expected
+
+
+@pytest.mark.parametrize("prompt_format", ["raw", "chat"])
 def test_labels_mask_prompt_keep_letter_and_eos(tokenizer, records, prompt_format):
     rec = records[0]
     ex = encode_example(rec, tokenizer, max_length=4096, prompt_format=prompt_format)
-    prompt_ids = encode_prompt(format_prompt(rec, prompt_format, tokenizer), tokenizer, prompt_format)
-    sep = LETTER_SEPARATOR if prompt_format == "raw" else ""
-    letter_ids = tokenizer(sep + rec["cover_letter"].strip(), add_special_tokens=False)["input_ids"]
-    n = len(prompt_ids)
+    prompt = prompt_ids(rec, tokenizer, prompt_format)
+    n = len(prompt)
+    if prompt_format == "raw":  # the letter as it reads after the separator, the separator's ids taken off
+        joint = tokenizer(LETTER_SEPARATOR + rec["cover_letter"].strip(), add_special_tokens=False)["input_ids"]
+        sep = separator_ids(tokenizer)
+        assert joint[:len(sep)] == sep
+        letter_ids = joint[len(sep):]
+    else:
+        letter_ids = tokenizer(rec["cover_letter"].strip(), add_special_tokens=False)["input_ids"]
     assert not ex["truncated"] and ex["prompt_length"] == n
-    assert ex["input_ids"] == prompt_ids + letter_ids + [tokenizer.eos_token_id]
+    assert ex["input_ids"] == prompt + letter_ids + [tokenizer.eos_token_id]
     assert ex["attention_mask"] == [1] * len(ex["input_ids"])
     # token by token: every prompt token masked, every letter token and the final EOS kept
     for i, (tok, lab) in enumerate(zip(ex["input_ids"], ex["labels"])):
         assert lab == (IGNORE_INDEX if i < n else tok), i
     assert ex["labels"][-1] == tokenizer.eos_token_id
     # the prompt/completion boundary is exact: the decoded pieces are the texts
-    assert tokenizer.decode(ex["input_ids"][n:-1]) == sep + rec["cover_letter"].strip()
+    assert tokenizer.decode(ex["input_ids"][n:-1]) == rec["cover_letter"].strip()
     if prompt_format == "chat":
         assert tokenizer.decode(ex["input_ids"][:n]).endswith("<|im_start|>assistant\n")
         assert ex["input_ids"][-1] == tokenizer.convert_tokens_to_ids("<|im_end|>")
