@@ -49,7 +49,7 @@ def main() -> None:
     from covertune.data.stage import run_data
     from covertune.generate import Decoding
     from covertune.prompt import prompt_ids
-    from covertune.train import read_split
+    from covertune.rundir import read_split
 
     work = Path(args.work)
     if not (work / "data" / "test.jsonl").exists():

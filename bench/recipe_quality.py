@@ -35,29 +35,20 @@ QUALITY = dict(model="embedded", epochs=4, max_steps=-1, warmup_ratio=0.03, eval
 
 
 def parse_spec(spec: str) -> tuple[str, dict]:
-    """'covertune:learning_rate=4e-4,batch_size=8' -> ('covertune', {...}) with values parsed as YAML,
-    except for text fields of TrainConfig, kept as written (YAML would read padding_free=off as False)."""
-    import dataclasses
-
+    """'covertune:learning_rate=4e-4,batch_size=8' -> ('covertune', {...}): each value read as YAML and
+    coerced to its TrainConfig field's type as a config file's would be (padding_free=off is 'off')."""
     import yaml
 
-    from covertune.config import TrainConfig
+    from covertune.config import TrainConfig, coerce, field_types
 
-    text_fields = {f.name for f in dataclasses.fields(TrainConfig) if f.type in (str, "str")}
+    kinds = field_types(TrainConfig)
     name, _, rest = spec.partition(":")
     fields = {}
     for item in filter(None, rest.split(",")):
-        key, _, value = item.partition("=")
-        if key.strip() in text_fields:
-            fields[key.strip()] = value.strip()
-            continue
-        parsed = yaml.safe_load(value)
-        if isinstance(parsed, str):  # YAML 1.1 reads 4e-4 as a string
-            try:
-                parsed = float(parsed)
-            except ValueError:
-                pass
-        fields[key.strip()] = parsed
+        key, _, value = (s.strip() for s in item.partition("="))
+        if key not in kinds:
+            raise ValueError(f"recipe {name!r}: {key!r} is not a train option")
+        fields[key] = coerce(key, yaml.safe_load(value), kinds[key])
     return name, fields
 
 
@@ -65,7 +56,7 @@ def validation_letters(run: Path):
     """The embedded tokenizer and the run's validation split encoded with the loss on the letter only."""
     from covertune import models
     from covertune.sft_data import encode_records
-    from covertune.train import read_split
+    from covertune.rundir import read_split
 
     tok = models.load_tokenizer("embedded")
     return tok, encode_records(read_split(run, "validation"), tok, 768, "raw", "letter", "validation")
@@ -105,7 +96,8 @@ def run_dir(work: Path, spec: str, seed: int) -> Path:
 
 def child_train(spec: str, seed: int, work: Path, resume: bool = False) -> None:
     """Train one run; with ``resume``, continue it from its last checkpoint (a finished run is left be)."""
-    from covertune.train import last_checkpoint, train
+    from covertune.rundir import last_checkpoint
+    from covertune.train import train
 
     name, fields = parse_spec(spec)
     out = run_dir(work, spec, seed)

@@ -167,7 +167,7 @@ def setup(args) -> None:
     from covertune.config import DataConfig
     from covertune.data.stage import run_data
     from covertune.sft_data import encode_records
-    from covertune.train import read_split
+    from covertune.rundir import read_split
 
     work = Path(args.work)
     run = work / "run"
@@ -268,7 +268,7 @@ def peer_data(work: Path):
     """The train split as prompt/completion text (what TRL and Unsloth users feed SFTTrainer)."""
     from covertune.prompt import LETTER_SEPARATOR, format_prompt
     from covertune.sft_data import letter_of
-    from covertune.train import read_split
+    from covertune.rundir import read_split
 
     rows = read_split(work / "run", "train")
     return [{"prompt": format_prompt(r), "completion": LETTER_SEPARATOR + letter_of(r)} for r in rows]

@@ -98,3 +98,29 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+def _make_tiny_adapter(model_dir, path, prompt_format="raw", quantization="nf4"):
+    """A non-zero LoRA adapter (r=4 on q_proj/v_proj) on the tiny model, with the train stage's config."""
+    import json
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    lora = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
+                      task_type="CAUSAL_LM")
+    get_peft_model(base, lora).save_pretrained(path)
+    (path / "covertune_train.json").write_text(json.dumps(
+        {"model": str(model_dir), "base_model": str(model_dir), "prompt_format": prompt_format,
+         "quantization": quantization}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_tiny_adapter():
+    """``make_tiny_adapter(model_dir, path, prompt_format="raw", quantization="nf4")``: a non-zero LoRA
+    adapter on the tiny model in ``path``, with a covertune_train.json as the train stage writes it."""
+    return _make_tiny_adapter

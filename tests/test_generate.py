@@ -9,17 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from covertune import io, records
+from covertune import io, records, rundir
 from covertune.config import GenerateConfig
 from covertune.generate import (Decoding, Journal, check_pad, generate, generate_letters, generate_token_ids,
                                 stop_token_ids)
 from covertune.models import load_model, load_tokenizer
 from covertune.prompt import LETTER_SEPARATOR, prompt_ids, render_prompt, wrap_chat
-
-try:
-    from test_merge import make_tiny_adapter
-except ImportError:  # tests/ imported as a package
-    from tests.test_merge import make_tiny_adapter
 
 N_ROWS = 6
 
@@ -37,12 +32,12 @@ def test_records(dataset_dir):
 
 
 @pytest.fixture(scope="module")
-def adapter_dir(tiny_model_dir, tmp_path_factory):
+def adapter_dir(tiny_model_dir, tmp_path_factory, make_tiny_adapter):
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"), quantization="none")
 
 
 @pytest.fixture(scope="module")
-def nf4_adapter(tiny_model_dir, tmp_path_factory):
+def nf4_adapter(tiny_model_dir, tmp_path_factory, make_tiny_adapter):
     """An adapter whose covertune_train.json says it was trained on an NF4 base."""
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("nf4-adapter"), quantization="nf4")
 
@@ -100,7 +95,7 @@ def test_eval_csv_contract(run_dir, tiny_model_dir, adapter_dir, test_records, m
     stats = json.loads((run_dir / "generate_stats.json").read_text())
     assert stats["base"]["letters"] == N_ROWS and stats["fine_tuned"]["new_tokens"] > 0
     assert {"seconds", "letters_per_s", "tokens_per_s", "batch_size", "device"} <= set(stats["base"])
-    assert io.is_done(run_dir, "generate")
+    assert rundir.is_done(run_dir, "generate")
     # complete: skipped without generating; a changed decoding setting generates again
     assert "complete" in generate(_cfg(run_dir, tiny_model_dir, adapter_dir))
     assert counter.calls == 6
@@ -233,12 +228,12 @@ def test_limit_and_base_only(run_dir, tiny_model_dir, test_records):
     assert sorted(r["index"] for r in journal) == [0, 1, 2] and all(r["new_tokens"] == 10 for r in journal)
 
 
-def test_prompt_format_follows_the_adapter(run_dir, tiny_model_dir, tmp_path_factory):
+def test_prompt_format_follows_the_adapter(run_dir, tiny_model_dir, tmp_path_factory, make_tiny_adapter):
     chat_adapter = make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("chat-adapter"), prompt_format="chat")
     generate(_cfg(run_dir, tiny_model_dir, chat_adapter, limit=2, max_new_tokens=4))
-    assert json.loads(io.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "chat"
+    assert json.loads(rundir.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "chat"
     generate(_cfg(run_dir, tiny_model_dir, chat_adapter, limit=2, max_new_tokens=4, prompt_format="raw"))
-    assert json.loads(io.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "raw"
+    assert json.loads(rundir.stage_marker(run_dir, "generate").read_text())["prompt_format"] == "raw"
 
 
 @pytest.mark.parametrize("base_weights", ["original", "auto"])

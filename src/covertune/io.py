@@ -1,4 +1,6 @@
-"""Small file helpers every stage uses: atomic writes, JSONL, stage completion markers."""
+"""Small file helpers every stage uses: atomic writes, JSON, JSONL, CSV, figures.
+
+The run directory's layout and the stage markers are covertune.rundir's."""
 
 from __future__ import annotations
 
@@ -86,6 +88,15 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return rows
 
 
+def read_utf8(path: Path, fix: str) -> str:
+    """A file's text; a file that is not UTF-8 is a one-line error naming it, the first bad byte and ``fix``."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                         f"{fix}") from None
+
+
 def write_csv(path: str | os.PathLike, frame) -> Path:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_path(path) as tmp:
@@ -101,26 +112,3 @@ def save_figure(path: str | os.PathLike, fig) -> Path:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
-
-
-# ---- stage completion markers: <run>/.stages/<stage>.json, written last by a stage that finished
-
-
-def stage_marker(run_dir: str | os.PathLike, stage: str) -> Path:
-    return Path(run_dir) / ".stages" / f"{stage}.json"
-
-
-def mark_done(run_dir: str | os.PathLike, stage: str, info: dict | None = None) -> None:
-    write_json(stage_marker(run_dir, stage), info or {})
-
-
-def is_done(run_dir: str | os.PathLike, stage: str) -> bool:
-    return stage_marker(run_dir, stage).exists()
-
-
-def stage_info(run_dir: str | os.PathLike, stage: str) -> dict | None:
-    """What a finished stage recorded in its marker; None if the stage has not finished."""
-    marker = stage_marker(run_dir, stage)
-    if not marker.exists():
-        return None
-    return json.loads(marker.read_text(encoding="utf-8") or "{}")

@@ -10,63 +10,24 @@ crash never leaves a half-written model behind.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from covertune import io, models
-from covertune.config import MergeConfig
+from covertune import io, models, rundir
+from covertune.config import MergeConfig, validate
 
 log = logging.getLogger(__name__)
-
-TRAIN_CONFIG_FILE = "covertune_train.json"  # written by the train stage into the adapter folder
-MERGE_INFO_FILE = "covertune_merge.json"
-
-
-def adapter_dir(out: str | Path, adapter: str = "") -> Path:
-    """The adapter folder: ``adapter`` if given, else ``<out>/adapter``; checked to hold an adapter."""
-    path = Path(adapter).expanduser() if adapter else Path(out) / "adapter"
-    if not (path / "adapter_config.json").exists():
-        hint = "" if adapter else "; run `covertune train` first or pass --adapter"
-        raise FileNotFoundError(f"no PEFT adapter at {path} (adapter_config.json missing){hint}")
-    return path
-
-
-def read_train_config(folder: str | Path) -> dict:
-    """The train stage's config saved beside an adapter (or a merged model); {} if there is none."""
-    path = Path(folder) / TRAIN_CONFIG_FILE
-    if not path.exists():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e.msg})") from e
-    return data if isinstance(data, dict) else {}
-
-
-def check_base_model(model: str, train_cfg: dict, adapter: Path) -> None:
-    """Warn when the base model named now is not the one the adapter was trained on."""
-    trained = train_cfg.get("model")
-    if not trained or trained == model:
-        return
-    try:
-        same = models.resolve_model(trained) == models.resolve_model(model)
-    except Exception:  # the trained-on model may not exist here; a name mismatch is still worth a word
-        same = False
-    if not same:
-        log.warning("the adapter in %s was trained on %r but the base model given is %r; "
-                    "pass --model %s if that is a mistake", adapter, trained, model, trained)
 
 
 def merged_model(cfg: MergeConfig, adapter: Path | None = None, train_cfg: dict | None = None):
     """The adapter merged into the base it learned against, in memory: ``(model, tokenizer, info)``.
 
     ``info`` records what the model was built from (base, adapter, dtype, base weights)."""
-    adapter = adapter or adapter_dir(cfg.out, cfg.adapter)
-    train_cfg = read_train_config(adapter) if train_cfg is None else train_cfg
+    adapter = adapter or rundir.find_adapter(cfg.out, cfg.adapter)
+    train_cfg = rundir.read_train_config(adapter) if train_cfg is None else train_cfg
     trained_q = train_cfg.get("quantization", "none")
     base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
-    check_base_model(cfg.model, train_cfg, adapter)
+    rundir.check_base_model(cfg.model, train_cfg, adapter)
 
     dtype = models.compute_dtype(cfg.dtype)
     dtype_name = str(dtype).replace("torch.", "")
@@ -98,26 +59,35 @@ def save_merged(folder: Path, model, tokenizer, train_cfg: dict, info: dict) -> 
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     if train_cfg:  # so generate's prompt_format 'auto' finds the training format in the merged folder too
-        io.write_json(folder / TRAIN_CONFIG_FILE, train_cfg)
-    io.write_json(folder / MERGE_INFO_FILE, info)
+        io.write_json(folder / rundir.TRAIN_INFO, train_cfg)
+    io.write_json(folder / rundir.MERGE_INFO, info)
 
 
 def merge(cfg: MergeConfig) -> str:
-    out = Path(cfg.out)
-    target = out / "merged"
-    adapter = adapter_dir(out, cfg.adapter)
-    train_cfg = read_train_config(adapter)
+    validate(cfg)
+    out = rundir.check_out(cfg.out)
+    target = rundir.merged_dir(out)
+    adapter = rundir.find_adapter(out, cfg.adapter)
+    rundir.check_safetensors(adapter)
+    train_cfg = rundir.read_train_config(adapter)
     trained_q = train_cfg.get("quantization", "none")
     base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
-    done = io.stage_info(out, "merge")
-    if done is not None and (target / "config.json").exists() and not cfg.force:
-        if done.get("adapter") == str(adapter) and done.get("base_weights", "original") == base_weights:
+    dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
+    # what the merged model is built from; merging is cheap next to training, so a merged folder built
+    # from anything else is merged again rather than refused
+    inputs = {"adapter": rundir.path_hash(adapter)}
+    if Path(cfg.model).expanduser().is_dir():
+        inputs["model"] = rundir.model_identity(cfg.model)
+    fp = rundir.fingerprint({"model": cfg.model, "dtype": dtype_name, "base_weights": base_weights}, inputs)
+    try:
+        if rundir.check_stage(out, "merge", fp, (target / "config.json").exists(), cfg.force, str(target)):
             return f"merge: {target} is complete (use --force to merge again)"
-        log.info("merging again: %s was merged from another adapter or base", target)
+    except rundir.StaleStage as e:
+        log.info("merging again: %s", e.args[0].split(" pass --force")[0])
 
     merged, tokenizer, info = merged_model(cfg, adapter, train_cfg)
     with io.atomic_dir(target) as tmp:
         save_merged(tmp, merged, tokenizer, train_cfg, info)
-    io.mark_done(out, "merge", info)
+    rundir.mark_done(out, "merge", {**info, "fingerprint": fp})
     base_name = f"{cfg.model}, {trained_q} dequantized" if base_weights == "trained" else cfg.model
     return f"merge: wrote {target} ({info['dtype']}, base {base_name} + adapter {adapter})"

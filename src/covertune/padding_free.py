@@ -22,8 +22,9 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from covertune.config import AutoOnOff, check_choice
+
 ATTN_IMPLEMENTATION = "covertune_varlen"
-SETTINGS = ("auto", "on", "off")
 
 
 def varlen_kernel():
@@ -45,9 +46,7 @@ def resolve(setting: str, attn_implementation: str = "auto", torch_compile: bool
     """on: always (the exact per-example fallback where the kernel cannot run); off: never; auto: where
     the fused kernel runs, no other attention implementation was asked for, and the model is not
     compiled (packed rows under torch.compile are untested on a GPU)."""
-    if setting not in SETTINGS:
-        raise ValueError(f"padding_free must be one of {', '.join(SETTINGS)}, not {setting!r}")
-    if setting == "auto":
+    if check_choice("padding_free", setting, AutoOnOff) == "auto":
         return (kernel_available() and attn_implementation in ("auto", ATTN_IMPLEMENTATION)
                 and not torch_compile)
     return setting == "on"

@@ -12,7 +12,8 @@ import logging
 import time
 from pathlib import Path
 
-from covertune.config import build
+from covertune import rundir
+from covertune.config import build, coerce
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,22 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -> str:
-    """Run every stage with configs built from ``layers`` (later layers win)."""
+def pipeline_configs(layers: list[dict], merge: bool = False, force: bool = False) -> dict:
+    """Every stage's config built (and validated) from ``layers`` (later layers win), before any stage runs."""
     layers = list(layers) + ([{s: {"force": True} for s in STAGES}] if force else [])
     configs = {stage: build(stage, *layers) for stage in STAGES}
     if merge:
-        configs["generate"].merged = configs["generate"].merged or str(Path(configs["merge"].out) / "merged")
+        configs["generate"].merged = configs["generate"].merged or str(rundir.merged_dir(configs["merge"].out))
+    return configs
+
+
+def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -> str:
+    """Run every stage with configs built from ``layers`` (later layers win)."""
+    configs = pipeline_configs(layers, merge, force)
     timings = {}
     for stage in STAGES:
         if stage == "merge" and not merge:
             continue
-        if stage == "train":
-            _resume_if_interrupted(configs[stage])
         t0 = time.time()
         log.info("stage %s", stage)
         result = stage_function(stage)(configs[stage])
@@ -73,19 +78,21 @@ def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -
     return f"done ({summary}); report: {out / 'report.html'} and {out / 'report.md'}"
 
 
-def _resume_if_interrupted(cfg) -> None:
-    """A train stage that stopped part-way left checkpoints but no completion marker: continue it."""
-    from covertune import io
-    from covertune.train import last_checkpoint
-
-    if not cfg.force and not io.is_done(cfg.out, "train") and last_checkpoint(Path(cfg.out) / "checkpoints"):
-        log.info("train: continuing the interrupted run from its last checkpoint")
-        cfg.resume = True
+def run_layers(args, layers: list[dict]) -> tuple[list[dict], bool]:
+    """``covertune run``'s option layers (preset, YAML, then its flags) and whether to merge. ``merge``
+    in a layer is the switch when it is a boolean (``merge: true``); a mapping is the merge stage's
+    section (``merge: {dtype: fp16}``), which reaches the merge config and turns merging on. The
+    ``--merge/--no-merge`` flag wins over both."""
+    top = {k: v for k, v in (("out", args.out), ("data", args.data), ("model", args.model)) if v}
+    layers = list(layers) + [top, parse_sets(args.set)]
+    switches = [v if isinstance(v, dict) else coerce("merge", v, bool)
+                for v in (layer["merge"] for layer in layers if "merge" in layer)]
+    merge = bool(args.merge) if args.merge is not None else any(bool(v) for v in switches)
+    layers = [{k: v for k, v in layer.items() if not (k == "merge" and not isinstance(v, dict))}
+              for layer in layers]
+    return layers, merge
 
 
 def pipeline_from_args(args, layers: list[dict]) -> str:
-    top = {k: v for k, v in (("out", args.out), ("data", args.data), ("model", args.model)) if v}
-    layers = list(layers) + [top, parse_sets(args.set)]
-    merge = bool(args.merge) if args.merge is not None else any(bool(layer.get("merge")) for layer in layers)
-    layers = [{k: v for k, v in layer.items() if k != "merge"} for layer in layers]
+    layers, merge = run_layers(args, layers)
     return run_pipeline(layers, merge=merge, force=args.force)

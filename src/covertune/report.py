@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from covertune import io
-from covertune.config import ReportConfig
-from covertune.metrics.evaluate import METRICS_FILE, RESULTS_FILE, SUMMARY_FILE, read_utf8
+from covertune import io, rundir
+from covertune.config import ReportConfig, validate
+from covertune.io import read_utf8
 from covertune.metrics.grounding import LIST_SEP, try_parse_prompt
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.summary import METRICS, SUBSET_HELP, fmt, is_nan
 from covertune.records import INPUT_FIELDS, SOURCE_COLUMNS
+from covertune.rundir import METRICS_FILE, RESULTS_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ NUMERIC = ["rougeL_f", "bert_precision", "bert_recall", "bert_f1", "repetition_r
 
 
 def report(cfg: ReportConfig) -> str:
+    validate(cfg)
     out = Path(cfg.out)
     paths = {name: out / name for name in (RESULTS_FILE, SUMMARY_FILE, METRICS_FILE)}
     missing = [str(p) for p in paths.values() if not p.is_file()]
@@ -64,7 +66,7 @@ def report(cfg: ReportConfig) -> str:
            "candidates": {p.name: p.stat().st_mtime_ns for p in sorted((out / "candidates").glob("*.jsonl"))}}
     if not cfg.force and (out / "report.html").is_file():
         try:
-            if io.stage_info(out, STAGE) == key:
+            if rundir.stage_info(out, STAGE) == key:
                 return f"report: {out / 'report.html'} is up to date (use --force to write it again)"
         except (OSError, ValueError):
             pass
@@ -91,7 +93,7 @@ def report(cfg: ReportConfig) -> str:
                   + _md_candidates(decoding))
     io.write_text(out / "report.html", render_html(cfg.title, out, metrics, models, written, groups, results)
                   .replace("<footer>", _html_candidates(decoding) + "<footer>", 1))
-    io.mark_done(out, STAGE, key)
+    rundir.mark_done(out, STAGE, key)
     return (f"report: wrote {out / 'report.html'}, {out / 'report.md'} and {len(written)} plot(s) "
             f"({', '.join(written)})")
 

@@ -23,7 +23,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-SELECT_MODES: tuple[str, ...] = ("greedy", "mbr", "grounded-mbr")
+from covertune.config import Select, choices
+
+SELECT_MODES: tuple[str, ...] = choices(Select)  # the --select option's values (covertune.config)
 
 
 # ---------------------------------------------------------------- the choice

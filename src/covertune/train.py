@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from covertune import io, models, padding_free
-from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict
+from covertune import io, models, padding_free, rundir
+from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict, validate
 from covertune.progress import is_terminal
 from covertune.records import FLAGS_FIELD
 from covertune.sft_data import PadCollator, encode_records
@@ -33,38 +33,56 @@ from covertune.sft_data import PadCollator, encode_records
 log = logging.getLogger(__name__)
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantized from
-STRATEGIES = ("no", "steps", "epoch")
-LIGER = ("auto", "on", "off")
-TRAIN_INFO = "covertune_train.json"
+
+
+# Options that do not change the adapter: where and how often things are logged or saved, and the
+# speed levers that compute the same training (padding-free batches, fused kernels, compilation,
+# activation checkpointing, the attention kernel). Every other option is in the stage's fingerprint.
+NOT_IN_FINGERPRINT = ("out", "force", "resume", "trust_remote_code", "logging_steps", "eval_strategy",
+                      "eval_steps", "save_strategy", "save_steps", "save_total_limit", "gradient_checkpointing",
+                      "padding_free", "liger_kernel", "torch_compile", "attn_implementation")
+# How long to train: an interrupted run may be continued with another length.
+DURATION = ("epochs", "max_steps")
+
+
+def fingerprint(cfg: TrainConfig) -> dict:
+    """What the adapter is built from: the options that change it, the splits' hashes and, for a local
+    base model, its folder's identity (rundir.model_identity)."""
+    out = Path(cfg.out)
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IN_FINGERPRINT}
+    inputs = {f"data/{s}.jsonl": rundir.path_hash(rundir.split_path(out, s)) for s in ("train", "validation")}
+    if cfg.model not in ("", EMBEDDED_MODEL) and Path(cfg.model).expanduser().is_dir():
+        inputs["model"] = rundir.model_identity(cfg.model)
+    return rundir.fingerprint(settings, inputs)
 
 
 def train(cfg: TrainConfig) -> str:
     out = Path(cfg.out)
-    adapter_dir, ckpt_dir = out / "adapter", out / "checkpoints"
-    log_path, plot_path = out / "train_log.jsonl", out / "loss.png"
-    if (io.is_done(out, "train") and (adapter_dir / "adapter_config.json").exists()
-            and not (cfg.force or cfg.resume)):
+    adapter_dir, ckpt_dir = rundir.adapter_dir(out), rundir.checkpoints_dir(out)
+    log_path, plot_path = rundir.train_log(out), rundir.loss_plot(out)
+    check_config(cfg)
+    fp = fingerprint(cfg)
+    if not cfg.resume and rundir.check_stage(out, "train", fp, rundir.has_adapter(adapter_dir), cfg.force,
+                                             str(adapter_dir)):
         return (f"train: {adapter_dir} is complete; skipped (--force retrains, --resume continues "
                 f"from the last checkpoint)")
-    check_config(cfg)
     # peft 0.21 still asks for the pre-5.24 attribute name; nothing for a user to act on
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
-    # ---- fresh start or continue: never mix a new run into an old run's checkpoints
-    resume_from = None
-    if cfg.resume:
-        resume_from = last_checkpoint(ckpt_dir)
-        if resume_from is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} to continue from; "
-                                    "run without --resume to start training")
-    elif last_checkpoint(ckpt_dir) is not None and not cfg.force:
-        raise RuntimeError(f"{ckpt_dir} holds checkpoints of an earlier, unfinished run: pass --resume "
-                           "to continue it, or --force to start over (deletes them)")
-    io.stage_marker(out, "train").unlink(missing_ok=True)
+    # ---- fresh start or continue: the same command continues an interrupted run from its last
+    # checkpoint; checkpoints made with other settings are never continued (--force starts over)
+    resume_from = None if cfg.force else rundir.last_checkpoint(ckpt_dir)
+    if resume_from is not None:
+        check_checkpoints(ckpt_dir, fp)
+        log.info("continuing the interrupted run from %s", resume_from)
+    elif cfg.resume:
+        raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} to continue from; "
+                                "run without --resume to start training")
+    rundir.stage_marker(out, "train").unlink(missing_ok=True)
 
     # ---- data: the data stage's splits, tokenized under the truncation policy (sft_data)
-    train_rows = read_split(out, "train")
-    val_rows = read_split(out, "validation")
+    train_rows = rundir.read_split(out, "train")
+    val_rows = rundir.read_split(out, "validation")
     if cfg.drop_flagged or cfg.drop_flags:
         n, wanted = len(train_rows), set(cfg.drop_flags)
         train_rows = [r for r in train_rows
@@ -152,9 +170,12 @@ def train(cfg: TrainConfig) -> str:
         report_to="none",
         disable_tqdm=not is_terminal(),  # in a log: JsonlLogger's line per logging step instead of a bar
     )
-    if not cfg.resume:  # a fresh run: the old run's checkpoints and log go
+    if resume_from is None:  # a fresh run: the old run's checkpoints and log go
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         log_path.unlink(missing_ok=True)
+    else:  # steps after the checkpoint are done again: their log lines go
+        trim_log(log_path, checkpoint_step(resume_from))
+    io.write_json(ckpt_dir / CHECKPOINTS_FINGERPRINT, fp)
     logger = JsonlLogger(log_path, log_lines=not is_terminal())
     trainer = Trainer(
         model=model,
@@ -219,12 +240,13 @@ def train(cfg: TrainConfig) -> str:
     with io.atomic_dir(adapter_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        io.write_json(tmp / TRAIN_INFO, info)
+        io.write_json(tmp / rundir.TRAIN_INFO, info)
         io.write_text(tmp / "README.md", model_card(cfg, info))
     plot_loss(history, plot_path)
-    io.mark_done(out, "train", {"adapter": str(adapter_dir), "global_step": trainer.state.global_step,
-                                "eval_loss": info["eval_loss"], "train_loss": info["train_loss"]})
-    return (f"train: wrote {adapter_dir} (adapter, tokenizer, model card, {TRAIN_INFO}), {log_path}, "
+    rundir.mark_done(out, "train", {"adapter": str(adapter_dir), "global_step": trainer.state.global_step,
+                                    "eval_loss": info["eval_loss"], "train_loss": info["train_loss"],
+                                    "fingerprint": fp})
+    return (f"train: wrote {adapter_dir} (adapter, tokenizer, model card, {rundir.TRAIN_INFO}), {log_path}, "
             f"{plot_path}; {trainer.state.global_step} steps, train loss {_fmt(info['train_loss'])}, "
             f"validation loss {_fmt(info['eval_loss'])}, "
             f"{_fmt(tokens_per_s, '{:,.0f}')} tokens/s")
@@ -234,41 +256,51 @@ def train(cfg: TrainConfig) -> str:
 
 
 def check_config(cfg: TrainConfig) -> None:
-    def bad(msg):
-        raise ValueError(msg)
-
-    if cfg.quantization not in models.QUANTIZATIONS:
-        bad(f"quantization must be one of {models.QUANTIZATIONS}, got {cfg.quantization!r}")
-    if cfg.loss_on not in ("letter", "all"):
-        bad(f"loss_on must be letter or all, got {cfg.loss_on!r}")
-    if cfg.prompt_format not in ("raw", "chat"):
-        bad(f"prompt_format must be raw or chat, got {cfg.prompt_format!r}")
-    for name in ("eval_strategy", "save_strategy"):
-        if getattr(cfg, name) not in STRATEGIES:
-            bad(f"{name} must be one of {STRATEGIES}, got {getattr(cfg, name)!r}")
-    if cfg.max_length < 2:
-        bad(f"max_length must be at least 2, got {cfg.max_length}")
-    if cfg.batch_size < 1 or cfg.grad_accum < 1:
-        bad("batch_size and grad_accum must be at least 1")
-    if cfg.max_steps <= 0 and cfg.epochs <= 0:
-        bad("set epochs > 0 or max_steps > 0")
-    if not 0 <= cfg.warmup_ratio < 1:
-        bad(f"warmup_ratio is a share of the steps, in [0, 1); got {cfg.warmup_ratio}")
-    if cfg.neftune_noise_alpha < 0:
-        bad(f"neftune_noise_alpha must be 0 (off) or positive, got {cfg.neftune_noise_alpha}")
-    if cfg.lora_r < 1 or not cfg.target_modules:
-        bad("lora_r must be at least 1 and target_modules not empty")
-    if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
-        bad("target_modules: 'all-linear' stands alone")
-    if cfg.padding_free not in padding_free.SETTINGS:
-        bad(f"padding_free must be one of {padding_free.SETTINGS}, got {cfg.padding_free!r}")
-    if cfg.liger_kernel not in LIGER:
-        bad(f"liger_kernel must be one of {LIGER}, got {cfg.liger_kernel!r}")
+    """Every option valid (config.validate), and what this machine must have for it."""
+    validate(cfg)
     if cfg.liger_kernel == "on":
         if not models.has_cuda():
-            bad("--liger-kernel on runs Triton kernels on a CUDA GPU; use auto or off on the CPU")
+            raise ValueError("--liger-kernel on runs Triton kernels on a CUDA GPU; use auto or off on the CPU")
         if importlib.util.find_spec("liger_kernel") is None:
-            bad("--liger-kernel on needs the liger-kernel package: `pip install liger-kernel`, or use auto/off")
+            raise ValueError("--liger-kernel on needs the liger-kernel package: `pip install liger-kernel`, "
+                             "or use auto/off")
+
+
+CHECKPOINTS_FINGERPRINT = "covertune_fingerprint.json"  # beside the checkpoint-<step> folders
+
+
+def check_checkpoints(ckpt_dir: Path, fp: dict) -> None:
+    """Refuse to continue checkpoints made from other settings or data (their length may differ)."""
+    path = ckpt_dir / CHECKPOINTS_FINGERPRINT
+    if not path.exists():
+        return  # written before checkpoints recorded their settings
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    changes = rundir.fingerprint_changes(recorded, fp, ignore=DURATION)
+    if changes:
+        raise rundir.StaleStage(f"{ckpt_dir} holds checkpoints of an unfinished run with other settings or "
+                                f"inputs ({'; '.join(changes)}); pass --force to start over (deletes them)")
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep only the log lines of steps up to ``step`` (a resumed run logs the later ones again)."""
+    if not path.exists():
+        return
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by the interruption
+        if row.get("step", 0) <= step:
+            rows.append(row)
+    io.write_jsonl(path, rows)
 
 
 def add_lora(model, cfg: TrainConfig):
@@ -298,22 +330,6 @@ def use_liger(setting: str, torch_compile: bool = False) -> bool:
         log.warning("--liger-kernel on with --torch-compile: this pair stopped with a CUDA illegal memory "
                     "access on an H100 (torch 2.11, liger-kernel 0.8.5); use --liger-kernel auto if it does")
     return setting == "on"
-
-
-def read_split(out: Path, split: str) -> list[dict]:
-    path = out / "data" / f"{split}.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `covertune data --out {out}` first")
-    return io.read_jsonl(path)
-
-
-def last_checkpoint(ckpt_dir: Path) -> Path | None:
-    """The checkpoint-<step> folder with the highest step that holds a trainer state."""
-    if not ckpt_dir.is_dir():
-        return None
-    found = [p for p in ckpt_dir.glob("checkpoint-*")
-             if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def optimizer_name(name: str) -> str:
@@ -529,7 +545,7 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
         "letter = extract_letter(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
         "```",
         "",
-        f"The run's full configuration and results are in `{TRAIN_INFO}`. Versions: "
+        f"The run's full configuration and results are in `{rundir.TRAIN_INFO}`. Versions: "
         + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
         "",
     ]

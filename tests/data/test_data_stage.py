@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from covertune import io
+from covertune import io, rundir
+from covertune.rundir import StaleStage
 from covertune.config import DataConfig
 from covertune.data.stage import OUTPUTS, run_data
 from covertune.records import RECORD_FIELDS, SOURCE_COLUMNS
@@ -25,7 +26,7 @@ def test_real_data_files_and_counts(real_run, dataset_dir):
     data = out / "data"
     for name in OUTPUTS:
         assert (data / name).stat().st_size > 0, name
-    assert io.is_done(out, "data")
+    assert rundir.is_done(out, "data")
     train, val, test = (io.read_jsonl(data / f"{s}.jsonl") for s in ("train", "validation", "test"))
     # 813 train rows - 2 exact duplicates - 4 test-overlap rows left after dedupe = 807; 10% validation
     assert (len(train), len(val), len(test)) == (726, 81, 349)
@@ -64,10 +65,35 @@ def test_real_data_report(real_run):
         assert (out / "data" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_skip_when_complete_and_force(real_run, dataset_dir):
-    out, _ = real_run
-    msg = run_data(DataConfig(data=str(dataset_dir), out=str(out), val_size=0.2))
-    assert "skipped" in msg and "val_size" in msg
+def test_skipped_only_when_built_from_the_same_settings_and_redone_with_force(tmp_path):
+    out = tmp_path / "run"
+    assert "wrote" in run_data(DataConfig(data="sample", out=str(out)))
+    assert "skipped" in run_data(DataConfig(data="sample", out=str(out)))
+    # other settings: refused, naming what changed and --force, and the splits are left as they were
+    with pytest.raises(StaleStage, match=r"val_size 0\.1 -> 5(\.0)?.*pass --force"):
+        run_data(DataConfig(data="sample", out=str(out), val_size=5))
+    assert rundir.is_done(out, "data")
+    msg = run_data(DataConfig(data="sample", out=str(out), val_size=5, force=True))
+    assert "wrote" in msg and len(io.read_jsonl(out / "data" / "validation.jsonl")) == 5
+    assert "skipped" in run_data(DataConfig(data="sample", out=str(out), val_size=5))
+
+
+def test_another_dataset_in_the_same_run_is_refused(tmp_path):
+    """A run directory built from one dataset never serves another's splits as complete."""
+    import shutil
+
+    from covertune.data.sample import sample_dir
+
+    out, copy = tmp_path / "run", tmp_path / "mine"
+    shutil.copytree(sample_dir(), copy)
+    run_data(DataConfig(data=str(copy), out=str(out)))
+    with pytest.raises(StaleStage, match=r"data was built from other settings.*data \".*mine\" -> \"sample\""):
+        run_data(DataConfig(data="sample", out=str(out)))
+    # the same path with other contents: its hash differs
+    with open(copy / "test.csv", "a", encoding="utf-8") as f:
+        f.write(open(copy / "test.csv", encoding="utf-8").read().splitlines()[1] + "\n")
+    with pytest.raises(StaleStage, match="dataset changed"):
+        run_data(DataConfig(data=str(copy), out=str(out)))
 
 
 def test_sample_through_the_cli(tmp_path, capsys):

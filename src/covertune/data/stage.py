@@ -15,12 +15,11 @@ PNG plots. The test split keeps every row, in source order; only its letters are
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-from covertune import io, limits
-from covertune.config import DataConfig, to_dict
+from covertune import io, limits, rundir
+from covertune.config import DataConfig, to_dict, validate
 from covertune.data import report as rep
 from covertune.data.clean import RAW_FIELD, clean_records
 from covertune.data.load import load
@@ -95,29 +94,28 @@ def _record(rec: dict) -> dict:
     return out
 
 
-def _skip_message(cfg: DataConfig, data_dir: Path) -> str | None:
-    out = Path(cfg.out)
-    if cfg.force or not io.is_done(out, STAGE) or not all((data_dir / f).exists() for f in OUTPUTS):
-        return None
-    msg = f"data: {data_dir} is complete; skipped (--force redoes it)"
-    try:
-        previous = json.loads(io.stage_marker(out, STAGE).read_text(encoding="utf-8")).get("config", {})
-    except (OSError, ValueError):
-        previous = {}
-    changed = sorted(k for k, v in to_dict(cfg).items() if k != "force" and k in previous and previous[k] != v)
-    if changed:
-        msg += f"; note: it was written with other values of {', '.join(changed)}"
-    return msg
+def fingerprint(cfg: DataConfig) -> dict:
+    """What the splits are built from: every option but the run directory and --force, and the dataset's
+    files (a hub dataset by its id, a local file or folder by its contents' hash)."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "force")}
+    if cfg.data == "sample":
+        from covertune.data.sample import sample_dir
+
+        source = rundir.path_hash(sample_dir())
+    else:
+        source = rundir.path_hash(Path(cfg.data).expanduser())
+    return rundir.fingerprint(settings, {"dataset": source} if source else {})
 
 
 def run_data(cfg: DataConfig) -> str:
-    data_dir = Path(cfg.out) / "data"
-    skipped = _skip_message(cfg, data_dir)
-    if skipped:
-        log.debug(skipped)
-        return skipped
+    validate(cfg)
+    data_dir = rundir.data_dir(cfg.out)
+    fp = fingerprint(cfg)
+    complete = all((data_dir / f).exists() for f in OUTPUTS)
+    if rundir.check_stage(cfg.out, STAGE, fp, complete, cfg.force, str(data_dir)):
+        return f"data: {data_dir} is complete; skipped (--force redoes it)"
     _check(cfg)
-    io.stage_marker(cfg.out, STAGE).unlink(missing_ok=True)  # outputs are incomplete until the end
+    rundir.stage_marker(cfg.out, STAGE).unlink(missing_ok=True)  # outputs are incomplete until the end
 
     # 1. load
     splits, note = load(cfg.data, seed=cfg.seed, test_size=cfg.test_size)
@@ -223,7 +221,8 @@ def run_data(cfg: DataConfig) -> str:
     }
     io.write_json(data_dir / "report.json", report)
     io.write_text(data_dir / "report.md", rep.render_markdown(report))
-    io.mark_done(cfg.out, STAGE, {"config": to_dict(cfg), "rows": {n: len(r) for n, r in written.items()}})
+    rundir.mark_done(cfg.out, STAGE, {"config": to_dict(cfg), "rows": {n: len(r) for n, r in written.items()},
+                                      "fingerprint": fp})
 
     share = flags["all"]["any"] / max(1, flags["all"]["rows"])
     return (f"data: wrote {data_dir}/{{train,validation,test}}.jsonl ({len(train)}/{len(val)}/{len(test)} rows), "

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from covertune import io
-from covertune.config import EvaluateConfig
+from covertune import io, rundir
+from covertune.io import read_utf8
+from covertune.config import EvaluateConfig, validate
 from covertune.metrics import bertscore, grounding, summary
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.rouge import rouge_l
@@ -27,9 +28,7 @@ from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, not_a_letter
 log = logging.getLogger(__name__)
 
 STAGE = "evaluate"
-RESULTS_FILE = "results_per_example.csv"
-SUMMARY_FILE = "eval_summary.csv"
-METRICS_FILE = "metrics.json"
+RESULTS_FILE, SUMMARY_FILE, METRICS_FILE = rundir.RESULTS_FILE, rundir.SUMMARY_FILE, rundir.METRICS_FILE
 RESULT_COLUMNS: tuple[str, ...] = (
     "model", "prediction", "reference", "rougeL_f", "bert_precision", "bert_recall", "bert_f1",
     "repetition_ratio", "example", "length_chars", "empty_output", *grounding.GROUNDING_COLUMNS,
@@ -38,8 +37,9 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 
 def evaluate(cfg: EvaluateConfig) -> str:
+    validate(cfg)
     out = Path(cfg.out)
-    path = Path(cfg.eval_csv) if cfg.eval_csv else out / "eval.csv"
+    path = Path(cfg.eval_csv) if cfg.eval_csv else rundir.eval_csv(out)
     if not path.is_file():
         hint = ("check --eval-csv" if cfg.eval_csv else
                 f"run `covertune generate --out {out}` first, or pass --eval-csv")
@@ -107,7 +107,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
     io.write_csv(out / RESULTS_FILE, results)
     io.write_csv(out / SUMMARY_FILE, table)
     io.write_json(out / METRICS_FILE, metrics)
-    io.mark_done(out, STAGE, key)
+    rundir.mark_done(out, STAGE, key)
 
     full = metrics["subsets"]["full"]["models"]
     headline = ", ".join(f"{m} {summary.fmt(full[m]['rougeL_f']['mean'])}" for m in models)
@@ -181,29 +181,20 @@ def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, models
 
 
-def read_utf8(path: Path, fix: str) -> str:
-    """A file's text; a file that is not UTF-8 is a one-line error naming it, the first bad byte and ``fix``."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                         f"{fix}") from None
-
-
 def _file_id(path: Path) -> dict:
     st = path.stat()
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _complete(out: Path, key: dict) -> bool:
-    if not io.is_done(out, STAGE):
+    if not rundir.is_done(out, STAGE):
         return False
     if not all((out / f).is_file() for f in (RESULTS_FILE, SUMMARY_FILE, METRICS_FILE)):
         return False
     try:
         import json
 
-        return json.loads(io.stage_marker(out, STAGE).read_text(encoding="utf-8")) == key
+        return json.loads(rundir.stage_marker(out, STAGE).read_text(encoding="utf-8")) == key
     except (OSError, ValueError):
         return False
 
