@@ -275,6 +275,29 @@ def test_missing_adapter(run_dir, tiny_model_dir):
         generate(_cfg(run_dir, tiny_model_dir, adapter_dir=run_dir / "nowhere"))
 
 
+def test_truncated_adapter_is_named_before_the_base_pass(run_dir, tiny_model_dir, adapter_dir, tmp_path,
+                                                        monkeypatch):
+    import shutil
+
+    broken = tmp_path / "broken-adapter"
+    shutil.copytree(adapter_dir, broken)
+    weights = broken / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    counter = CountGenerate(monkeypatch)
+    with pytest.raises(ValueError, match=r"broken-adapter/adapter_model\.safetensors is not a readable safetensors"):
+        generate(_cfg(run_dir, tiny_model_dir, broken))
+    assert counter.calls == 0  # no letter generated before the error
+
+
+def test_output_file_stays_in_the_run_directory(run_dir, tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="leads outside the run directory"):
+        generate(_cfg(run_dir, tiny_model_dir, models=["base"], limit=1, output_file="../../x.csv"))
+    assert not (run_dir.parent.parent / "x.csv").exists()
+    target = tmp_path / "elsewhere" / "x.csv"  # an absolute path is taken as given
+    generate(_cfg(run_dir, tiny_model_dir, models=["base"], limit=1, max_new_tokens=2, output_file=str(target)))
+    assert target.is_file()
+
+
 def test_missing_split(tmp_path, tiny_model_dir):
     with pytest.raises(FileNotFoundError, match="covertune data"):
         generate(_cfg(tmp_path, tiny_model_dir, models=["base"]))

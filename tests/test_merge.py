@@ -98,6 +98,26 @@ def test_merge_again_when_base_weights_change(tiny_model_dir, adapter_dir, tmp_p
     assert "wrote" in merge(cfg) and "nf4 dequantized" in merge(MergeConfig(**{**cfg.__dict__, "force": True}))
 
 
+def test_merge_again_when_dtype_or_adapter_change(tiny_model_dir, adapter_dir, tmp_path):
+    """A merged folder is never reused for another dtype, nor for an adapter retrained in the same place."""
+    import shutil
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(adapter_dir, adapter)
+    cfg = MergeConfig(model=str(tiny_model_dir), out=str(tmp_path), dtype="fp32", base_weights="original")
+    assert "wrote" in merge(cfg) and "complete" in merge(cfg)
+    cfg.dtype = "bf16"
+    assert "wrote" in merge(cfg)
+    assert json.loads((tmp_path / "merged" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert "complete" in merge(cfg)
+    import safetensors.torch
+
+    # trained again: other weights at the same path
+    weights = safetensors.torch.load_file(adapter / "adapter_model.safetensors")
+    safetensors.torch.save_file({k: v * 2 for k, v in weights.items()}, adapter / "adapter_model.safetensors")
+    assert "wrote" in merge(cfg)
+
+
 def test_merge_skips_when_complete_and_redoes_with_force(tiny_model_dir, adapter_dir, tmp_path):
     cfg = MergeConfig(model=str(tiny_model_dir), out=str(tmp_path), adapter=str(adapter_dir), dtype="fp32")
     merge(cfg)

@@ -112,3 +112,63 @@ def test_stage_markers(tmp_path):
     assert rundir.is_done(tmp_path, "train") and rundir.stage_info(tmp_path, "train") == {"global_step": 3}
     rundir.stage_marker(tmp_path, "train").write_text('{"global_st')  # cut off
     assert rundir.stage_info(tmp_path, "train") is None
+
+
+def test_check_out(tmp_path):
+    assert rundir.check_out(tmp_path / "new" / "run") == tmp_path / "new" / "run"  # made when written
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        rundir.check_out(tmp_path / "file")
+    with pytest.raises(NotADirectoryError, match="is a file, so the run directory cannot be made"):
+        rundir.check_out(tmp_path / "file" / "run")
+
+
+def test_out_that_is_a_file_is_one_line_from_the_cli(tmp_path, capsys):
+    from covertune.cli import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["data", "--data", "sample", "--out", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("covertune data: error: --out ") and "is a file" in err and "\n" not in err
+
+
+def test_output_path_stays_inside_the_run(tmp_path):
+    run = tmp_path / "run"
+    assert rundir.output_path(run, "eval.csv") == run / "eval.csv"
+    assert rundir.output_path(run, "sub/../other.csv") == run / "sub/../other.csv"
+    assert rundir.output_path(run, str(tmp_path / "elsewhere.csv")) == tmp_path / "elsewhere.csv"  # on purpose
+    for name in ("../x.csv", "../../x.csv", "sub/../../x.csv"):
+        with pytest.raises(ValueError, match="leads outside the run directory"):
+            rundir.output_path(run, name)
+
+
+def test_check_safetensors_names_a_truncated_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(64, 64)}, tmp_path / "adapter_model.safetensors")
+    rundir.check_safetensors(tmp_path)
+    data = (tmp_path / "adapter_model.safetensors").read_bytes()
+    (tmp_path / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"adapter_model\.safetensors is not a readable safetensors file") as err:
+        rundir.check_safetensors(tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_last_good_checkpoint_skips_unreadable_ones(tmp_path, caplog):
+    import torch
+    from safetensors.torch import save_file
+
+    ckpts = tmp_path / "checkpoints"
+    for step in (1, 2, 3):
+        folder = ckpts / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        save_file({"w": torch.ones(8)}, folder / "adapter_model.safetensors")
+    (ckpts / "checkpoint-3" / "trainer_state.json").write_text('{"global_st')
+    data = (ckpts / "checkpoint-2" / "adapter_model.safetensors").read_bytes()
+    (ckpts / "checkpoint-2" / "adapter_model.safetensors").write_bytes(data[:-10])
+    assert rundir.last_checkpoint(ckpts) == ckpts / "checkpoint-3"
+    assert rundir.last_good_checkpoint(ckpts) == ckpts / "checkpoint-1"
+    assert "checkpoint-3 cannot be continued from: trainer_state.json unreadable" in caplog.text
+    assert "checkpoint-2 cannot be continued from" in caplog.text

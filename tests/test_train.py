@@ -227,6 +227,25 @@ def test_resume_continues_from_last_checkpoint(tiny_model_dir, short_records, tm
     assert "2 steps" in message and [r["step"] for r in read_log(out) if "loss" in r] == [1, 2]
 
 
+def test_continues_from_the_last_readable_checkpoint(tiny_model_dir, short_records, tmp_path, caplog):
+    """A save cut off by the interruption leaves a checkpoint that cannot be loaded: the run goes on
+    from the one before it, saying so."""
+    out = make_run(tmp_path, short_records[4:8], short_records[:2])
+    common = dict(model=str(tiny_model_dir), out=str(out), learning_rate=1e-3, save_strategy="steps",
+                  save_steps=1, save_total_limit=3, eval_strategy="no", **FAST)
+    train(TrainConfig(max_steps=2, **common))
+    rundir.stage_marker(out, "train").unlink()
+    weights = out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-64])
+    message = train(TrainConfig(max_steps=3, **common))
+    assert "3 steps" in message
+    assert "checkpoint-2 cannot be continued from" in caplog.text
+    assert "continuing from checkpoint-1, the last readable checkpoint" in caplog.text
+    assert [r["step"] for r in read_log(out) if "loss" in r] == [1, 2, 3]
+    state = json.loads((out / "checkpoints" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
+
+
 def test_resume_without_checkpoint_is_an_error(tiny_model_dir, short_records, tmp_path):
     out = make_run(tmp_path, short_records[:4], [])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

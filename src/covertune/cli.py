@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(result, str):
             print(result)
         return 0
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
         if getattr(args, "verbose", False):
             raise
         print(f"covertune {args.stage}: error: {e}", file=sys.stderr)

@@ -425,7 +425,8 @@ def generate(cfg: GenerateConfig) -> str:
     check_candidates(cfg)
     if cfg.engine == "continuous" and cfg.repetition_penalty != 1.0:  # refused before any model loads
         engines.resolve(cfg.engine, None, Decoding(repetition_penalty=cfg.repetition_penalty))
-    out = Path(cfg.out)
+    out = rundir.check_out(cfg.out)
+    output = rundir.output_path(out, cfg.output_file)
     split_path = rundir.split_path(out, cfg.split)
     records = rundir.read_split(out, cfg.split)
     if cfg.limit:
@@ -437,6 +438,8 @@ def generate(cfg: GenerateConfig) -> str:
     if "fine_tuned" in cfg.models and adapter is None and merged is None:
         raise FileNotFoundError(f"no adapter at {rundir.adapter_dir(out)}: run `covertune train` first, pass "
                                 "--adapter or --merged, or generate base letters only with --models base")
+    if "fine_tuned" in cfg.models and (merged or adapter):  # before the base pass, not after it
+        rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None and "fine_tuned" in cfg.models:
         rundir.check_base_model(cfg.model, train_cfg, adapter)
@@ -462,7 +465,6 @@ def generate(cfg: GenerateConfig) -> str:
     run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
                              "limit": cfg.limit, "data": _file_sha(split_path)})
 
-    output = out / cfg.output_file
     info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:

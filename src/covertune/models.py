@@ -67,18 +67,36 @@ def embedded_model_dir() -> Path:
     return target
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
 def resolve_model(name: str) -> str:
-    """A loadable model reference: the embedded checkpoint's folder, a local folder, or a hub id."""
+    """A loadable model reference: the embedded checkpoint's folder, a local folder, or a hub id. A
+    name that exists here is a local folder, written with or without ``./``; one that does not, and
+    cannot be a hub id (``a/b/c``, ``./x``, ``/x``, ``~/x``), is a missing folder."""
     if name in ("", EMBEDDED_MODEL):
         return str(embedded_model_dir())
     path = Path(name).expanduser()
     if path.exists():
-        if not (path / "config.json").exists():
+        if not path.is_dir() or not (path / "config.json").exists():
             raise FileNotFoundError(f"{path} has no config.json: not a Hugging Face model folder")
+        weights = [p.name for p in path.iterdir() if p.suffix in (".safetensors", *PICKLE_SUFFIXES)]
+        pickled = [w for w in weights if not w.endswith(".safetensors")]
+        if pickled and len(pickled) == len(weights):
+            raise ValueError(f"{path} holds only pickle weights ({', '.join(sorted(pickled)[:3])}): covertune "
+                             "loads safetensors only (a pickle can run code); convert them with transformers' "
+                             "save_pretrained, or use a safetensors copy of the model")
         return str(path)
-    if name.startswith((".", "/", "~")):
-        raise FileNotFoundError(f"model folder {name} does not exist")
-    return name  # a hub id; loading fails with the hub's own message when offline
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name:
+        raise FileNotFoundError(f"model folder {name} does not exist (relative to {Path.cwd()})")
+    return name  # a hub id; loading fails with a clear message when the hub cannot serve it
+
+
+def _hub_error(name: str, error: OSError) -> OSError:
+    """A one-line error for a model the hub could not serve (offline, a typo, a gated repo)."""
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return OSError(f"model {name!r}: no folder {Path(name).expanduser().absolute()} here, and the Hugging Face "
+                   f"hub could not serve it ({first}); check the name or pass a local folder")
 
 
 def has_cuda() -> bool:
@@ -183,8 +201,13 @@ def load_tokenizer(model: str, padding_side: str = "right", trust_remote_code: b
 
     folder = Path(model).expanduser()
     only_tokenizer = folder.is_dir() and (folder / "tokenizer_config.json").exists()
-    tok = AutoTokenizer.from_pretrained(str(folder) if only_tokenizer else resolve_model(model),
-                                        trust_remote_code=trust_remote_code)
+    ref = str(folder) if only_tokenizer else resolve_model(model)
+    try:
+        tok = AutoTokenizer.from_pretrained(ref, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        if Path(ref).exists():
+            raise
+        raise _hub_error(model, e) from e
     if tok.eos_token is None:
         raise ValueError(f"tokenizer of {model} has no EOS token; the model could not learn to stop")
     if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
@@ -210,7 +233,13 @@ def load_model(model: str, quantization: str = "none", dtype: str = "auto", toke
         kwargs["attn_implementation"] = attn_implementation
     target = device or ("cuda" if has_cuda() else "cpu")
     kwargs["device_map"] = {"": 0} if target == "cuda" else {"": "cpu"}
-    m = AutoModelForCausalLM.from_pretrained(resolve_model(model), **kwargs)
+    ref = resolve_model(model)
+    try:
+        m = AutoModelForCausalLM.from_pretrained(ref, **kwargs)
+    except OSError as e:
+        if Path(ref).exists():
+            raise
+        raise _hub_error(model, e) from e
     if tokenizer is not None:
         if len(tokenizer) > m.get_input_embeddings().weight.shape[0]:
             m.resize_token_embeddings(len(tokenizer))

@@ -54,6 +54,7 @@ NUMERIC = ["rougeL_f", "bert_precision", "bert_recall", "bert_f1", "repetition_r
 
 def report(cfg: ReportConfig) -> str:
     validate(cfg)
+    rundir.check_out(cfg.out)
     out = Path(cfg.out)
     paths = {name: out / name for name in (RESULTS_FILE, SUMMARY_FILE, METRICS_FILE)}
     missing = [str(p) for p in paths.values() if not p.is_file()]

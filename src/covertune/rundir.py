@@ -78,6 +78,34 @@ def loss_plot(out: PathLike) -> Path:
     return Path(out) / LOSS_PLOT
 
 
+def check_out(out: PathLike) -> Path:
+    """The run directory, checked to be usable before a stage spends any time: a folder (or one that
+    can be made) that this process may write in. A clear error otherwise."""
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder: pass a folder for the run directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"--out {out}: {existing} is a file, so the run directory cannot be made "
+                                 "there; pass another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(f"--out {out}: {existing} is not writable; pass a folder you can write in")
+    return path
+
+
+def output_path(out: PathLike, name: str, option: str = "output_file") -> Path:
+    """Where an output named ``name`` goes: inside the run directory when relative (a name leading out
+    of it, like ``../x.csv``, is refused), where it says when absolute."""
+    path = Path(name).expanduser()
+    if path.is_absolute():
+        return path
+    inside = (Path(out) / path).resolve()
+    if not inside.is_relative_to(Path(out).resolve()):
+        raise ValueError(f"{option} {name!r} leads outside the run directory {out}; give a name inside it, "
+                         "or an absolute path to write elsewhere on purpose")
+    return Path(out) / path
+
+
 # ---------------------------------------------------------------- reading what stages wrote
 
 
@@ -150,14 +178,63 @@ def check_base_model(model: str, train_cfg: dict, adapter: PathLike) -> None:
                     "pass --model %s if that is a mistake", adapter, trained, model, trained)
 
 
-def last_checkpoint(ckpt_dir: PathLike) -> Path | None:
-    """The checkpoint-<step> folder with the highest step that holds a trainer state."""
+def check_safetensors(folder: PathLike) -> None:
+    """Every ``*.safetensors`` file in ``folder`` is whole (its header parses and its data is all there):
+    a one-line error naming the file otherwise, before hours are spent on a model that cannot load."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # SafetensorError, or an OSError reading it
+            raise ValueError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]}); it may "
+                             "be truncated: write it again (train/merge with --force)") from None
+
+
+def checkpoints(ckpt_dir: PathLike) -> list[Path]:
+    """The checkpoint-<step> folders that hold a trainer state, highest step first."""
     ckpt_dir = Path(ckpt_dir)
     if not ckpt_dir.is_dir():
-        return None
+        return []
     found = [p for p in ckpt_dir.glob("checkpoint-*")
              if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+def last_checkpoint(ckpt_dir: PathLike) -> Path | None:
+    """The checkpoint-<step> folder with the highest step that holds a trainer state."""
+    found = checkpoints(ckpt_dir)
+    return found[0] if found else None
+
+
+def checkpoint_problem(path: PathLike) -> str | None:
+    """Why a checkpoint cannot be continued from (its trainer state or weights unreadable), or None."""
+    path = Path(path)
+    try:
+        json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json unreadable ({e})"
+    if not list(path.glob("*.safetensors")):
+        return "no weights (*.safetensors)"
+    try:
+        check_safetensors(path)
+    except ValueError as e:
+        return str(e)
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if (path / name).exists() and (path / name).stat().st_size == 0:
+            return f"{name} is empty"
+    return None
+
+
+def last_good_checkpoint(ckpt_dir: PathLike) -> Path | None:
+    """The highest-step checkpoint that can be continued from; each one skipped is logged with why."""
+    for path in checkpoints(ckpt_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            return path
+        log.warning("%s cannot be continued from: %s; trying the checkpoint before it", path, problem)
+    return None
 
 
 # ---------------------------------------------------------------- stage markers

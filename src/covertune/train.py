@@ -61,6 +61,7 @@ def train(cfg: TrainConfig) -> str:
     adapter_dir, ckpt_dir = rundir.adapter_dir(out), rundir.checkpoints_dir(out)
     log_path, plot_path = rundir.train_log(out), rundir.loss_plot(out)
     check_config(cfg)
+    rundir.check_out(out)
     fp = fingerprint(cfg)
     if not cfg.resume and rundir.check_stage(out, "train", fp, rundir.has_adapter(adapter_dir), cfg.force,
                                              str(adapter_dir)):
@@ -74,6 +75,7 @@ def train(cfg: TrainConfig) -> str:
     resume_from = None if cfg.force else rundir.last_checkpoint(ckpt_dir)
     if resume_from is not None:
         check_checkpoints(ckpt_dir, fp)
+        resume_from = good_checkpoint(ckpt_dir)
         log.info("continuing the interrupted run from %s", resume_from)
     elif cfg.resume:
         raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} to continue from; "
@@ -282,6 +284,20 @@ def check_checkpoints(ckpt_dir: Path, fp: dict) -> None:
     if changes:
         raise rundir.StaleStage(f"{ckpt_dir} holds checkpoints of an unfinished run with other settings or "
                                 f"inputs ({'; '.join(changes)}); pass --force to start over (deletes them)")
+
+
+def good_checkpoint(ckpt_dir: Path) -> Path:
+    """The last checkpoint that can be continued from; later, unreadable ones (a save cut off) are
+    removed, saying so, as the continued run writes those steps again."""
+    good = rundir.last_good_checkpoint(ckpt_dir)
+    if good is None:
+        raise ValueError(f"no checkpoint in {ckpt_dir} can be continued from (each is unreadable: see the "
+                         "warnings above); pass --force to start over (deletes them)")
+    for path in rundir.checkpoints(ckpt_dir):
+        if checkpoint_step(path) > checkpoint_step(good):
+            log.warning("continuing from %s, the last readable checkpoint; removing %s", good.name, path)
+            shutil.rmtree(path)
+    return good
 
 
 def checkpoint_step(path: Path) -> int:

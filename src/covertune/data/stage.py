@@ -109,6 +109,7 @@ def fingerprint(cfg: DataConfig) -> dict:
 
 def run_data(cfg: DataConfig) -> str:
     validate(cfg)
+    rundir.check_out(cfg.out)
     data_dir = rundir.data_dir(cfg.out)
     fp = fingerprint(cfg)
     complete = all((data_dir / f).exists() for f in OUTPUTS)

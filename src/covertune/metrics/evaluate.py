@@ -38,6 +38,7 @@ RESULT_COLUMNS: tuple[str, ...] = (
 
 def evaluate(cfg: EvaluateConfig) -> str:
     validate(cfg)
+    rundir.check_out(cfg.out)
     out = Path(cfg.out)
     path = Path(cfg.eval_csv) if cfg.eval_csv else rundir.eval_csv(out)
     if not path.is_file():
