@@ -246,6 +246,47 @@ def test_continues_from_the_last_readable_checkpoint(tiny_model_dir, short_recor
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [1, 2, 3]
 
 
+def _letter_loss_by_hand(model_dir, rows) -> tuple[float, float]:
+    """The base model's mean cross-entropy over every letter token and its EOS (raw prompts), and over
+    every token after the first: built from the texts with the tokenizer alone, not covertune's encoder."""
+    from transformers import AutoModelForCausalLM
+
+    from covertune.prompt import render_prompt
+
+    tok = models.load_tokenizer(str(model_dir))
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    letter_sum = letter_n = all_sum = all_n = 0.0
+    for r in rows:
+        prompt = tok(render_prompt(r)).input_ids
+        full = tok(render_prompt(r) + "\n\n" + r["cover_letter"].strip()).input_ids + [tok.eos_token_id]
+        n = len(prompt) + 2  # the prompt, then the separator's two newlines, as generation feeds them
+        assert full[:len(prompt)] == prompt and tok.decode(full[len(prompt):n]) == "\n\n"
+        with torch.no_grad():
+            logits = base(torch.tensor([full])).logits[0]
+        ce = torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(full[1:]), reduction="none")
+        letter_sum += ce[n - 1:].sum().item()  # predictions of tokens n.. (the letter and EOS)
+        letter_n += len(full) - n
+        all_sum += ce.sum().item()
+        all_n += len(full) - 1
+    return letter_sum / letter_n, all_sum / all_n
+
+
+def test_learning_rate_zero_logs_the_loss_on_the_letter_only(tiny_model_dir, short_records, tmp_path):
+    """With learning rate 0 the first logged loss is the untouched base's: for loss_on=letter the mean
+    cross-entropy over the letter and EOS tokens computed by hand, for loss_on=all something else."""
+    rows = short_records[:2]
+    by_hand, whole = _letter_loss_by_hand(tiny_model_dir, rows)
+    logged = {}
+    for loss_on in ("letter", "all"):
+        out = make_run(tmp_path / loss_on, rows, [])
+        train(TrainConfig(model=str(tiny_model_dir), out=str(out), max_steps=1, learning_rate=0.0,
+                          loss_on=loss_on, **{**FAST, "max_length": 4096}))
+        logged[loss_on] = next(r["loss"] for r in read_log(out) if "loss" in r)
+    assert logged["letter"] == pytest.approx(by_hand, abs=2e-4)  # the log rounds to 4 decimals
+    # a random model's loss is about the same on every token: "differs" is ten times the rounding
+    assert abs(logged["all"] - by_hand) > 2e-3 and logged["all"] == pytest.approx(whole, abs=2e-3)
+
+
 def test_resume_without_checkpoint_is_an_error(tiny_model_dir, short_records, tmp_path):
     out = make_run(tmp_path, short_records[:4], [])
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
