@@ -15,11 +15,6 @@ from covertune.metrics.grounding import ground_json
 from covertune.records import INPUT_FIELDS
 from covertune.write import collect_fields, write
 
-try:
-    from test_merge import make_tiny_adapter
-except ImportError:  # tests/ imported as a package
-    from tests.test_merge import make_tiny_adapter
-
 
 @pytest.fixture(scope="module")
 def rows(dataset_dir):
@@ -28,7 +23,7 @@ def rows(dataset_dir):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, tiny_model_dir, rows):
+def run_dir(tmp_path_factory, tiny_model_dir, rows, make_tiny_adapter):
     """A run directory with data/test.jsonl, an adapter, and eval.csv written by `covertune generate`."""
     out = tmp_path_factory.mktemp("run")
     io.write_jsonl(out / "data" / "test.jsonl", rows)

@@ -394,6 +394,8 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
     adapter = merged = None
     if out is not None or cfg.adapter or cfg.merged:
         adapter, merged = rundir.fine_tuned_source(out or "", cfg.adapter, cfg.merged)
+    if merged or adapter:
+        rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None:
         rundir.check_base_model(cfg.model, train_cfg, adapter)
