@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds .gpu/w/bsite.tgz here: the Python packages the benchmarks need that the lent GPU machine lacks
+# Builds .gpu/w/bsite.tgz here (unpacked on the GPU machine by scripts/gpu_env.sh):
+# the Python packages the benchmarks need that the lent GPU machine lacks
 # (bitsandbytes for CUDA 13 only, liger-kernel, TRL, datasets, Unsloth and their small dependencies,
 # gguf, and FastAPI, uvicorn and pydantic for bench/serve_load.py; anyio, h11 and httpx are there), unpacked,
 # for the machine's python3 3.12; its own torch 2.11 and transformers 5.17 are used.
