@@ -33,9 +33,9 @@ def test_check_rows_first_problem_per_row(tiny_model_dir):
     tok = load_tokenizer(str(tiny_model_dir))
     rows = [_record(0), _record(1, skillsets="x" * 51, cover_letter=""), _record(2, cover_letter=" 7 "),
             _record(3, qualifications="word " * 9), _record(4, cover_letter="")]
-    from covertune.prompt import render_prompt
+    from covertune.prompt import prompt_ids
 
-    limit = len(tok(render_prompt(rows[0]))["input_ids"])  # row 0's prompt fits exactly; row 3's is longer
+    limit = len(prompt_ids(rows[0], tok, "raw"))  # row 0's prompt fits exactly; row 3's is longer
     problems = limits.check_rows(rows, 50, limit, tok)
     assert sorted(problems) == [1, 2, 3, 4]
     assert problems[1] == {"id": "train-1", "field": "Skillsets", "kind": "limit",

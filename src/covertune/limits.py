@@ -4,7 +4,7 @@ The data stage checks every row of every split before anything else reads it (``
 
 - each of the 9 fields (the 8 inputs and the letter as loaded) holds at most ``max_field_chars``
   characters (default ``MAX_FIELD_CHARS``);
-- the prompt (the raw schema rendered from the 8 inputs, with the tokenizer's special tokens) holds at
+- the prompt (the raw schema's ids as generate feeds them, ``covertune.prompt.prompt_ids``) holds at
   most ``max_prompt_tokens`` tokens of the model's tokenizer (default ``MAX_PROMPT_TOKENS``), and never
   more than the model's context length; the chat template adds a few tokens more;
 - the letter as loaded (the reference that ``evaluate`` scores against) is not empty and not a bare
@@ -21,11 +21,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from covertune.prompt import render_prompt
+from covertune.prompt import prompt_ids
 from covertune.records import ID_FIELD, RECORD_FIELDS, SOURCE_COLUMNS, TARGET_FIELD, not_a_letter
 
 MAX_FIELD_CHARS = 20_000  # the shared dataset's longest field: 1,832 characters (a letter)
-MAX_PROMPT_TOKENS = 2_048  # its longest prompt: 350 tokens of the embedded model's tokenizer
+MAX_PROMPT_TOKENS = 2_048  # its longest prompt: 352 tokens of the embedded model's tokenizer (prompt_ids)
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
 COLUMN = {v: k for k, v in SOURCE_COLUMNS.items()}  # record key -> the dataset's column name
 
@@ -102,7 +102,7 @@ def check_rows(records: Sequence[dict], max_field_chars: int, max_prompt_tokens:
     limit, why = prompt_limit(max_prompt_tokens, context)
     todo = [i for i in range(len(records)) if i not in problems]
     if limit and todo:
-        ids = tokenizer([render_prompt(records[i]) for i in todo])["input_ids"]
+        ids = [prompt_ids(records[i], tokenizer, "raw") for i in todo]
         for i, tokens in zip(todo, ids):
             if len(tokens) > limit:
                 problems[i] = {"id": records[i].get(ID_FIELD, str(i)), "field": "prompt", "kind": "limit",

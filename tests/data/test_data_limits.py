@@ -70,7 +70,7 @@ def test_over_limit_train_rows_are_dropped_and_reported(tmp_path, tiny_model_dir
 
 def test_prompt_token_limit_on_every_split(tmp_path, tiny_model_dir):
     from covertune.models import load_tokenizer
-    from covertune.prompt import render_prompt
+    from covertune.prompt import prompt_ids
     from covertune.records import from_source_row
 
     long_field = "experienced engineer " * 150  # 3,150 characters: under the field limit
@@ -79,7 +79,7 @@ def test_prompt_token_limit_on_every_split(tmp_path, tiny_model_dir):
     frame = pd.read_csv(sample_path().parent / "train.csv", dtype=str, keep_default_na=False)
     row = from_source_row(frame.iloc[1].to_dict())
     row["past_experience"] = long_field
-    tokens = len(tok(render_prompt(row))["input_ids"])
+    tokens = len(prompt_ids(row, tok, "raw"))  # the ids generate feeds
     limit = tokens - 1
     run_data(_cfg(data, tmp_path, tiny_model_dir, max_prompt_tokens=limit))
     report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
