@@ -377,7 +377,7 @@ def test_candidates_choose_one_letter_per_row_from_one_call_per_batch(run_dir, t
 
 
 def test_bad_candidate_options(run_dir, tiny_model_dir, adapter_dir):
-    for kw, msg in ((dict(candidates=0), "candidates must be at least 1"),
+    for kw, msg in ((dict(candidates=0), "candidates must be >= 1"),
                     (dict(select="best"), "select must be one of greedy, mbr, grounded-mbr"),
                     (dict(candidates=4, do_sample=True), "drop --do-sample"),
                     (dict(candidates=4, candidate_top_p=0.0), "candidate_top_p")):

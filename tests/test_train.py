@@ -486,7 +486,7 @@ def test_neftune_and_lora_variants_train(tiny_model_dir, short_records, tmp_path
     a, b, c = _adapter_weights(plain), _adapter_weights(again), _adapter_weights(noisy)
     assert all(torch.equal(a[k], b[k]) for k in a)  # training is reproducible ...
     assert any(not torch.equal(a[k], c[k]) for k in a)  # ... so the difference is NEFTune's noise
-    from covertune.merge import read_train_config
+    from covertune.rundir import read_train_config
 
     assert read_train_config(noisy / "adapter")["neftune_noise_alpha"] == 5.0
 
