@@ -27,9 +27,9 @@ import torch
 from covertune.config import ExportConfig, MergeConfig
 from covertune.export import export
 from covertune.export.gguf_llama import permute_rotary
-from covertune.generate import Decoding, encode_prompts, generate_token_ids, prompt_encoding
+from covertune.generate import Decoding, generate_token_ids
 from covertune.merge import merge
-from covertune.prompt import render_prompt
+from covertune.prompt import prompt_ids, render_prompt, separator_ids
 from covertune.records import from_source_row
 
 N_TEST_ROWS = 349
@@ -103,7 +103,7 @@ def f16(run):
 
 def encoded(tok, rows):
     """The ids covertune's generation feeds for raw prompts: the prompt, then the separator's ids."""
-    return encode_prompts(tok, [render_prompt(r) for r in rows], **prompt_encoding("raw", tok))
+    return [prompt_ids(r, tok, "raw") for r in rows]
 
 
 def logits(model, ids):
@@ -125,12 +125,10 @@ def test_f16_logits_and_greedy_letters(run, merged, f16, test_rows):
         assert a[-1].argmax() == b[-1].argmax()  # the letter's first token
         assert (a.argmax(-1) == b.argmax(-1)).float().mean() >= 0.99  # near-ties in the prompt may flip
 
-    prompts = [render_prompt(r) for r in rows]
     dec = Decoding(max_new_tokens=16)
 
     def greedy(m, t):
-        return {i: r for b, out in generate_token_ids(m, t, prompts, 3, dec, **prompt_encoding("raw", t))
-                for i, r in zip(b, out)}
+        return {i: r for b, out in generate_token_ids(m, t, encoded(t, rows), 3, dec) for i, r in zip(b, out)}
 
     letters = greedy(model, tok)
     assert all(len(v) > 10 for v in letters.values())
@@ -161,7 +159,7 @@ def test_tokenizer_round_trip_on_the_test_prompts(merged, f16, test_rows):
     assert back_ids == tok(letters).input_ids
     decoded = back_tok.batch_decode(back_ids, skip_special_tokens=True)
     assert decoded == tok.batch_decode(back_ids, skip_special_tokens=True)
-    assert prompt_encoding("raw", back_tok) == prompt_encoding("raw", tok)
+    assert separator_ids(back_tok) == separator_ids(tok)
     assert (back_tok.eos_token_id, back_tok.pad_token_id) == (tok.eos_token_id, tok.pad_token_id)
 
 

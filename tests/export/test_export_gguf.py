@@ -17,8 +17,8 @@ from covertune.config import ExportConfig
 from covertune.export import export
 from covertune.export.gguf_llama import llama3_rope_factors, permute_rotary
 from covertune.export.modelfile import runtime_ids, template_of
-from covertune.generate import Decoding, generate_token_ids, prompt_encoding
-from covertune.prompt import render_prompt, wrap_chat
+from covertune.generate import Decoding, generate_token_ids
+from covertune.prompt import render_prompt, separator_ids, text_ids, wrap_chat
 
 PROMPTS = ["Job Title: Data Scientist\nCompany: Acme Corp", "Dear Hiring Manager, I am writing to apply for",
            "Skills: Python, SQL, 2023 certifications {{ braces }}", "Qualifications: MSc in Statistics"]
@@ -176,8 +176,8 @@ def test_same_greedy_tokens_through_covertune_generation(tiny_model_dir, tmp_pat
     dec = Decoding(max_new_tokens=12)
 
     def run_gen(model, t):
-        return {i: r for b, rows in generate_token_ids(model, t, prompts, 3, dec, **prompt_encoding("raw", t))
-                for i, r in zip(b, rows)}
+        ids = [text_ids(p, t, "raw") for p in prompts]
+        return {i: r for b, rows in generate_token_ids(model, t, ids, 3, dec) for i, r in zip(b, rows)}
 
     assert run_gen(back, back_tok) == run_gen(ref, tok)
 
@@ -194,7 +194,7 @@ def test_modelfile_feeds_the_prompt_as_covertune_encodes_it(tiny_model_dir, tmp_
     template = template_of(modelfile)
     assert template.count("{{ .Prompt }}") == 1
     _, back_tok = load_gguf(folder)
-    enc = prompt_encoding(prompt_format, back_tok)
+    sep = separator_ids(back_tok)
     for job in ("Data Scientist", "Nurse {{ night shift }}", ""):
         prompt = render_prompt({**RECORD, "job_title": job})
         text = template.replace('{{ "{{" }}', "\0").replace("{{ .Prompt }}", prompt).replace("\0", "{{")
@@ -203,7 +203,7 @@ def test_modelfile_feeds_the_prompt_as_covertune_encodes_it(tiny_model_dir, tmp_
             assert fed == back_tok(wrap_chat(prompt, back_tok), add_special_tokens=False).input_ids
             assert "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n" in template
         else:
-            expected = back_tok(prompt).input_ids + enc["suffix_ids"]
+            expected = back_tok(prompt).input_ids + sep
             assert fed == expected[:len(fed)] and len(fed) >= len(expected) - 1
     example = (folder / "example_prompt.txt").read_text()
     assert example.startswith("### Job Description\nJob Title: ")
@@ -333,5 +333,5 @@ def test_llama3_style_tokenizer_with_bos(tmp_path):
     template = template_of((folder / "Modelfile").read_text())
     prompt = render_prompt(RECORD)
     fed = runtime_ids(back_tok, template.replace("{{ .Prompt }}", prompt))
-    expected = fast(prompt).input_ids + prompt_encoding("raw", fast)["suffix_ids"]
+    expected = fast(prompt).input_ids + separator_ids(fast)
     assert fed == expected  # this split rule keeps "\n\n" whole: the whole separator is in the template

@@ -2,7 +2,7 @@
 
 A runtime tokenizes the whole templated text at once (adding BOS when the file says to), while covertune
 feeds the prompt's ids and then the separator's ids as training tokenized them before a letter
-(covertune.generate.prompt_encoding). The template is built so the two agree, token for token:
+(covertune.prompt.prompt_ids). The template is built so the two agree, token for token:
 - chat format: the model's chat template rendered around a placeholder user message, split at the
   placeholder (``{{ .Prompt }}`` takes its place), less a leading BOS the runtime adds itself;
 - raw format: ``{{ .Prompt }}`` and the separator. Where the separator's text, tokenized after the
@@ -14,8 +14,7 @@ The check is made on a rendered prompt when the file is written; a template that
 
 from __future__ import annotations
 
-from covertune.generate import encode_prompts, prompt_encoding
-from covertune.prompt import wrap_chat
+from covertune.prompt import separator_ids, text_ids, wrap_chat
 
 PLACEHOLDER = "<<covertune-prompt>>"
 MODEL_FILE = "model.gguf"
@@ -29,7 +28,6 @@ def runtime_ids(tokenizer, text: str) -> list[int]:
 def template_parts(tokenizer, prompt_format: str, probe_prompt: str) -> tuple[str, str, int]:
     """``(prefix, suffix, left)``: the text around the prompt, and how many separator tokens the model
     writes itself (raw format) before the letter."""
-    encoding = prompt_encoding(prompt_format, tokenizer)
     if prompt_format == "chat":
         rendered = wrap_chat(PLACEHOLDER, tokenizer)
         if rendered.count(PLACEHOLDER) != 1:
@@ -40,13 +38,13 @@ def template_parts(tokenizer, prompt_format: str, probe_prompt: str) -> tuple[st
         added = runtime_ids(tokenizer, "x")[:1] == [tokenizer.bos_token_id] and tokenizer.bos_token_id is not None
         if added and bos and prefix.startswith(bos):
             prefix = prefix[len(bos):]  # the runtime adds BOS itself
-        target = encode_prompts(tokenizer, [wrap_chat(probe_prompt, tokenizer)], **encoding)[0]
+        target = text_ids(probe_prompt, tokenizer, "chat")
         if runtime_ids(tokenizer, prefix + probe_prompt + suffix) != target:
             raise ValueError("the chat template's text does not tokenize as covertune encodes a chat prompt; "
                              "use --prompt-format raw")
         return prefix, suffix, 0
-    sep = list(encoding["suffix_ids"])
-    target = encode_prompts(tokenizer, [probe_prompt], **encoding)[0]  # what generation feeds
+    sep = separator_ids(tokenizer)
+    target = text_ids(probe_prompt, tokenizer, "raw")  # what generation feeds
     for k in range(len(sep), -1, -1):
         suffix = tokenizer.decode(sep[:k]) if k else ""
         if runtime_ids(tokenizer, probe_prompt + suffix) == target[:len(target) - len(sep) + k]:

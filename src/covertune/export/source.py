@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from covertune import merge as merge_stage
-from covertune import models
+from covertune import models, rundir
 from covertune.config import ExportConfig, MergeConfig
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def from_folder(folder: Path, trust_remote_code: bool = False) -> ModelSource:
     except OSError:
         gen = None
     return ModelSource(config=config, tokenizer=tokenizer, shapes=shapes, load=load,
-                       train_cfg=merge_stage.read_train_config(folder),
+                       train_cfg=rundir.read_train_config(folder),
                        origin={"merged": str(folder.resolve())}, generation_config=gen, folder=folder)
 
 
@@ -103,7 +103,7 @@ def merged_on_the_fly(cfg: ExportConfig) -> ModelSource:
     adapter = adapter_folder(cfg)
     mcfg = MergeConfig(model=cfg.model, out=cfg.out, adapter=str(adapter), dtype=cfg.dtype,
                        base_weights=cfg.base_weights, trust_remote_code=cfg.trust_remote_code)
-    train_cfg = merge_stage.read_train_config(adapter)
+    train_cfg = rundir.read_train_config(adapter)
     log.info("no merged model in %s: merging the adapter %s on the fly", cfg.out, adapter)
     model, tokenizer, info = merge_stage.merged_model(mcfg, adapter, train_cfg)
     state = model.state_dict()

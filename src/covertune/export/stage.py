@@ -21,13 +21,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from covertune import io, models
-from covertune.config import ExportConfig
+from covertune import io, models, rundir
+from covertune.config import ExportConfig, PromptFormat, choices
 from covertune.export.card import model_card
 from covertune.export.gguf_llama import QUANTS, check_architecture, write_gguf
 from covertune.export.modelfile import MODEL_FILE, render_modelfile
 from covertune.export.source import ModelSource, adapter_folder, merged_folder, resolve_source
-from covertune.prompt import PROMPT_FORMATS, render_prompt
+from covertune.prompt import render_prompt
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def _validate(cfg: ExportConfig) -> None:
         raise ValueError(f"format must be gguf or safetensors, got {cfg.format!r}")
     if cfg.format == "gguf" and cfg.quant not in QUANTS:
         raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {cfg.quant!r}")
-    if cfg.prompt_format not in ("auto", *PROMPT_FORMATS):
+    if cfg.prompt_format not in ("auto", *choices(PromptFormat)):
         raise ValueError(f"prompt_format must be auto, raw or chat, got {cfg.prompt_format!r}")
     if cfg.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
@@ -89,7 +89,7 @@ def _identity(cfg: ExportConfig) -> dict:
 def _prompt_format(cfg: ExportConfig, train_cfg: dict) -> str:
     trained = train_cfg.get("prompt_format")
     if cfg.prompt_format == "auto":
-        return trained if trained in PROMPT_FORMATS else "raw"
+        return trained if trained in choices(PromptFormat) else "raw"
     if trained and trained != cfg.prompt_format:
         log.warning("the model was trained with prompt_format %r but the Modelfile is asked to build %r",
                     trained, cfg.prompt_format)
@@ -137,7 +137,7 @@ def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: 
 
 
 def _write_safetensors_folder(tmp: Path, source: ModelSource, name: str, prompt_format: str) -> dict:
-    from covertune.merge import MERGE_INFO_FILE, TRAIN_CONFIG_FILE, save_merged
+    from covertune.merge import save_merged
 
     if source.folder is not None:
         for p in sorted(source.folder.iterdir()):
@@ -150,7 +150,7 @@ def _write_safetensors_folder(tmp: Path, source: ModelSource, name: str, prompt_
              "```\nor `covertune generate --merged PATH` / `covertune merge`'s consumers, which encode the prompt "
              "as training did.")
     files = (f"- `*.safetensors`, `config.json`, tokenizer files: the merged model\n"
-             f"- `{TRAIN_CONFIG_FILE}`, `{MERGE_INFO_FILE}`: how it was trained and merged")
+             f"- `{rundir.TRAIN_INFO}`, `{rundir.MERGE_INFO}`: how it was trained and merged")
     io.write_text(tmp / "README.md", model_card(name, _base_model(source), source.train_cfg, prompt_format,
                                                 fmt="merged safetensors", files=files, usage=usage))
     return {"files": sorted(p.name for p in tmp.iterdir())}
