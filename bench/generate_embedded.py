@@ -41,13 +41,13 @@ def main() -> None:
     from peft import PeftModel
 
     from covertune import io, models
-    from covertune.generate import generate_letters, model_inputs, prompt_encoding
+    from covertune.generate import Decoding, generate_letters
+    from covertune.prompt import prompt_ids
 
     run = Path(args.run)
     records = io.read_jsonl(run / "data" / "test.jsonl")
     tok = models.load_tokenizer(args.model, padding_side="left")
-    inputs = model_inputs(records, "raw", tok)
-    encoding = prompt_encoding("raw", tok)
+    inputs = [prompt_ids(r, tok, "raw") for r in records]
     results = {"device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                "torch": torch.__version__, "transformers": transformers.__version__,
                "rows": len(inputs), "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
@@ -69,8 +69,9 @@ def main() -> None:
                 st: dict = {}
                 torch.cuda.reset_peak_memory_stats()
                 try:
-                    out = generate_letters(model, tok, inputs, args.batch_size, args.max_new_tokens, stats=st,
-                                           progress=False, engine=engine, **encoding)
+                    out = generate_letters(model, tok, inputs, args.batch_size,
+                                           Decoding(max_new_tokens=args.max_new_tokens), stats=st,
+                                           progress=False, engine=engine)
                 except Exception as e:  # keep the other engines' figures
                     results["runs"].setdefault(key, []).append({"error": f"{type(e).__name__}: {e}"[:2000]})
                     print(key, "failed:", e, flush=True)

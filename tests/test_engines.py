@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from covertune import engines, records
-from covertune.generate import Decoding, generate_token_ids, model_inputs, prompt_encoding
+from covertune.generate import Decoding, generate_token_ids
+from covertune.prompt import prompt_ids
 from covertune.models import load_model, load_tokenizer
 
 N_ROWS = 7
@@ -36,13 +37,13 @@ def prompts(tiny, dataset_dir):
     _, tok = tiny
     frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(N_ROWS)
     recs = [records.from_source_row(row) for row in frame.to_dict("records")]
-    return model_inputs(recs, "raw", tok)
+    return [prompt_ids(r, tok, "raw") for r in recs]
 
 
 def _ids(model, tok, prompts, engine, batch_size, max_new_tokens=20, **decoding):
     got = {}
     for batch, rows in generate_token_ids(model, tok, prompts, batch_size, Decoding(max_new_tokens, **decoding),
-                                          engine=engine, **prompt_encoding("raw", tok)):
+                                          engine=engine):
         assert len(batch) == len(rows)
         got.update(zip(batch, rows))
     assert sorted(got) == list(range(len(prompts)))

@@ -33,10 +33,10 @@ def test_run_chains_every_stage_and_skips_finished_ones(tiny_model_dir, tmp_path
     assert (out / "eval.csv").stat().st_mtime_ns == stamp
     assert "skipped" in capsys.readouterr().out
     # new settings never return the old results: the train stage refuses, naming what changed
-    assert main(_args(tiny_model_dir, out) + ["--set", "train.learning_rate=0.001"]) == 2
+    assert main(_args(tiny_model_dir, out) + ["--set", "train.learning_rate=0.002"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("covertune run: error: ") and "\n" not in err
-    assert "learning_rate 0.0005 -> 0.001" in err and "--force" in err
+    assert "learning_rate 0.001 -> 0.002" in err and "--force" in err
     assert (out / "eval.csv").stat().st_mtime_ns == stamp
 
 
