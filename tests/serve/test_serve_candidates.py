@@ -12,15 +12,27 @@ from covertune.serve.app import check_config
 from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 
 
+def _batches_when_idle(engine, timeout: float = 60.0) -> int:
+    """The batch count once the worker has finished its batch: a response is sent as soon as its own
+    letter ends, and the worker counts the batch just after."""
+    import time
+
+    end = time.monotonic() + timeout
+    while engine.batcher.busy or engine.batcher.waiting():
+        assert time.monotonic() < end, "the batch worker did not go idle"
+        time.sleep(0.01)
+    return engine.metrics.batches
+
+
 def test_candidates_come_from_one_batch_and_the_choice_is_selects(client):
     greedy = client.post("/v1/cover-letter", json=FIELDS).json()["letter"]
-    metrics = client.app.state.engine.metrics
-    batches = metrics.batches
+    engine = client.app.state.engine
+    batches = _batches_when_idle(engine)
     r = client.post("/v1/cover-letter", json={**FIELDS, "candidates": 4, "select": "mbr", "temperature": 1.5,
                                               "seed": 3})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert metrics.batches == batches + 1  # the 4 candidates were generated in one batch
+    assert _batches_when_idle(engine) == batches + 1  # the 4 candidates were generated in one batch
     cands = body["candidates"]["candidates"]
     letters = [c["letter"] for c in cands]
     assert len(cands) == 4 and cands[0]["greedy"] and letters[0] == greedy  # the held row is greedy
