@@ -161,6 +161,10 @@ class TrainConfig:
     save_steps: int = opt(100, "Checkpoint every N optimizer steps when save_strategy is steps", ge=1)
     eval_steps: int = opt(0, "Validation loss every N optimizer steps when eval_strategy is steps "
                           "(0: save_steps)", ge=0)
+    report_to: list[str] = opt(["none"], "Experiment trackers for the training logs, through transformers' "
+                               "integrations, offline: none, or any of tensorboard (<out>/tensorboard), wandb "
+                               "(offline, <out>/wandb), mlflow (local store <out>/mlruns), trackio (local); the run "
+                               "is named after the run directory (pip install 'covertune[tracking]')")
     seed: int = opt(42, "Seed for initialisation, shuffling and dropout", ge=0)
     resume: bool = opt(False, "Continue from the last checkpoint in <out>/checkpoints even when the run "
                        "finished (to train longer); an interrupted run continues without it")

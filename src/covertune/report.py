@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from covertune import io, rundir
+from covertune import io, rundir, tracking
 from covertune.config import ReportConfig, validate
 from covertune.io import read_utf8
 from covertune.metrics.grounding import LIST_SEP, try_parse_prompt
@@ -95,6 +95,7 @@ def report(cfg: ReportConfig) -> str:
     io.write_text(out / "report.html", render_html(cfg.title, out, metrics, models, written, groups, results)
                   .replace("<footer>", _html_candidates(decoding) + "<footer>", 1))
     rundir.mark_done(out, STAGE, key)
+    tracking.log_results(out, figures=[out / name for name in written])  # the training's tracker runs, if any
     return (f"report: wrote {out / 'report.html'}, {out / 'report.md'} and {len(written)} plot(s) "
             f"({', '.join(written)})")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from covertune import io, models, padding_free, rundir
+from covertune import io, models, padding_free, rundir, tracking
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict, validate
 from covertune.model_card import model_card
 from covertune.progress import is_terminal
@@ -82,6 +82,7 @@ def train(cfg: TrainConfig) -> str:
         raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} to continue from; "
                                 "run without --resume to start training")
     rundir.stage_marker(out, "train").unlink(missing_ok=True)
+    report = tracking.trainer_args(cfg.report_to, out, resume=resume_from is not None)  # report_to, run_name
 
     # ---- data: the data stage's splits, tokenized under the truncation policy (sft_data)
     train_rows = rundir.read_split(out, "train")
@@ -170,7 +171,7 @@ def train(cfg: TrainConfig) -> str:
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=on_gpu,
         use_cpu=not on_gpu,
-        report_to="none",
+        **report,
         disable_tqdm=not is_terminal(),  # in a log: JsonlLogger's line per logging step instead of a bar
     )
     if resume_from is None:  # a fresh run: the old run's checkpoints and log go

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from covertune import io, rundir
+from covertune import io, rundir, tracking
 from covertune.io import read_utf8
 from covertune.config import EvaluateConfig, validate
 from covertune.metrics import bertscore, grounding, summary
@@ -109,6 +109,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
     io.write_csv(out / SUMMARY_FILE, table)
     io.write_json(out / METRICS_FILE, metrics)
     rundir.mark_done(out, STAGE, key)
+    tracking.log_results(out, tracking.evaluation_scalars(metrics))  # the training's tracker runs, if any
 
     full = metrics["subsets"]["full"]["models"]
     headline = ", ".join(f"{m} {summary.fmt(full[m]['rougeL_f']['mean'])}" for m in models)
