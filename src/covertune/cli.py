@@ -28,6 +28,8 @@ STAGE_HELP = {
     "serve": "HTTP server: /v1/cover-letter, OpenAI- and Ollama-compatible routes, dynamic batching",
     "export": "the fine-tuned model as GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile, "
               "or as a merged safetensors folder with a model card",
+    "sweep": "train a grid of recipe variants, rank them on the validation split, optionally test the winner",
+    "compare": "several runs' evaluate outputs side by side: compare.md, compare.csv, compare.html",
     "run": "all stages end to end in one run directory, resuming where a run stopped",
 }
 
@@ -38,6 +40,10 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> N
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+    if f.metadata.get("positional"):
+        parser.add_argument(f.name, nargs="+", metavar=f.name.upper().rstrip("S") + "_DIR",
+                            help=f.metadata.get("help", ""))
+        return
     if kind is bool:
         parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                             default=argparse.SUPPRESS, help=help_text)
@@ -119,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.stage == "run":
             result = pipeline_from_args(args, _layers(args))
         else:
-            result = stage_function(args.stage)(stage_config(args))
+            cfg = stage_config(args)
+            # a sweep layers each variant over the same preset/--config recipe
+            result = stage_function(args.stage)(cfg, _layers(args)) if args.stage == "sweep" else stage_function(args.stage)(cfg)
         if isinstance(result, str):
             print(result)
         return 0

@@ -356,6 +356,45 @@ class ExportConfig:
     force: bool = opt(False, "Export again even if the output folder is complete")
 
 
+@dataclass
+class SweepConfig:
+    grid: str = opt("", "YAML file of variants: {variants: [{name, train: {...}, generate: {...}, reuse: NAME}]}; "
+                    "each variant's options are layered over the preset/--config recipe (required)")
+    root: str = opt("runs/sweep", "Sweep folder: the data stage once (<root>/_data), a run directory per variant, "
+                    "sweep.md, sweep.csv, sweep.png, best.yaml")
+    data: str = opt("", "Dataset (default: the preset's or --config's, else the data stage's default)")
+    model: str = opt("", "Base model (default: the preset's or --config's, else the embedded model)")
+    only: list[str] = opt([], "Run only these variants now (the table ranks every finished one)")
+    rank_by: str = opt("rougeL_f", "Metric that ranks the variants: a covertune evaluate metric of the fine-tuned "
+                       "letters on the whole validation split, in its better direction")
+    decimals: int = opt(3, "Variants whose rank_by agrees to this many decimals tie; the tie-breakers order them")
+    tie_breakers: list[str] = opt(["unsupported_numbers", "repetition_ratio"], "Metrics that order tied "
+                                  "variants, in turn, each in its better direction (grounding, then repetition)")
+    constraints: list[str] = opt([], "Conditions a variant must meet to be chosen, e.g. repetition_ratio<=0.4 "
+                                 "company_mentioned>=0.9 (validation means)")
+    bertscore_model: str = opt("none", "BERTScore scorer for the validation letters (none: skipped; the test "
+                               "evaluation of --final uses the evaluate options of the preset/--config)")
+    parallel: int = opt(1, "Variants run at once, each in its own process (they share one GPU unless --gpus)")
+    gpus: list[str] = opt([], "GPU ids given to the worker processes in turn through CUDA_VISIBLE_DEVICES, e.g. "
+                          "0 1 2 3 with --parallel 4: one variant per GPU; empty: every worker sees all GPUs")
+    final: bool = opt(False, "Then take the winner through test generation (base and fine-tuned), evaluation and "
+                      "report, once: the test split plays no part in the choice")
+    force: bool = opt(False, "Run every variant again, even if finished with the same settings")
+
+
+@dataclass
+class CompareConfig:
+    runs: list[str] = opt([], "Run folders holding covertune evaluate's outputs (eval_summary.csv, metrics.json), "
+                          "e.g. runs/x docs/results/reference", positional=True)
+    labels: list[str] = opt([], "A label per run, in order (default: the folders' names)")
+    out: str = opt("runs/compare", "Folder for compare.md, compare.csv and compare.html")
+    subsets: list[str] = opt(["full", "fair", "strict"], "Subsets to tabulate (full, fair, strict)")
+    models: list[str] = opt(["base", "fine_tuned"], "Models of each run to show: base, fine_tuned")
+    allow_mixed_scorers: bool = opt(False, "Compare runs whose BERTScore came from different scorers (their "
+                                    "BERTScore rows are then marked as not comparable)")
+    title: str = opt("covertune compare", "Title of the markdown and HTML pages")
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
@@ -366,6 +405,8 @@ STAGE_CONFIGS: dict[str, type] = {
     "write": WriteConfig,
     "serve": ServeConfig,
     "export": ExportConfig,
+    "sweep": SweepConfig,
+    "compare": CompareConfig,
 }
 
 

@@ -28,6 +28,8 @@ STAGE_FUNCTIONS = {
     "write": "covertune.write:write",  # commands that use a run's model; not pipeline stages
     "serve": "covertune.serve.app:serve",
     "export": "covertune.export:export",
+    "sweep": "covertune.sweep:sweep",
+    "compare": "covertune.compare:compare",
 }
 
 
