@@ -156,7 +156,10 @@ def read_grid(path: str) -> dict[str, dict]:
             bad = sorted(set(section) & RESERVED)
             if bad:
                 raise ValueError(f"{where}: {stage}.{bad[0]} is set by the sweep itself; remove it")
-            build(stage, {stage: section})  # unknown options and wrong types fail here, named
+            try:
+                build(stage, {stage: section})  # unknown options and wrong types fail here
+            except ValueError as e:
+                raise ValueError(f"{where}: {stage}: {e}") from None
         if v.get("reuse") is not None and v.get("train"):
             raise ValueError(f"{where}: a variant that reuses {v['reuse']!r}'s adapter trains nothing; drop 'train'")
         out[name] = {k: v[k] for k in ("name", "train", "generate", "reuse", "note") if v.get(k) is not None}
@@ -239,6 +242,7 @@ def _init_worker(gpus, level: int) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s [{os.getpid()}] %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
+    log.info("worker %d: CUDA_VISIBLE_DEVICES=%s", os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", "(all)"))
 
 
 def run_variant(p: dict) -> dict:
@@ -393,7 +397,8 @@ def _md_table(table: pd.DataFrame, criterion: Criterion, short: bool = False) ->
         status = ("**winner**" if i == 0 and row["eligible"] else "eligible" if row["eligible"]
                   else f"no: {row['fails']}")
         cells = [str(row["rank"]), row["variant"], *([] if short else [f"`{row['settings']}`"]),
-                 *(_f(row[f"val_{m}"]) for m in metrics), _f(row.get("val_loss_min")),
+                 *(_f(row[f"val_{m}"], "{:.0f}" if m == "length_chars" else "{:.4f}") for m in metrics),
+                 _f(row.get("val_loss_min")),
                  *([] if short else [_f(row.get("train_s"), "{:.1f}"), _f(row.get("generate_s"), "{:.1f}")]), status]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
