@@ -161,7 +161,9 @@ def best_cells(table: pd.DataFrame) -> dict[str, set]:
         if higher is None or len(values) < 2:
             continue
         best = values.max() if higher else values.min()
-        out[metric] = {k for k, v in values.items() if math.isclose(v, best, rel_tol=1e-12, abs_tol=1e-12)}
+        winners = {k for k, v in values.items() if math.isclose(v, best, rel_tol=1e-12, abs_tol=1e-12)}
+        if len(winners) < len(values):  # a row where every column is equal has no best
+            out[metric] = winners
     return out
 
 
@@ -188,9 +190,10 @@ def _fmt(x) -> str:
 # ---------------------------------------------------------------------------------------- documents
 
 
-def _runs_lines(runs: list[dict]) -> list[str]:
-    return [f"- **{r['label']}**: `{r['path']}` ({r['rows']} examples from `{r['input']}`; BERTScore scorer "
-            f"`{r['scorer']}`)" for r in runs]
+def _runs_lines(runs: list[dict], scorers: dict) -> list[str]:
+    each = scorers["mixed"] or scorers["versions_differ"]  # else one scorer line says it for all
+    return [f"- **{r['label']}**: `{r['path']}` ({r['rows']} examples from `{r['input']}`"
+            + (f"; BERTScore scorer `{r['scorer']}`)" if each else ")") for r in runs]
 
 
 def _scorer_note(scorers: dict) -> str:
@@ -220,7 +223,7 @@ def _md_table(table: pd.DataFrame, mixed: bool) -> str:
 
 
 def render_markdown(title: str, runs: list[dict], tables: dict[str, pd.DataFrame], scorers: dict) -> str:
-    lines = [f"# {title}", "", *_runs_lines(runs), "", _scorer_note(scorers), "",
+    lines = [f"# {title}", "", *_runs_lines(runs, scorers), "", _scorer_note(scorers), "",
              "Means per letter; ↑ higher is better, ↓ lower is better; the best of each row in bold.", ""]
     for subset, table in tables.items():
         lines += [f"## {subset}: {SUBSET_HELP.get(subset, '')}", "", _md_table(table, scorers["mixed"])]
@@ -233,9 +236,11 @@ def render_html(title: str, runs: list[dict], tables: dict[str, pd.DataFrame], s
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{e(title)}</title>"
              f"<style>{css}</style></head><body><main>", f"<h1>{e(title)}</h1>", "<ul>"]
+    each = scorers["mixed"] or scorers["versions_differ"]
     for r in runs:
+        scorer = f"; BERTScore scorer <code>{e(r['scorer'])}</code>" if each else ""
         parts.append(f"<li><b>{e(r['label'])}</b>: <code>{e(r['path'])}</code> ({e(str(r['rows']))} examples "
-                     f"from <code>{e(r['input'])}</code>; BERTScore scorer <code>{e(r['scorer'])}</code>)</li>")
+                     f"from <code>{e(r['input'])}</code>{scorer})</li>")
     note = _scorer_note(scorers).replace("**", "")
     parts.append(f"</ul><p class=\"{'bad' if scorers['mixed'] else 'meta'}\">{e(note)}</p>")
     parts.append("<p class=\"note\">Means per letter; ↑ higher is better, ↓ lower is better; the best of each "
