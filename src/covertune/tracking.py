@@ -19,6 +19,7 @@ runs afterwards, and ``train --resume`` continues them.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -89,7 +90,12 @@ def trainer_args(report_to: list[str] | str, out: str | Path, resume: bool = Fal
         info["trackio"] = {"project": PROJECT, "name": name}
     io.write_json(out / TRACKING_FILE, info)
     log.info("reporting training to %s as run %r (%s)", ", ".join(names), name, out / TRACKING_FILE)
-    return {"report_to": names, "run_name": name, "project": PROJECT}
+    args = {"report_to": names, "run_name": name}
+    from transformers import TrainingArguments
+
+    if "project" in {f.name for f in dataclasses.fields(TrainingArguments)}:  # trackio's project (transformers 5.x)
+        args["project"] = PROJECT
+    return args
 
 
 def read(out: str | Path) -> dict:
@@ -166,7 +172,7 @@ def log_results(out: str | Path, scalars: dict[str, float] | None = None,
     nothing when it reported to none. A tracker that fails is reported in the log, never fatal. Returns the
     trackers written to."""
     info = read(out)
-    names = [n for n in info.get("report_to", []) if n in info or n == "trackio"]
+    names = [n for n in info.get("report_to", []) if n in info]
     if not names:
         return []
     scalars = scalars or {}
