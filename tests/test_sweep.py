@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -136,3 +137,19 @@ def test_bad_grids_are_named(tmp_path, grid, message):
     with pytest.raises(ValueError, match=message) as e:
         read_grid(str(path))
     assert str(path) in str(e.value)
+
+
+def test_parallel_workers_get_their_gpus_in_turn(monkeypatch):
+    import multiprocessing
+
+    from covertune.sweep import _init_worker
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    queue = multiprocessing.get_context("spawn").Queue()
+    for gpu in ("2", None):
+        queue.put(gpu)
+    _init_worker(queue, 20)
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "2"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    _init_worker(queue, 20)  # no --gpus: the worker sees what the sweep sees
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1"
