@@ -209,10 +209,16 @@ def run_group(names: list[str], plans: dict, cfg: SweepConfig) -> None:
     if not names:
         return
     workers = min(cfg.parallel, len(names))
+    failed = []
     if workers == 1:
         for n in names:
             log.info("variant %s", n)
-            run_variant(plans[n])
+            try:
+                run_variant(plans[n])
+            except Exception as e:  # the others go on; the sweep reports the failure at the end
+                log.error("variant %s failed: %s", n, e, exc_info=log.isEnabledFor(logging.DEBUG))
+                failed.append(f"{n}: {e}")
+        _raise_failed(failed)
         return
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own CUDA context
     gpus = context.Queue()
@@ -220,7 +226,6 @@ def run_group(names: list[str], plans: dict, cfg: SweepConfig) -> None:
         gpus.put(cfg.gpus[i % len(cfg.gpus)] if cfg.gpus else None)
     log.info("running %d variant(s), %d at a time%s", len(names), workers,
              f" on GPU(s) {', '.join(cfg.gpus)}" if cfg.gpus else "")
-    failed = []
     with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                      initargs=(gpus, logging.getLogger().level)) as pool:
         jobs = {pool.submit(run_variant, plans[n]): n for n in names}
@@ -231,6 +236,10 @@ def run_group(names: list[str], plans: dict, cfg: SweepConfig) -> None:
             except Exception as e:  # the others go on; the sweep reports the failure at the end
                 log.error("variant %s failed: %s", jobs[job], e)
                 failed.append(f"{jobs[job]}: {e}")
+    _raise_failed(failed)
+
+
+def _raise_failed(failed: list[str]) -> None:
     if failed:
         raise RuntimeError(f"{len(failed)} variant(s) failed ({'; '.join(failed)}); the finished ones are kept: "
                            "rerun the same command to retry")
