@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 
 MODEL_LABELS = {"base": "base", "fine_tuned": "fine-tuned"}
 BERT_METRICS = ("bert_precision", "bert_recall", "bert_f1")
-LENGTH_MEDIAN = "length_chars_median"  # a row beside the registry's metrics: the median letter length
+LENGTH_MEDIAN = "length_chars_median"
+# many runs make a wide table: it scrolls inside the page, and run names wrap in the header
+WIDE_TABLES = (".scroll { overflow-x: auto; } .scroll th { white-space: normal; min-width: 7em; } "
+               ".scroll td:first-child { min-width: 15em; }")  # a row beside the registry's metrics: the median letter length
 
 
 def compare(cfg: CompareConfig) -> str:
@@ -235,20 +238,20 @@ def render_html(title: str, runs: list[dict], tables: dict[str, pd.DataFrame], s
     css = resources.files("covertune").joinpath("report_assets", "report.css").read_text(encoding="utf-8")
     parts = [f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
              f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{e(title)}</title>"
-             f"<style>{css}</style></head><body><main>", f"<h1>{e(title)}</h1>", "<ul>"]
+             f"<style>{css}{WIDE_TABLES}</style></head><body><main>", f"<h1>{e(title)}</h1>", "<ul>"]
     each = scorers["mixed"] or scorers["versions_differ"]
     for r in runs:
         scorer = f"; BERTScore scorer <code>{e(r['scorer'])}</code>" if each else ""
         parts.append(f"<li><b>{e(r['label'])}</b>: <code>{e(r['path'])}</code> ({e(str(r['rows']))} examples "
                      f"from <code>{e(r['input'])}</code>{scorer})</li>")
-    note = _scorer_note(scorers).replace("**", "")
+    note = _scorer_note(scorers).replace("**", "").replace("`", "")
     parts.append(f"</ul><p class=\"{'bad' if scorers['mixed'] else 'meta'}\">{e(note)}</p>")
     parts.append("<p class=\"note\">Means per letter; ↑ higher is better, ↓ lower is better; the best of each "
                  "row in bold.</p>")
     for subset, table in tables.items():
         ns, best = table.attrs["n"], best_cells(table)
         parts.append(f"<h2>{e(subset)} <span class=\"sd\">{e(SUBSET_HELP.get(subset, ''))}</span></h2>")
-        parts.append("<table><thead><tr><th>metric</th>" + "".join(
+        parts.append("<div class=\"scroll\"><table><thead><tr><th>metric</th>" + "".join(
             f"<th>{e(column_label(k))}<br><span class=\"sd\">n={ns[k]}</span></th>" for k in table.columns)
             + "</tr></thead><tbody>")
         for metric in table.index:
@@ -258,7 +261,7 @@ def render_html(title: str, runs: list[dict], tables: dict[str, pd.DataFrame], s
                 text = e(_fmt(table.at[metric, k]))
                 cells.append(f"<td><b>{text}</b></td>" if text and k in best.get(metric, ()) else f"<td>{text}</td>")
             parts.append(f"<tr><td>{e(label)}</td>{''.join(cells)}</tr>")
-        parts.append("</tbody></table>")
+        parts.append("</tbody></table></div>")
     parts.append("<footer>Written by <code>covertune compare</code> from each run's <code>eval_summary.csv</code> "
                  "and <code>metrics.json</code>.</footer></main></body></html>")
     return "\n".join(parts) + "\n"
