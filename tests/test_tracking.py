@@ -15,6 +15,7 @@ from covertune.config import build
 from covertune.data.stage import run_data
 from covertune.generate import generate
 from covertune.metrics.evaluate import evaluate
+from covertune.report import report
 from covertune.train import train
 
 TRAIN = {"quantization": "none", "compute_dtype": "fp32", "max_steps": 3, "batch_size": 2, "logging_steps": 1,
@@ -73,6 +74,15 @@ def test_evaluate_logs_test_metrics_to_the_training_run(tb_run, tiny_model_dir):
     tag = "evaluate/full/fine_tuned/rougeL_f"
     assert scalars[tag] == [(3, pytest.approx(metrics["subsets"]["full"]["models"]["fine_tuned"]["rougeL_f"]["mean"]))]
     assert "train/loss" in scalars  # one run: the training's and the evaluation's numbers together
+    # the report's plots go to the same run as images
+    report(build("report", {"out": str(tb_run)}))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_run / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert "figures/rouge_l" in acc.Tags()["images"]
+    image = acc.Images("figures/rouge_l")[0]
+    assert image.step == 3 and image.encoded_image_string[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_wandb_offline_and_mlflow_file_store(tiny_model_dir, tmp_path, monkeypatch):
