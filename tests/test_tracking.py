@@ -116,6 +116,17 @@ def test_wandb_offline_and_mlflow_file_store(tiny_model_dir, tmp_path, monkeypat
     assert "mlflow" in tracking.log_results(out, {"evaluate/full/fine_tuned/rougeL_f": 0.25}, [png])
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/plot.png"]
     assert client.get_run(run.info.run_id).data.metrics["evaluate/full/fine_tuned/rougeL_f"] == 0.25
+    # W&B's offline run files (its history keys are stored as text in their protobuf records): the training's
+    # loss in the training run, the evaluation's number in the continuation of the same run id
+    records = [f.read_bytes() for f in sorted((out / "wandb").glob(f"offline-run-*-{info['wandb']['id']}/*.wandb"))]
+    assert len(records) == 2 and b"train/loss" in records[0] and b"evaluate/full/fine_tuned/rougeL_f" in records[1]
+    # a second training in the same process (a sequential sweep) gets runs of its own
+    second = tracking.read(_run(tiny_model_dir, tmp_path / "second", ["wandb", "mlflow"]))
+    assert second["wandb"]["id"] != info["wandb"]["id"] and second["run_name"] == "second"
+    assert list((tmp_path / "second" / "wandb").glob(f"offline-run-*-{second['wandb']['id']}"))
+    client2 = MlflowClient(second["mlflow"]["tracking_uri"])
+    assert [m.step for m in client2.get_metric_history(second["mlflow"]["run_id"], "loss")] == [1, 2, 3]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3]  # untouched
 
 
 def test_report_to_is_checked():

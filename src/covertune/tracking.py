@@ -122,13 +122,19 @@ def _env(key: str, value: str) -> str:
 
 
 def _wandb_run(out: Path, name: str, previous: dict | None) -> dict:
-    mode = _env("WANDB_MODE", "offline")
-    directory = _env("WANDB_DIR", str(out))
-    project = _env("WANDB_PROJECT", PROJECT)
+    """Start the W&B run here, with every setting given to wandb.init (wandb reads its environment once per
+    process, so a second training in the same process could not be pointed elsewhere by variables);
+    transformers' callback then logs into this open run."""
+    import wandb
+
+    if wandb.run is not None:  # transformers' callback leaves its run open: an earlier training's, here
+        wandb.finish()
+    mode = _USER_ENV.get("WANDB_MODE") or "offline"
+    directory = _USER_ENV.get("WANDB_DIR") or str(out)
+    project = _USER_ENV.get("WANDB_PROJECT") or PROJECT
     run_id = (previous or {}).get("id") or secrets.token_hex(4)
-    os.environ["WANDB_RUN_ID"] = run_id  # read by the wandb.init that transformers' callback makes
-    os.environ["WANDB_RESUME"] = "allow"
     Path(directory).mkdir(parents=True, exist_ok=True)
+    wandb.init(id=run_id, name=name, project=project, dir=directory, mode=mode, resume="allow")
     return {"id": run_id, "project": project, "dir": directory, "mode": mode}
 
 
@@ -214,6 +220,8 @@ def _log_wandb(info: dict, scalars: dict, figures: list[Path], step: int) -> Non
     import wandb
 
     w = info["wandb"]
+    if wandb.run is not None:  # the training's run, left open by transformers' callback in this process
+        wandb.finish()
     run = wandb.init(id=w["id"], project=w["project"], dir=w["dir"], mode=w.get("mode", "offline"),
                      name=info["run_name"], resume="allow")
     try:
