@@ -105,6 +105,17 @@ def test_a_changed_variant_runs_again(swept, tiny_model_dir, tmp_path):
     assert info["learning_rate"] == 0.0002
 
 
+def test_a_failed_variant_leaves_the_others_ranked(swept, tiny_model_dir, tmp_path):
+    cfg, root, _ = swept
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"variants": [GRID["variants"][1],  # "fast", finished: not run again
+                                                 {"name": "huge", "train": {"batch_size": 1000}}]}))
+    with pytest.raises(RuntimeError, match=r"1 variant\(s\) failed \(huge: .*batch_size 1000"):
+        sweep(SweepConfig(grid=str(grid), root=str(root)), _recipe(tiny_model_dir))
+    assert list(pd.read_csv(root / "sweep.csv")["variant"]) == ["fast"]
+    assert not (root / "huge" / "adapter").exists()
+
+
 def test_ranking_tie_breakers_and_constraints():
     rows = pd.DataFrame([
         {"variant": "a", "val_rougeL_f": 0.40012, "val_unsupported_numbers": 0.3, "val_repetition_ratio": 0.5},

@@ -82,15 +82,15 @@ def sweep(cfg: SweepConfig, layers: list[dict] | None = None) -> str:
     skipped = [n for n in variants if n in wanted and n not in todo]
     if skipped:
         log.info("finished with the same settings, not run again: %s", ", ".join(skipped))
-    first = [n for n in todo if not variants[n].get("reuse")]
-    then = [n for n in todo if variants[n].get("reuse")]
-    for group in (first, then):
-        run_group(group, plans, cfg)
+    failed = run_group([n for n in todo if not variants[n].get("reuse")], plans, cfg)
+    failed.update(run_group([n for n in todo if variants[n].get("reuse") and variants[n]["reuse"] not in failed],
+                            plans, cfg))
 
     # ---- rank every finished variant of the grid on validation
     rows = [r for r in (result(root / n, plans[n]["key"]) for n in variants) if r is not None]
     if not rows:
-        raise RuntimeError(f"no variant of {cfg.grid} has finished in {root}")
+        why = "; ".join(f"{n}: {e}" for n, e in failed.items())
+        raise RuntimeError(f"no variant of {cfg.grid} has finished in {root}" + (f" ({why})" if why else ""))
     table = criterion.rank(pd.DataFrame(rows))
     io.write_csv(root / "sweep.csv", table)
     io.write_text(root / "sweep.md", render_markdown(table, criterion, cfg, val_rows))
@@ -99,6 +99,10 @@ def sweep(cfg: SweepConfig, layers: list[dict] | None = None) -> str:
     lines = [f"sweep: {len(rows)} of {len(variants)} variant(s) ranked on {val_rows} validation rows "
              f"({criterion.describe()}) -> {root / 'sweep.md'}, {root / 'sweep.csv'}, {root / 'sweep.png'}"]
     lines.append(_md_table(table, criterion, short=True))
+    if failed:  # the table of the finished ones is written; the failed ones are retried by the same command
+        log.info("%s", "\n".join(lines))
+        raise RuntimeError(f"{len(failed)} variant(s) failed ({'; '.join(f'{n}: {e}' for n, e in failed.items())}); "
+                           "the finished ones are kept and ranked: rerun the same command to retry")
     if chosen.empty:
         (root / "best.yaml").unlink(missing_ok=True)
         lines.append(f"no variant meets the constraints ({', '.join(cfg.constraints)}): none chosen")
@@ -204,22 +208,22 @@ def result(run_dir: Path, key: str) -> dict | None:
 # ------------------------------------------------------------------------------ running variants
 
 
-def run_group(names: list[str], plans: dict, cfg: SweepConfig) -> None:
-    """Run variants one after another, or in ``parallel`` worker processes."""
+def run_group(names: list[str], plans: dict, cfg: SweepConfig) -> dict[str, str]:
+    """Run variants one after another, or in ``parallel`` worker processes. A variant that fails does not
+    stop the others; returns the failed ones with their errors."""
+    failed: dict[str, str] = {}
     if not names:
-        return
+        return failed
     workers = min(cfg.parallel, len(names))
-    failed = []
     if workers == 1:
         for n in names:
             log.info("variant %s", n)
             try:
                 run_variant(plans[n])
-            except Exception as e:  # the others go on; the sweep reports the failure at the end
+            except Exception as e:
                 log.error("variant %s failed: %s", n, e, exc_info=log.isEnabledFor(logging.DEBUG))
-                failed.append(f"{n}: {e}")
-        _raise_failed(failed)
-        return
+                failed[n] = str(e)
+        return failed
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: its own CUDA context
     gpus = context.Queue()
     for i in range(workers):
@@ -233,16 +237,10 @@ def run_group(names: list[str], plans: dict, cfg: SweepConfig) -> None:
             try:
                 job.result()
                 log.info("variant %s finished", jobs[job])
-            except Exception as e:  # the others go on; the sweep reports the failure at the end
+            except Exception as e:
                 log.error("variant %s failed: %s", jobs[job], e)
-                failed.append(f"{jobs[job]}: {e}")
-    _raise_failed(failed)
-
-
-def _raise_failed(failed: list[str]) -> None:
-    if failed:
-        raise RuntimeError(f"{len(failed)} variant(s) failed ({'; '.join(failed)}); the finished ones are kept: "
-                           "rerun the same command to retry")
+                failed[jobs[job]] = str(e)
+    return failed
 
 
 def _init_worker(gpus, level: int) -> None:
