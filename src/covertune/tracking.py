@@ -6,7 +6,7 @@ names to ``TrainingArguments.report_to`` and points each integration at the run:
 | tracker | where it writes (nothing leaves the machine) |
 | --- | --- |
 | tensorboard | event files in ``<out>/tensorboard/`` |
-| wandb | offline mode (``WANDB_MODE=offline``), ``<out>/wandb/``; ``wandb sync`` uploads it later if wanted |
+| wandb | offline mode, ``<out>/wandb/``; ``wandb sync`` uploads it later if wanted |
 | mlflow | a local file store, ``<out>/mlruns/`` (``mlflow ui --backend-store-uri <out>/mlruns``) |
 | trackio | trackio's local database (``TRACKIO_DIR``, by default under ``~/.cache/huggingface/trackio``) |
 
