@@ -13,6 +13,7 @@ from covertune.cli import main
 from covertune.compare import compare
 from covertune.config import CompareConfig, build
 from covertune.metrics.evaluate import evaluate
+from covertune.metrics.summary import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "docs" / "results" / "reference"  # the reference run, evaluated with the embedded scorer
@@ -45,6 +46,17 @@ def test_two_runs_side_by_side(small_run, tmp_path):
     assert bert["7B reference fine-tuned"] > 0 and pd.isna(bert["<b>six</b> fine-tuned"])  # not scored there
     md = (tmp_path / "compare.md").read_text()
     assert "| ROUGE-L F1 ↑ | 0.3144 | **0.5189** |" in md and "7B reference fine-tuned (n=349)" in message
+    # a row per registry metric the runs have, its cells as the registry formats them
+    summary = pd.read_csv(REFERENCE / "eval_summary.csv")
+    full_md = md.split("## full")[1].split("## fair")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in full_md.splitlines()
+            if line.startswith("| ") and not line.startswith("| metric")}
+    for key, metric in METRICS.items():
+        if key not in set(summary.metric):
+            continue
+        value = summary[(summary.subset == "full") & (summary.model == "base") & (summary.metric == key)]["mean"]
+        label = next(k for k in rows if k.rstrip(" ↑↓") == metric.label)
+        assert rows[label][0].strip("* |") == metric.format(value.iloc[0]), key
     page = (tmp_path / "compare.html").read_text()
     assert "<b>six</b>" not in page and "&lt;b&gt;six&lt;/b&gt;" in page  # escaped
     assert "<script" not in page and "http" not in page.split("</style>", 1)[1]  # self-contained

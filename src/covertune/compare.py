@@ -23,7 +23,7 @@ from covertune import io
 from covertune.config import CompareConfig
 from covertune.metrics.bertscore import NONE_HASH
 from covertune.metrics.evaluate import METRICS_FILE, SUMMARY_FILE
-from covertune.metrics.summary import METRICS, SUBSET_HELP, SUBSETS
+from covertune.metrics.summary import METRICS, SUBSET_HELP, SUBSETS, is_nan
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,8 @@ def side_by_side(runs: list[dict], subset: str, models: list[str]) -> pd.DataFra
 def metric_label(metric: str) -> str:
     if metric == LENGTH_MEDIAN:
         return "letter length, median (characters)"
-    label, higher = METRICS[metric]
-    return label + {True: " ↑", False: " ↓", None: ""}[higher]
+    m = METRICS[metric]
+    return m.label + {True: " ↑", False: " ↓", None: ""}[m.higher_is_better]
 
 
 def column_label(key: tuple[str, str], n: int | None = None) -> str:
@@ -159,7 +159,7 @@ def best_cells(table: pd.DataFrame) -> dict[str, set]:
     """Per metric with a direction, the columns holding the best mean (ties included)."""
     out = {}
     for metric in table.index:
-        higher = METRICS.get(metric, ("", None))[1]
+        higher = METRICS[metric].higher_is_better if metric in METRICS else None
         values = table.loc[metric].dropna()
         if higher is None or len(values) < 2:
             continue
@@ -183,11 +183,12 @@ def to_csv(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return is_nan(x)
 
 
-def _fmt(x) -> str:
-    return "" if _missing(x) else f"{x:.4g}"
+def _fmt(metric: str, x) -> str:
+    """A cell as the registry formats its metric (the median length as the mean length); empty if missing."""
+    return "" if is_nan(x) else METRICS.get(metric, METRICS["length_chars"]).format(x)
 
 
 # ---------------------------------------------------------------------------------------- documents
@@ -218,7 +219,7 @@ def _md_table(table: pd.DataFrame, mixed: bool) -> str:
     for metric in table.index:
         cells = []
         for k in table.columns:
-            text = _fmt(table.at[metric, k])
+            text = _fmt(metric, table.at[metric, k])
             cells.append(f"**{text}**" if text and k in best.get(metric, ()) else text)
         label = metric_label(metric) + (" (scorers differ)" if mixed and metric in BERT_METRICS else "")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -258,7 +259,7 @@ def render_html(title: str, runs: list[dict], tables: dict[str, pd.DataFrame], s
             label = metric_label(metric) + (" (scorers differ)" if scorers["mixed"] and metric in BERT_METRICS else "")
             cells = []
             for k in table.columns:
-                text = e(_fmt(table.at[metric, k]))
+                text = e(_fmt(metric, table.at[metric, k]))
                 cells.append(f"<td><b>{text}</b></td>" if text and k in best.get(metric, ()) else f"<td>{text}</td>")
             parts.append(f"<tr><td>{e(label)}</td>{''.join(cells)}</tr>")
         parts.append("</tbody></table></div>")

@@ -35,7 +35,7 @@ import yaml
 
 from covertune import io
 from covertune.config import SweepConfig, build, to_dict
-from covertune.metrics.summary import METRICS
+from covertune.metrics.summary import METRICS, is_nan
 
 log = logging.getLogger(__name__)
 
@@ -340,9 +340,9 @@ class Criterion:
         return list(dict.fromkeys([self.rank_by, *self.tie_breakers, *(m for m, _, _ in self.constraints)]))
 
     def describe(self) -> str:
-        text = f"{_direction(self.rank_by)} validation {METRICS[self.rank_by][0]} to {self.decimals} decimals"
+        text = f"{_direction(self.rank_by)} validation {METRICS[self.rank_by].label} to {self.decimals} decimals"
         if self.tie_breakers:
-            text += ", ties broken by " + ", then ".join(f"{_direction(m)} {METRICS[m][0]}" for m in self.tie_breakers)
+            text += ", ties broken by " + ", then ".join(f"{_direction(m)} {METRICS[m].label}" for m in self.tie_breakers)
         if self.constraints:
             text += "; chosen only if " + " and ".join(f"{m} {op} {v:g}" for m, op, v in self.constraints)
         return text
@@ -354,7 +354,7 @@ class Criterion:
             values = pd.to_numeric(table[f"val_{metric}"], errors="coerce")
             if i == 0:
                 values = values.round(self.decimals)
-            sign = -1 if METRICS[metric][1] else 1  # ascending sort of sign * value: best first
+            sign = -1 if METRICS[metric].higher_is_better else 1  # ascending sort of sign * value: best first
             table[f"_k{i}"] = (sign * values).fillna(math.inf)  # a missing score ranks last
             keys.append(f"_k{i}")
         fails = []
@@ -373,8 +373,8 @@ class Criterion:
 def _check_metric(metric: str, ranked: bool) -> None:
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; metrics: {', '.join(METRICS)}")
-    if ranked and METRICS[metric][1] is None:
-        raise ValueError(f"{metric} ({METRICS[metric][0]}) has no better direction to rank by; use it in a "
+    if ranked and METRICS[metric].higher_is_better is None:
+        raise ValueError(f"{metric} ({METRICS[metric].label}) has no better direction to rank by; use it in a "
                          "constraint instead")
 
 
@@ -387,7 +387,7 @@ def _parse_constraint(text: str) -> tuple[str, str, float]:
 
 
 def _direction(metric: str) -> str:
-    return "highest" if METRICS[metric][1] else "lowest"
+    return "highest" if METRICS[metric].higher_is_better else "lowest"
 
 
 # ------------------------------------------------------------------------------ documents
@@ -397,14 +397,14 @@ def _md_table(table: pd.DataFrame, criterion: Criterion, short: bool = False) ->
     metrics = [m for m in criterion.metrics() if f"val_{m}" in table]
     if "length_chars" not in metrics:
         metrics.append("length_chars")
-    head = ["rank", "variant", *([] if short else ["settings"]), *(f"val {METRICS[m][0]}" for m in metrics),
+    head = ["rank", "variant", *([] if short else ["settings"]), *(f"val {METRICS[m].label}" for m in metrics),
             "best val loss", *([] if short else ["train s", "generate s"]), "chosen?"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for i, row in table.iterrows():
         status = ("**winner**" if i == 0 and row["eligible"] else "eligible" if row["eligible"]
                   else f"no: {row['fails']}")
         cells = [str(row["rank"]), row["variant"], *([] if short else [f"`{row['settings']}`"]),
-                 *(_f(row[f"val_{m}"], "{:.0f}" if m == "length_chars" else "{:.4f}") for m in metrics),
+                 *("" if _missing(row[f"val_{m}"]) else METRICS[m].format(row[f"val_{m}"]) for m in metrics),
                  _f(row.get("val_loss_min")),
                  *([] if short else [_f(row.get("train_s"), "{:.1f}"), _f(row.get("generate_s"), "{:.1f}")]), status]
         lines.append("| " + " | ".join(cells) + " |")
@@ -439,7 +439,7 @@ def plot(table: pd.DataFrame, criterion: Criterion, path: Path) -> None:
     ax.invert_yaxis()
     for i, v in enumerate(values):
         ax.text(v, i, f" {v:.4f}", va="center", fontsize=9)
-    ax.set_xlabel(f"validation {METRICS[metric][0]} (fine-tuned)")
+    ax.set_xlabel(f"validation {METRICS[metric].label} (fine-tuned)")
     ax.set_title("covertune sweep: orange = chosen, gray = fails a constraint")
     ax.set_xlim(0, max(values.max() * 1.18, 1e-6))
     ax.grid(axis="x", alpha=0.3)
@@ -494,7 +494,7 @@ def _hash(obj) -> str:
 
 
 def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+    return is_nan(x)
 
 
 def _num(x):

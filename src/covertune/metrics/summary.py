@@ -7,7 +7,7 @@ BERTScore skipped, a field the inputs lack) are left out of each statistic and `
 used.
 
 ``METRICS`` is the one registry of summarised metrics (label, direction, decimals) that evaluate, the
-report and scripts/results_table.py read; ``is_nan`` and ``fmt`` are the shared missing-value test and
+report, covertune compare and covertune sweep read; ``is_nan`` and ``fmt`` are the shared missing-value test and
 number formatter.
 """
 
