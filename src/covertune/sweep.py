@@ -33,7 +33,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from covertune import io
+from covertune import io, rundir
 from covertune.config import SweepConfig, build, to_dict
 from covertune.metrics.summary import METRICS, is_nan
 
@@ -197,11 +197,11 @@ def plan(root: Path, variant: dict, base: list[dict], variants: dict, data_key: 
 
 
 def finished(run_dir: Path, key: str) -> bool:
-    return (io.stage_info(run_dir, STAGE) or {}).get("key") == key
+    return (rundir.stage_info(run_dir, STAGE) or {}).get("key") == key
 
 
 def result(run_dir: Path, key: str) -> dict | None:
-    info = io.stage_info(run_dir, STAGE) or {}
+    info = rundir.stage_info(run_dir, STAGE) or {}
     return info.get("row") if info.get("key") == key else None
 
 
@@ -257,23 +257,21 @@ def run_variant(p: dict) -> dict:
     from covertune.config import EvaluateConfig, GenerateConfig, TrainConfig
     from covertune.generate import generate
     from covertune.metrics.evaluate import evaluate
-    from covertune.pipeline import _resume_if_interrupted
     from covertune.train import train
 
     run_dir = Path(p["run_dir"])
-    io.stage_marker(run_dir, STAGE).unlink(missing_ok=True)
+    rundir.stage_marker(run_dir, STAGE).unlink(missing_ok=True)
     # outputs of other settings (an edited grid, or a folder the sweep did not make) are redone, not reused;
     # an attempt with these settings that stopped part-way continues
-    previous = io.stage_info(run_dir, "sweep_settings")
+    previous = rundir.stage_info(run_dir, "sweep_settings")
     changed = p["force"] or (previous.get("key") != p["key"] if previous is not None
                              else (run_dir / ".stages").is_dir())
-    io.mark_done(run_dir, "sweep_settings", {"key": p["key"]})
+    rundir.mark_done(run_dir, "sweep_settings", {"key": p["key"]})
     _copy_data(Path(p["data_dir"]), run_dir / "data")
     t0 = time.time()
     train_cfg = TrainConfig(**p["train"])
     if not p["reuse"]:
-        train_cfg.force = changed
-        _resume_if_interrupted(train_cfg)
+        train_cfg.force = changed  # else an interrupted training continues from its last checkpoint
         log.info("%s", train(train_cfg))
     t_train = time.time() - t0
     t0 = time.time()
@@ -289,7 +287,7 @@ def run_variant(p: dict) -> dict:
            **_val_loss(Path(p["train"]["out"]) / "adapter" / "covertune_train.json"),
            "train_s": round(t_train, 1) if not p["reuse"] else None, "generate_s": round(t_gen, 1),
            "evaluate_s": round(time.time() - t0, 1)}
-    io.mark_done(run_dir, STAGE, {"key": p["key"], "row": row})
+    rundir.mark_done(run_dir, STAGE, {"key": p["key"], "row": row})
     return row
 
 

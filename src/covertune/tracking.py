@@ -29,7 +29,7 @@ import shutil
 import time
 from pathlib import Path
 
-from covertune import io
+from covertune import io, rundir
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ def log_results(out: str | Path, scalars: dict[str, float] | None = None,
         return []
     scalars = scalars or {}
     figures = [Path(f) for f in figures or [] if Path(f).is_file()]
-    step = (io.stage_info(out, "train") or {}).get("global_step") or 0
+    step = (rundir.stage_info(out, "train") or {}).get("global_step") or 0
     done = []
     for name in names:
         try:
