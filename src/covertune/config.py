@@ -34,6 +34,7 @@ AutoOnOff = Literal["auto", "on", "off"]
 BaseWeights = Literal["auto", "original", "trained"]
 Split = Literal["test", "validation"]
 ModelName = Literal["base", "fine_tuned"]
+Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
 Select = Literal["greedy", "mbr", "grounded-mbr"]
 Engine = Literal["auto", "plain", "static", "continuous"]
 
@@ -161,7 +162,7 @@ class TrainConfig:
     save_steps: int = opt(100, "Checkpoint every N optimizer steps when save_strategy is steps", ge=1)
     eval_steps: int = opt(0, "Validation loss every N optimizer steps when eval_strategy is steps "
                           "(0: save_steps)", ge=0)
-    report_to: list[str] = opt(["none"], "Experiment trackers for the training logs, through transformers' "
+    report_to: list[Tracker] = opt(["none"], "Experiment trackers for the training logs, through transformers' "
                                "integrations, offline: none, or any of tensorboard (<out>/tensorboard), wandb "
                                "(offline, <out>/wandb), mlflow (local store <out>/mlruns), trackio (local); the run "
                                "is named after the run directory (pip install 'covertune[tracking]')")
@@ -389,7 +390,7 @@ class CompareConfig:
     labels: list[str] = opt([], "A label per run, in order (default: the folders' names)")
     out: str = opt("runs/compare", "Folder for compare.md, compare.csv and compare.html")
     subsets: list[str] = opt(["full", "fair", "strict"], "Subsets to tabulate (full, fair, strict)")
-    models: list[str] = opt(["base", "fine_tuned"], "Models of each run to show: base, fine_tuned")
+    models: list[ModelName] = opt(["base", "fine_tuned"], "Models of each run to show: base, fine_tuned")
     allow_mixed_scorers: bool = opt(False, "Compare runs whose BERTScore came from different scorers (their "
                                     "BERTScore rows are then marked as not comparable)")
     title: str = opt("covertune compare", "Title of the markdown and HTML pages")
