@@ -37,6 +37,9 @@ ModelName = Literal["base", "fine_tuned"]
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
 Select = Literal["greedy", "mbr", "grounded-mbr"]
 Engine = Literal["auto", "plain", "static", "continuous"]
+ExportFormat = Literal["gguf", "safetensors"]
+GgufQuant = Literal["f16", "q8_0", "q4_0"]
+LogLevel = Literal["debug", "info", "warning", "error"]
 
 # how YAML 1.1 spells a boolean: a choice option written as one of these was meant as that word
 _YAML_TRUE = ("on", "yes", "true", "y")
@@ -323,7 +326,7 @@ class ServeConfig:
     candidates: int = opt(1, "Candidate letters per /v1/cover-letter request that does not say (its "
                           "'candidates' field): the greedy letter plus N-1 samples in one batch, one chosen by "
                           "select; at most --max-batch-size")
-    select: str = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
+    select: Select = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first (a "
                                        "request's 'temperature' wins)")
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (a request's "
@@ -331,25 +334,25 @@ class ServeConfig:
     max_body_bytes: int = opt(65536, "Largest request body; larger gets 413")
     max_field_chars: int = opt(8000, "Longest input field or message, in characters; longer gets 422")
     graceful_timeout_s: int = opt(60, "On shutdown, seconds to let in-flight requests finish")
-    log_level: str = opt("info", "Server log level: debug, info, warning, error")
+    log_level: LogLevel = opt("info", "Server log level: debug, info, warning, error")
 
 
 @dataclass
 class ExportConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/merged, else <out>/adapter merged on the fly "
                    "(nothing is written to <out>/merged); writes <out>/export/")
-    format: str = opt("gguf", "gguf: one file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile; "
+    format: ExportFormat = opt("gguf", "gguf: one file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile; "
                       "safetensors: the merged model folder with a model card")
-    quant: str = opt("f16", "GGUF weights: f16, q8_0 or q4_0 (norms stay f32; q4_0 keeps the token "
+    quant: GgufQuant = opt("f16", "GGUF weights: f16, q8_0 or q4_0 (norms stay f32; q4_0 keeps the token "
                      "embedding and output matrix in q8_0)")
     export_dir: str = opt("", "Output folder (default: <out>/export/gguf-<quant> or <out>/export/safetensors)")
     merged: str = opt("", "Merged model folder (default: <out>/merged if it holds a model)")
     model: str = opt(EMBEDDED_MODEL, "Base model the adapter was trained on (when merging on the fly)")
     adapter: str = opt("", "Adapter folder when merging on the fly (default: <out>/adapter)")
-    base_weights: str = opt("auto", f"Base weights under the adapter when merging on the fly: {BASE_WEIGHTS_HELP}")
-    dtype: str = opt("auto", "Dtype of weights merged on the fly: auto (bf16 where supported, else fp16 on "
+    base_weights: BaseWeights = opt("auto", f"Base weights under the adapter when merging on the fly: {BASE_WEIGHTS_HELP}")
+    dtype: Dtype = opt("auto", "Dtype of weights merged on the fly: auto (bf16 where supported, else fp16 on "
                      "GPU, fp32 on CPU), bf16, fp16, fp32")
-    prompt_format: str = opt("auto", "Prompt the Modelfile's TEMPLATE builds: auto (the format the model was "
+    prompt_format: PromptFormatOrAuto = opt("auto", "Prompt the Modelfile's TEMPLATE builds: auto (the format the model was "
                              "trained with, from its covertune_train.json, else raw), raw or chat")
     max_new_tokens: int = opt(512, "Max new tokens per letter in the Modelfile (num_predict)")
     name: str = opt("", "Model name written into the GGUF file and the model card (default: covertune-<run>)")

@@ -100,9 +100,14 @@ def test_failure_while_writing_leaves_nothing_and_keeps_the_previous_export(tiny
 
 
 def test_bad_options(tmp_path, capsys):
-    for argv, what in ((["--format", "onnx"], "format must be"), (["--quant", "q5_k"], "quant must be"),
-                       (["--prompt-format", "xml"], "prompt_format must be")):
-        assert what in cli_error(capsys, "--out", str(tmp_path), *argv)
+    for option, value in (("format", "onnx"), ("quant", "q5_k"), ("prompt_format", "xml"), ("dtype", "int4")):
+        config = tmp_path / f"{option}.yaml"
+        config.write_text(f"export:\n  {option}: {value}\n")
+        err = cli_error(capsys, "--out", str(tmp_path), "--config", str(config))
+        assert f"option '{option}' expects one of" in err and repr(value) in err
+        with pytest.raises(SystemExit) as exit_info:  # the same choices on the command line
+            main(["export", "--out", str(tmp_path), "--" + option.replace("_", "-"), value])
+        assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_options_from_flags_and_yaml(tiny_model_dir, tmp_path, capsys):
