@@ -289,19 +289,11 @@ def generate_letters(model, tokenizer, inputs: Sequence[Sequence[int]], batch_si
 # ---------------------------------------------------------------- the stage
 
 
-def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
 def _folder_identity(path: Path, hash_contents: bool) -> dict:
     """Name and contents of a model folder: full hashes for an adapter, sizes and times for a merged model."""
     files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".json") and p.is_file())
     if hash_contents:
-        return {"path": str(path.resolve()), "files": {p.name: _file_sha(p) for p in files}}
+        return {"path": str(path.resolve()), "files": {p.name: rundir.file_hash(p) for p in files}}
     return {"path": str(path.resolve()),
             "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
@@ -509,7 +501,7 @@ def generate(cfg: GenerateConfig) -> str:
                   else {"adapter": _folder_identity(adapter, hash_contents=True), "base_weights": base_weights})
         settings["fine_tuned"] = {**common, "model": "fine_tuned", **source}
     run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
-                             "limit": cfg.limit, "data": _file_sha(split_path)})
+                             "limit": cfg.limit, "data": rundir.file_hash(split_path)})
 
     info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():

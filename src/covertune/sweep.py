@@ -478,13 +478,7 @@ def final(root: Path, name: str, p: dict, base: list[dict]) -> str:
 
 
 def _file_sha(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return rundir.file_hash(path) if path.is_file() else None
 
 
 def _hash(obj) -> str:
