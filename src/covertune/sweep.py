@@ -34,7 +34,7 @@ import pandas as pd
 import yaml
 
 from covertune import io, rundir
-from covertune.config import SweepConfig, build, to_dict
+from covertune.config import SweepConfig, build, load_yaml, to_dict
 from covertune.metrics.summary import METRICS, is_nan
 
 log = logging.getLogger(__name__)
@@ -129,13 +129,7 @@ def read_grid(path: str) -> dict[str, dict]:
     if not path:
         raise ValueError("sweep: --grid is required (a YAML file with variants: [{name, train: {...}}, ...])")
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"grid file {p} does not exist")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{p}: not valid YAML: {e}") from None
-    items = data.get("variants") if isinstance(data, dict) else None
+    items = load_yaml(p, "grid file").get("variants")
     if not isinstance(items, list) or not items:
         raise ValueError(f"{p}: expected a top-level 'variants:' list of {{name, train: {{...}}, generate: {{...}}}}")
     out: dict[str, dict] = {}
