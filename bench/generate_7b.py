@@ -91,7 +91,8 @@ def main() -> None:
     ap.add_argument("--ref-prompts", type=int, default=6, help="prompts timed one at a time (after one warm-up)")
     ap.add_argument("--batches", type=int, nargs="*", default=[32, 64, 128])
     ap.add_argument("--engines", nargs="*", default=[], help="covertune engines to time: plain static continuous")
-    ap.add_argument("--engine-batch", type=int, default=128)
+    ap.add_argument("--engine-batch", type=int, nargs="+", default=[128],
+                    help="batch sizes for --engines (each engine at each batch)")
     ap.add_argument("--passes", type=int, default=2, help="passes per engine, taken in turn")
     ap.add_argument("--out", default="bench_generate_7b.json")
     args = ap.parse_args()
@@ -121,16 +122,18 @@ def main() -> None:
         print(json.dumps(results[f"batched_{b}"]), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
     prompts = prompt_ids(lengths)
-    for n in range(args.passes):
-        for engine in args.engines:
-            key = f"engine_{engine}_b{args.engine_batch}"
-            try:
-                r = run_engine(model, engine, prompts, args.engine_batch, args.new_tokens)
-            except Exception as e:  # one engine failing must not lose the others' figures
-                r = {"error": f"{type(e).__name__}: {e}"[:2000]}
-            results.setdefault(key, {"engine": engine, "batch": args.engine_batch, "passes": []})["passes"].append(r)
-            print(json.dumps({key: r}), flush=True)
-            Path(args.out).write_text(json.dumps(results, indent=2))
+    for eb in args.engine_batch:
+        for n in range(args.passes):
+            for engine in args.engines:
+                key = f"engine_{engine}_b{eb}"
+                try:
+                    r = run_engine(model, engine, prompts, eb, args.new_tokens)
+                except Exception as e:  # one engine failing must not lose the others' figures
+                    r = {"error": f"{type(e).__name__}: {e}"[:2000]}
+                    torch.cuda.empty_cache()
+                results.setdefault(key, {"engine": engine, "batch": eb, "passes": []})["passes"].append(r)
+                print(json.dumps({key: r}), flush=True)
+                Path(args.out).write_text(json.dumps(results, indent=2))
     Path(args.out).write_text(json.dumps(results, indent=2))
 
 

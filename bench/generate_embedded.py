@@ -34,14 +34,15 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=512)
     ap.add_argument("--json", default="bench_generate_embedded.json")
     ap.add_argument("--letters", default="letters.json")
+    ap.add_argument("--variants", nargs="*", default=[],
+                    help="ENGINE:BATCH:WEIGHTS[:PASSES] (WEIGHTS: adapter = unmerged on the base, merged = merged "
+                         "in memory), all in --dtypes[0]; the first is the baseline the others are compared with")
     args = ap.parse_args()
 
     import torch
     import transformers
-    from peft import PeftModel
 
     from covertune import io, models
-    from covertune.generate import Decoding, generate_letters
     from covertune.prompt import prompt_ids
 
     run = Path(args.run)
@@ -57,6 +58,84 @@ def main() -> None:
     def save():
         Path(args.json).write_text(json.dumps(results, indent=2))
         Path(args.letters).write_text(json.dumps(letters))
+
+    if args.variants:
+        run_variants(args, tok, inputs, results, letters, save, run)
+    else:
+        run_engines(args, tok, inputs, results, letters, save, run)
+    save()
+
+
+def run_variants(args, tok, inputs, results, letters, save, run) -> None:
+    """Each variant in turn in one process (the model loaded once; merged after the unmerged variants),
+    compared with the first variant's letters."""
+    import torch
+    from peft import PeftModel
+
+    from covertune import models
+    from covertune.generate import Decoding, generate_letters
+
+    dtype = args.dtypes[0]
+    specs = []
+    for v in args.variants:
+        parts = v.split(":")
+        engine, batch, weights = parts[0], int(parts[1]), parts[2]
+        passes = int(parts[3]) if len(parts) > 3 else 1
+        if weights not in ("adapter", "merged"):
+            raise SystemExit(f"variant {v!r}: weights must be adapter or merged")
+        specs.append((engine, batch, weights, passes, v))
+    # unmerged variants first: merging changes the loaded model in place
+    order = sorted(range(len(specs)), key=lambda k: specs[k][2] == "merged")
+    model = models.load_model(args.model, "none", dtype, tokenizer=tok)
+    model = PeftModel.from_pretrained(model, str(run / "adapter")).eval()
+    merged = False
+    for k in order:
+        engine, batch, weights, passes, key = specs[k]
+        if weights == "merged" and not merged:
+            model = model.merge_and_unload().eval()
+            merged = True
+        for n in range(passes):
+            st: dict = {}
+            cuda = torch.cuda.is_available()
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            try:
+                out = generate_letters(model, tok, inputs, batch, Decoding(max_new_tokens=args.max_new_tokens),
+                                       stats=st, progress=False, engine=engine)
+            except Exception as e:  # keep the other variants' figures
+                results["runs"].setdefault(key, []).append({"error": f"{type(e).__name__}: {e}"[:2000]})
+                print(key, "failed:", e, flush=True)
+                save()
+                break
+            st.update(tokens_per_s=round(st["new_tokens"] / st["seconds"], 1), dtype=dtype,
+                      peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None, pass_=n + 1)
+            results["runs"].setdefault(key, []).append(st)
+            letters[key] = out
+            print(key, json.dumps(st), flush=True)
+            save()
+    base_key = specs[0][4]
+    base = letters.get(base_key)
+    for *_, key in specs[1:]:
+        if base is None or key not in letters:
+            continue
+        other = letters[key]
+        same = sum(x == y for x, y in zip(base, other))
+        firsts = sorted(next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+                        for x, y in zip(base, other) if x != y)
+        results[f"same_as_{base_key}_{key}"] = {"identical_letters": same, "of": len(base),
+                                                 "share": round(same / len(base), 4),
+                                                 "first_difference_chars": firsts}
+        print(key, "identical to", base_key, ":", same, "of", len(base), flush=True)
+
+
+def run_engines(args, tok, inputs, results, letters, save, run) -> None:
+    """Each engine x dtype with the adapter unmerged on the base, batch --batch-size."""
+    import torch
+    from peft import PeftModel
+
+    from covertune import models
+    from covertune.generate import Decoding, generate_letters
 
     for dtype in args.dtypes:
         model = models.load_model(args.model, "none", dtype, tokenizer=tok)
@@ -99,7 +178,6 @@ def main() -> None:
         save()
         del model
         torch.cuda.empty_cache()
-    save()
 
 
 if __name__ == "__main__":

@@ -383,3 +383,35 @@ def test_bad_candidate_options(run_dir, tiny_model_dir, adapter_dir):
                     (dict(candidates=4, candidate_top_p=0.0), "candidate_top_p")):
         with pytest.raises(ValueError, match=msg):
             generate(_cfg(run_dir, tiny_model_dir, adapter_dir, **kw))
+
+
+def test_merged_adapter_writes_the_unmerged_letters(run_dir, tiny_model_dir, adapter_dir, tmp_path):
+    """The fine-tuned pass folds the adapter into the base (merge_adapter) by default: the same letters as the
+    LoRA layers run unmerged, the base pass untouched, and the setting is part of the resume key."""
+    merged_run = run_dir
+    generate(_cfg(merged_run, tiny_model_dir, adapter_dir, max_new_tokens=16, models=["fine_tuned", "base"]))
+    unmerged_run = tmp_path / "unmerged"
+    io.write_jsonl(unmerged_run / "data" / "test.jsonl", io.read_jsonl(run_dir / "data" / "test.jsonl"))
+    generate(_cfg(unmerged_run, tiny_model_dir, adapter_dir, max_new_tokens=16, models=["fine_tuned", "base"],
+                  merge_adapter=False))
+    a = pd.read_csv(merged_run / "eval.csv", dtype=str, keep_default_na=False)
+    b = pd.read_csv(unmerged_run / "eval.csv", dtype=str, keep_default_na=False)
+    assert (a["fine_tuned_output"] != a["base_output"]).all()  # the adapter changed every letter
+    pd.testing.assert_frame_equal(a, b)  # base pass after the unmerge: the original weights again
+    # the setting is in the fine-tuned pass's key: switching it generates again
+    assert "complete" not in generate(_cfg(merged_run, tiny_model_dir, adapter_dir, max_new_tokens=16,
+                                           models=["fine_tuned", "base"], merge_adapter=False))
+
+
+def test_merged_adapter_context_restores_the_weights(tiny_model_dir, adapter_dir):
+    import torch
+    from peft import PeftModel
+
+    from covertune.generate import merged_adapter
+
+    model = PeftModel.from_pretrained(load_model(str(tiny_model_dir), "none", "fp32"), str(adapter_dir)).eval()
+    weight = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+    before = weight.detach().clone()
+    with merged_adapter(model):
+        assert not torch.equal(weight, before)  # folded in
+    assert torch.allclose(weight, before, atol=1e-6)

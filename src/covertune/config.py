@@ -210,6 +210,9 @@ class GenerateConfig:
                          "continuous (transformers' continuous batching, paged KV cache; opt-in: it changed "
                          "letters in a measurement), auto (plain: for one pass over a split, static's first "
                          "batch pays about a minute of compilation); see docs/PERFORMANCE.md")
+    merge_adapter: bool = opt(True, "Fold the adapter into the base weights for the fine-tuned pass when it "
+                              "runs on the original base (undone afterwards): the same letters, fewer operations "
+                              "per token; --no-merge-adapter runs the LoRA layers unmerged")
     max_new_tokens: int = opt(512, "Max new tokens per letter", ge=1)
     do_sample: bool = opt(False, "Sample instead of greedy decoding")
     temperature: float = opt(1.0, "Sampling temperature (> 0 when sampling)", ge=0)

@@ -378,7 +378,8 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
     """The model ``write`` and ``serve`` use, loaded as the fine-tuned pass of ``generate`` loads it: a
     merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
     against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
-    Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, trust_remote_code`` are read."""
+    Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, trust_remote_code`` (and
+    ``merge_adapter`` where the config has it) are read."""
     check_choice("base_weights", cfg.base_weights, BaseWeights)
     out = Path(cfg.out).expanduser() if cfg.out else None
     if out is not None and not out.is_dir():
@@ -409,9 +410,25 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
             log.info("loading the adapter %s", adapter)
             model = PeftModel.from_pretrained(model, str(adapter))
             source = f"{cfg.model} + adapter {adapter}"
+            if getattr(cfg, "merge_adapter", True):  # as generate's fine-tuned pass: the same letters
+                model = model.merge_and_unload()
+                source += " (merged in memory)"
         elif out is not None:
             log.warning("%s holds no adapter or merged model: writing with the base model %s", out, cfg.model)
     return LetterModel(model.eval(), tokenizer, prompt_format, source)
+
+
+@contextlib.contextmanager
+def merged_adapter(model):
+    """The adapter of a PeftModel folded into its base weights while inside (peft's merge_adapter), and
+    taken out again after (unmerge_adapter): each LoRA layer then runs one matrix product instead of three."""
+    with torch.no_grad():
+        model.merge_adapter()
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            model.unmerge_adapter()
 
 
 class PassModels:
@@ -431,7 +448,11 @@ class PassModels:
         if which == "fine_tuned" and not self.adapter_on_base:
             return self._get("merged"), contextlib.nullcontext()
         m = self._get("base")
-        return m, (m.disable_adapter() if which == "base" and self.adapter_on_base else contextlib.nullcontext())
+        if which == "base" and self.adapter_on_base:
+            return m, m.disable_adapter()
+        if which == "fine_tuned" and self.cfg.merge_adapter:
+            return m, merged_adapter(m)
+        return m, contextlib.nullcontext()
 
     def _get(self, name: str):
         if name not in self.loaded:
@@ -498,7 +519,8 @@ def generate(cfg: GenerateConfig) -> str:
     settings = {"base": {**common, "model": "base"}}
     if "fine_tuned" in cfg.models:
         source = ({"merged": _folder_identity(merged, hash_contents=False)} if merged
-                  else {"adapter": _folder_identity(adapter, hash_contents=True), "base_weights": base_weights})
+                  else {"adapter": _folder_identity(adapter, hash_contents=True), "base_weights": base_weights,
+                        "merge_adapter": cfg.merge_adapter})
         settings["fine_tuned"] = {**common, "model": "fine_tuned", **source}
     run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
                              "limit": cfg.limit, "data": rundir.file_hash(split_path)})
