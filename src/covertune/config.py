@@ -40,6 +40,7 @@ Engine = Literal["auto", "plain", "static", "continuous"]
 ExportFormat = Literal["gguf", "safetensors"]
 GgufQuant = Literal["f16", "q8_0", "q4_0"]
 LogLevel = Literal["debug", "info", "warning", "error"]
+CheckpointChoice = Literal["last", "loss", "rouge_l", "task"]
 
 # how YAML 1.1 spells a boolean: a choice option written as one of these was meant as that word
 _YAML_TRUE = ("on", "yes", "true", "y")
@@ -172,6 +173,24 @@ class TrainConfig:
     seed: int = opt(42, "Seed for initialisation, shuffling and dropout", ge=0)
     resume: bool = opt(False, "Continue from the last checkpoint in <out>/checkpoints even when the run "
                        "finished (to train longer); an interrupted run continues without it")
+    select_checkpoint: CheckpointChoice = opt("last", "Which checkpoint becomes <out>/adapter: last (the final "
+                                              "step); loss (the lowest validation loss); rouge_l (the highest "
+                                              "validation ROUGE-L of greedy letters written at each checkpoint); "
+                                              "task (the highest ROUGE-L among the checkpoints whose unsupported "
+                                              "numbers and organisations per letter are within "
+                                              "--task-grounding-margin of the fewest). rouge_l and task write the "
+                                              "validation letters at every checkpoint, as `covertune generate` "
+                                              "would (README: Choosing the checkpoint)")
+    task_eval_rows: int = opt(0, "With rouge_l/task: score the first N validation rows at each checkpoint (0: all)",
+                              ge=0)
+    task_eval_max_new_tokens: int = opt(512, "With rouge_l/task: max new tokens per validation letter", ge=1)
+    task_eval_batch_size: int = opt(32, "With rouge_l/task: prompts per generation batch (as generate's "
+                                    "--batch-size: the same value writes the same letters)", ge=1)
+    task_grounding_margin: float = opt(0.01, "With task: how many more unsupported numbers and organisations per "
+                                       "letter than the best checkpoint's a checkpoint may have and still be "
+                                       "chosen for its ROUGE-L", ge=0)
+    early_stopping_patience: int = opt(0, "Stop training when the checkpoint chosen by --select-checkpoint (loss, "
+                                       "rouge_l or task) is this many checkpoints old (0: never)", ge=0)
     trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
     attn_implementation: str = opt("auto", "auto, sdpa, eager, flash_attention_2")
     force: bool = opt(False, "Retrain even if <out>/adapter is complete")
@@ -583,6 +602,16 @@ def _check_train(cfg: TrainConfig) -> None:
         raise ValueError("target_modules must not be empty")
     if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
         raise ValueError("target_modules: 'all-linear' stands alone")
+    if cfg.select_checkpoint != "last" and cfg.save_strategy == "no":
+        raise ValueError(f"select_checkpoint {cfg.select_checkpoint} chooses among checkpoints: set save_strategy "
+                         "to epoch or steps, or select_checkpoint last")
+    if cfg.select_checkpoint == "loss" and (cfg.eval_strategy != cfg.save_strategy or (
+            cfg.save_strategy == "steps" and cfg.eval_steps not in (0, cfg.save_steps))):
+        raise ValueError("select_checkpoint loss needs the validation loss at every checkpoint: set eval_strategy "
+                         "to save_strategy (and eval_steps to 0 or save_steps)")
+    if cfg.early_stopping_patience and cfg.select_checkpoint == "last":
+        raise ValueError("early_stopping_patience stops on the chosen checkpoint's criterion: set "
+                         "select_checkpoint to loss, rouge_l or task, or early_stopping_patience to 0")
     from transformers.trainer_utils import SchedulerType
     from transformers.training_args import OptimizerNames
 

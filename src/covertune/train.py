@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments, set_seed
 
-from covertune import io, models, padding_free, rundir, tracking
+from covertune import checkpoint_choice, io, models, padding_free, rundir, tracking
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict, validate
 from covertune.model_card import model_card
 from covertune.progress import is_terminal
@@ -50,7 +50,9 @@ def fingerprint(cfg: TrainConfig) -> dict:
     """What the adapter is built from: the options that change it, the splits' hashes and, for a local
     base model, its folder's identity (rundir.model_identity)."""
     out = Path(cfg.out)
-    settings = {k: v for k, v in to_dict(cfg).items() if k not in NOT_IN_FINGERPRINT}
+    settings = {k: v for k, v in to_dict(cfg).items()
+                if k not in NOT_IN_FINGERPRINT and k not in checkpoint_choice.OPTIONS}
+    settings.update(checkpoint_choice.fingerprint_options(cfg))  # how the adapter is chosen, where it matters
     inputs = {f"data/{s}.jsonl": rundir.path_hash(rundir.split_path(out, s)) for s in ("train", "validation")}
     if cfg.model not in ("", EMBEDDED_MODEL) and Path(cfg.model).expanduser().is_dir():
         inputs["model"] = rundir.model_identity(cfg.model)
@@ -108,6 +110,10 @@ def train(cfg: TrainConfig) -> str:
             f"the training split has {len(train_set.examples)} usable row(s), but one optimizer step "
             f"takes batch_size {cfg.batch_size} x grad_accum {cfg.grad_accum} = {rows_per_step} rows: "
             "lower --batch-size / --grad-accum, or use more data")
+    if val_set is None and cfg.select_checkpoint != "last":
+        raise ValueError(f"select_checkpoint {cfg.select_checkpoint} chooses by the validation split, but "
+                         f"{rundir.split_path(out, 'validation')} has no rows: give the data stage a --val-size, "
+                         "or use select_checkpoint last")
     if val_set is None:
         log.warning("no validation rows: training without validation loss")
     log.info("train: %d examples, %d tokens (%d with loss), %d letters cut at max_length=%d",
@@ -181,6 +187,10 @@ def train(cfg: TrainConfig) -> str:
         trim_log(log_path, checkpoint_step(resume_from))
     io.write_json(ckpt_dir / CHECKPOINTS_FINGERPRINT, fp)
     logger = JsonlLogger(log_path, log_lines=not is_terminal())
+    # every checkpoint's record (its letters scored with rouge_l/task), the chosen one kept, early stopping
+    chooser = checkpoint_choice.CheckpointChooser(cfg, out, {**to_dict(cfg), "base_model": base_ref,
+                                                             "base_model_name": cfg.model})
+    chooser.reconcile(checkpoint_step(resume_from) if resume_from else None)
     trainer = Trainer(
         model=model,
         args=args,
@@ -189,7 +199,7 @@ def train(cfg: TrainConfig) -> str:
         data_collator=(padding_free.collator() if packed else
                        PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None)),
         processing_class=tokenizer,
-        callbacks=[logger],
+        callbacks=[logger] + ([chooser] if cfg.save_strategy != "no" else []),
     )
     if not is_terminal():  # JsonlLogger writes the log lines; the Trainer's printer would repeat them
         from transformers.trainer_callback import PrinterCallback
@@ -203,6 +213,9 @@ def train(cfg: TrainConfig) -> str:
                                        for h in history):
         trainer.evaluate()  # the final adapter's validation loss, when the last step had none
     history = trainer.state.log_history
+    chosen_dir, selection = chooser.final_choice(trainer.state.global_step)
+    if cfg.select_checkpoint != "last":
+        log.info("adapter: checkpoint-%d by %s", selection["step"], selection["reason"])
 
     # ---- results and speed
     peak = ({"peak_gpu_memory_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
@@ -219,9 +232,11 @@ def train(cfg: TrainConfig) -> str:
         "epochs_done": trainer.state.epoch,
         "train_loss": train_losses[-1]["loss"] if train_losses else None,
         "train_loss_mean": result.training_loss,
-        "eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "eval_loss": (selection["eval_loss"] if chosen_dir is not None else
+                      evals[-1]["eval_loss"] if evals else None),  # the adapter's
         "eval_loss_per_epoch": [{"epoch": h.get("epoch"), "step": h.get("step"), "eval_loss": h["eval_loss"]}
                                 for h in evals],
+        "checkpoint_selection": selection,
         "data": {"train_rows": len(train_set.examples), "validation_rows": len(val_set.examples) if val_set else 0,
                  "train_tokens": train_set.tokens, "train_loss_tokens": train_set.loss_tokens,
                  "train_letters_truncated": len(train_set.truncated),
@@ -243,17 +258,22 @@ def train(cfg: TrainConfig) -> str:
     # ---- outputs: the adapter folder appears whole (written beside it, then renamed)
     with io.atomic_dir(adapter_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        if chosen_dir is not None:  # an earlier checkpoint than the final step was chosen
+            checkpoint_choice.copy_adapter(chosen_dir, tmp)
         tokenizer.save_pretrained(tmp)
         io.write_json(tmp / rundir.TRAIN_INFO, info)
         io.write_text(tmp / "README.md", model_card(cfg, info))
-    plot_loss(history, plot_path)
+    plot_loss(history, plot_path, checkpoint_choice.curve(chooser.records), selection["step"])
     rundir.mark_done(out, "train", {"adapter": str(adapter_dir), "global_step": trainer.state.global_step,
                                     "eval_loss": info["eval_loss"], "train_loss": info["train_loss"],
+                                    "adapter_step": selection["step"], "select_checkpoint": cfg.select_checkpoint,
                                     "fingerprint": fp})
+    chosen = (f"; adapter: checkpoint-{selection['step']} ({selection['reason']})"
+              if cfg.select_checkpoint != "last" else "")
     return (f"train: wrote {adapter_dir} (adapter, tokenizer, model card, {rundir.TRAIN_INFO}), {log_path}, "
             f"{plot_path}; {trainer.state.global_step} steps, train loss {_fmt(info['train_loss'])}, "
             f"validation loss {_fmt(info['eval_loss'])}, "
-            f"{_fmt(tokens_per_s, '{:,.0f}')} tokens/s")
+            f"{_fmt(tokens_per_s, '{:,.0f}')} tokens/s{chosen}")
 
 
 # ------------------------------------------------------------------------------ components
@@ -282,7 +302,7 @@ def check_checkpoints(ckpt_dir: Path, fp: dict) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
-    changes = rundir.fingerprint_changes(recorded, fp, ignore=DURATION)
+    changes = rundir.fingerprint_changes(recorded, fp, ignore=DURATION + checkpoint_choice.OPTIONS)
     if changes:
         raise rundir.StaleStage(f"{ckpt_dir} holds checkpoints of an unfinished run with other settings or "
                                 f"inputs ({'; '.join(changes)}); pass --force to start over (deletes them)")

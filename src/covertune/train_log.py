@@ -72,7 +72,11 @@ def trim_log(path: Path, step: int) -> None:
     io.write_jsonl(path, rows)
 
 
-def plot_loss(history: list[dict], path: Path) -> None:
+def plot_loss(history: list[dict], path: Path, checkpoints: list[dict] | None = None,
+              chosen_step: int | None = None) -> None:
+    """The training and validation loss by step; with checkpoints scored on the task
+    (covertune.checkpoint_choice.curve), a second panel: validation ROUGE-L and unsupported numbers and
+    organisations per letter at each checkpoint, the one chosen as the adapter marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,7 +84,12 @@ def plot_loss(history: list[dict], path: Path) -> None:
 
     train = [(h["step"], h["loss"]) for h in history if "loss" in h]
     val = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    scored = [c for c in checkpoints or [] if c.get("rougeL_f") is not None]
+    if scored:
+        fig, (ax, task) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
+        _plot_task(task, scored, chosen_step)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
     if train:
         ax.plot(*zip(*train), label="train loss", color="tab:blue")
     if val:
@@ -91,3 +100,20 @@ def plot_loss(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     io.save_figure(path, fig)
+
+
+def _plot_task(ax, scored: list[dict], chosen_step: int | None) -> None:
+    steps = [c["step"] for c in scored]
+    ax.plot(steps, [c["rougeL_f"] for c in scored], "o-", color="tab:green", label="validation ROUGE-L F1")
+    ax.set_ylabel("ROUGE-L F1")
+    ax.set_xlabel("optimizer step")
+    ax.grid(alpha=0.3)
+    facts = ax.twinx()
+    facts.plot(steps, [(c.get("unsupported_numbers") or 0) + (c.get("unsupported_orgs") or 0) for c in scored],
+               "s--", color="tab:red", label="unsupported numbers + organisations per letter")
+    facts.set_ylabel("unsupported facts per letter")
+    if chosen_step in steps:
+        ax.axvline(chosen_step, color="gray", linestyle=":", label=f"chosen: step {chosen_step}")
+    lines = ax.get_legend_handles_labels()
+    more = facts.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize="small", loc="best")

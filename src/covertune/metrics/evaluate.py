@@ -69,11 +69,8 @@ def evaluate(cfg: EvaluateConfig) -> str:
         col = MODEL_COLUMNS[model]
         for i in progress_bar(range(n), desc=f"ROUGE-L + grounding ({model})", unit="letter"):
             letter, reference = frame.at[i, col], frame.at[i, "ground_truth"]
-            rows.append({"model": model, "prediction": letter, "reference": reference,
-                         "rougeL_f": rouge_l(reference, letter),
-                         "repetition_ratio": repetition_ratio(letter), "example": i,
-                         "length_chars": len(letter), "empty_output": float(not letter.strip()),
-                         **grounding.ground(letter, inputs[i]), "prompt": frame.at[i, "prompt"]})
+            rows.append({"model": model, "prediction": letter, "reference": reference, "example": i,
+                         **letter_scores(letter, reference, inputs[i]), "prompt": frame.at[i, "prompt"]})
     t_overlap = time.time() - t0
 
     # ---- BERTScore: every (letter, reference) pair in one pass (each distinct text is encoded once,
@@ -117,6 +114,14 @@ def evaluate(cfg: EvaluateConfig) -> str:
     return (f"evaluate: scored {n} examples x {len(models)} model(s) from {path} -> {out / RESULTS_FILE}, "
             f"{SUMMARY_FILE}, {METRICS_FILE}\n  ROUGE-L F1 (full): {headline}\n  BERTScore F1 (full): {bert} "
             f"[{scorer_hash}]")
+
+
+def letter_scores(letter: str, reference: str, inputs: dict[str, str] | None) -> dict:
+    """One letter's scores but BERTScore: ROUGE-L F1 against ``reference``, repetition, length, emptiness
+    and the grounding columns against ``inputs`` (the prompt's fields; None: unknown, NaN grounding)."""
+    return {"rougeL_f": rouge_l(reference, letter), "repetition_ratio": repetition_ratio(letter),
+            "length_chars": len(letter), "empty_output": float(not letter.strip()),
+            **grounding.ground(letter, inputs)}
 
 
 def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
