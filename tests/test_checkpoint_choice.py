@@ -277,3 +277,11 @@ def test_scoring_leaves_the_training_unchanged(tiny_model_dir, short_records, tm
     assert [r["step"] for r in read_log(scored) if "task_eval" in r] == [2, 4]
     for step in (2, 4):
         assert same_weights(plain / "checkpoints" / f"checkpoint-{step}", scored / "checkpoints" / f"checkpoint-{step}")
+
+
+def test_the_model_card_says_which_checkpoint_and_why(task_run):
+    cfg, out, _ = task_run
+    sel = json.loads((out / "adapter" / "covertune_train.json").read_text())["checkpoint_selection"]
+    card = (out / "adapter" / "README.md").read_text()
+    assert "## Checkpoint choice" in card and f"checkpoint-{sel['step']} of 10 steps" in card
+    assert sel["reason"] in card and f"| {sel['step']} (chosen) |" in card

@@ -88,6 +88,7 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
                   for e in info["eval_loss_per_epoch"]]
     else:
         lines.append("No validation split.")
+    lines += _selection_lines(info.get("checkpoint_selection"))
     lines += [
         "",
         f"Last logged training loss: {_fmt(info['train_loss'])}. Training speed: "
@@ -128,6 +129,25 @@ def model_card(cfg: TrainConfig, info: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _selection_lines(sel: dict | None) -> list[str]:
+    """The checkpoint chosen as this adapter and why, with every checkpoint's validation scores."""
+    if not sel or sel.get("criterion") in (None, "last"):
+        return []
+    lines = ["", "## Checkpoint choice", "",
+             f"This adapter is checkpoint-{sel['step']} of {sel['final_step']} steps, chosen by "
+             f"`--select-checkpoint {sel['criterion']}`: {sel['reason']}."
+             + (f" Training stopped early at step {sel['stopped_early_at']}." if sel.get("stopped_early_at") else ""),
+             "", "| step | epoch | validation loss | ROUGE-L F1 | repetition | unsupported numbers / letter "
+             "| unsupported organisations / letter |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in sel["checkpoints"]:
+        t = r.get("task") or {}
+        mark = " (chosen)" if r["step"] == sel["step"] else ""
+        lines.append(f"| {r['step']}{mark} | {_fmt(r.get('epoch'), '{:.2f}')} | {_fmt(r.get('eval_loss'))} | "
+                     f"{_fmt(t.get('rougeL_f'))} | {_fmt(t.get('repetition_ratio'))} | "
+                     f"{_fmt(t.get('unsupported_numbers'))} | {_fmt(t.get('unsupported_orgs'))} |")
+    return lines
 
 
 def _fmt(x, spec: str = "{:.4f}") -> str:

@@ -2,7 +2,10 @@
 
     <out>/data/{train,validation,test}.jsonl   the data stage's splits (+ report.json, report.md, plots)
     <out>/checkpoints/checkpoint-<step>/       the train stage's checkpoints (resumable)
-    <out>/adapter/                             the trained adapter, its tokenizer, covertune_train.json
+    <out>/checkpoints/covertune_checkpoints.json   each checkpoint's validation loss and, with
+                                               --select-checkpoint rouge_l/task, its validation letters' scores
+    <out>/adapter/                             the adapter (the checkpoint --select-checkpoint chose), its
+                                               tokenizer, covertune_train.json (the choice: checkpoint_selection)
     <out>/train_log.jsonl, <out>/loss.png      the train stage's log and plot
     <out>/merged/                              the merge stage's full model (+ covertune_merge.json)
     <out>/eval.csv                             the generate stage's letters (+ generate_stats.json)
