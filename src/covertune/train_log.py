@@ -94,7 +94,7 @@ def plot_loss(history: list[dict], path: Path, checkpoints: list[dict] | None = 
         ax.plot(*zip(*train), label="train loss", color="tab:blue")
     if val:
         ax.plot(*zip(*val), "o-", label="validation loss", color="tab:orange")
-    ax.set_xlabel("optimizer step")
+    ax.set_xlabel("" if scored else "optimizer step")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("covertune train")
     ax.grid(alpha=0.3)
@@ -112,6 +112,7 @@ def _plot_task(ax, scored: list[dict], chosen_step: int | None) -> None:
     facts.plot(steps, [(c.get("unsupported_numbers") or 0) + (c.get("unsupported_orgs") or 0) for c in scored],
                "s--", color="tab:red", label="unsupported numbers + organisations per letter")
     facts.set_ylabel("unsupported facts per letter")
+    facts.set_ylim(bottom=0, top=max(0.05, facts.get_ylim()[1]))
     if chosen_step in steps:
         ax.axvline(chosen_step, color="gray", linestyle=":", label=f"chosen: step {chosen_step}")
     lines = ax.get_legend_handles_labels()
