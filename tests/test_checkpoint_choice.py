@@ -154,7 +154,9 @@ def test_the_adapter_is_the_chosen_checkpoint(task_run):
     cfg, out, message = task_run
     info = json.loads((out / "adapter" / "covertune_train.json").read_text())
     sel = info["checkpoint_selection"]
-    best, reason = choose(sel["checkpoints"], "task", cfg.task_grounding_margin)
+    kept = {int(p.name.split("-")[-1]) for p in (out / "checkpoints").glob("checkpoint-*")}
+    assert kept == {2, 4, 6, 8, 10}  # save_total_limit 5
+    best, reason = choose(sel["checkpoints"], "task", cfg.task_grounding_margin, kept)
     assert sel["step"] == best["step"] and sel["reason"] == reason and sel["criterion"] == "task"
     assert same_weights(out / "adapter", out / "checkpoints" / f"checkpoint-{best['step']}")
     assert f"checkpoint-{best['step']}" in message

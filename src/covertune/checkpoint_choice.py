@@ -215,8 +215,9 @@ def choose(records: list[dict], criterion: str, margin: float = 0.0,
     if not eligible:  # the grounded ones were rotated away: the least-inventive one left
         eligible = [min(pool, key=lambda r: (_facts(r), r["step"]))]
     best = max(eligible, key=lambda r: (r["task"]["rougeL_f"], -_facts(r), -r["step"]))
+    where = " on disk" if available is not None else ""
     return best, (f"task: the highest validation ROUGE-L F1 ({best['task']['rougeL_f']:.4f}) among the "
-                  f"{len(eligible)} checkpoint(s) whose unsupported numbers and organisations per letter "
+                  f"{len(eligible)} checkpoint(s){where} whose unsupported numbers and organisations per letter "
                   f"({_facts(best):.4f}) are within {margin:g} of the fewest ({fewest:.4f})")
 
 
