@@ -279,7 +279,7 @@ class CheckpointChooser(TrainerCallback):
             stale_task_lines(self.log_path, self.key)
             for step, r in list(by_step.items()):
                 if not self._valid(r, present.get(step)) and step not in present:
-                    log.warning("checkpoint-%d's validation scores were made with other settings and the "
+                    log.warning("checkpoint-%d has no validation scores made with these settings and the "
                                 "checkpoint is gone: it is left out of the choice", step)
                     r.pop("task", None)
         for step, path in sorted(present.items()):
