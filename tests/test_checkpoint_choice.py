@@ -287,3 +287,25 @@ def test_the_model_card_says_which_checkpoint_and_why(task_run):
     card = (out / "adapter" / "README.md").read_text()
     assert "## Checkpoint choice" in card and f"checkpoint-{sel['step']} of 10 steps" in card
     assert sel["reason"] in card and f"| {sel['step']} (chosen) |" in card
+
+
+def test_a_checkpoint_whose_scoring_was_cut_off_is_scored_when_the_run_continues(tiny_model_dir, short_records,
+                                                                                   tmp_path, monkeypatch):
+    from covertune.train import train
+
+    calls: list[int] = []
+    known_scores(monkeypatch, {2: (0.3, 0.0), 4: (0.2, 0.0)}, calls)
+    out = make_run(tmp_path, short_records)
+    cfg = TrainConfig(model=str(tiny_model_dir), out=str(out), epochs=2, select_checkpoint="rouge_l", **FAST)
+    train(cfg)
+    # as if the process had been killed while checkpoint-4's letters were being scored
+    records = checkpoint_choice.read_records(out / "checkpoints")
+    checkpoint_choice.write_records(out / "checkpoints", [r for r in records if r["step"] != 4])
+    rundir.stage_marker(out, "train").unlink()
+    (out / "adapter").rename(out / "adapter.old")
+    calls.clear()
+    train(cfg)  # the same command continues the run
+    assert calls == [4]
+    sel = json.loads((out / "adapter" / "covertune_train.json").read_text())["checkpoint_selection"]
+    assert [r["step"] for r in sel["checkpoints"]] == [2, 4] and sel["step"] == 2
+    assert same_weights(out / "adapter", out / "checkpoints" / "checkpoint-2")

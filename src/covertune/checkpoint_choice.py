@@ -279,8 +279,9 @@ class CheckpointChooser(TrainerCallback):
             stale_task_lines(self.log_path, self.key)
             for step, r in list(by_step.items()):
                 if not self._valid(r, present.get(step)) and step not in present:
-                    log.warning("checkpoint-%d has no validation scores made with these settings and the "
-                                "checkpoint is gone: it is left out of the choice", step)
+                    (log.warning if r.get("task") else log.info)(
+                        "checkpoint-%d has no validation scores made with these settings and the checkpoint is "
+                        "gone: it is left out of the choice", step)
                     r.pop("task", None)
         for step, path in sorted(present.items()):
             if step > resume_step:
@@ -292,7 +293,7 @@ class CheckpointChooser(TrainerCallback):
                 log.info("scoring %s (its validation scores are missing or were made with other settings)",
                          path.name)
                 self._score(path, r)
-            else:
+            elif self.scored:
                 log.info("%s: validation scores kept from the earlier session", path.name)
         self.records = sorted(by_step.values(), key=lambda r: r["step"])
         write_records(self.ckpt_dir, self.records)
