@@ -347,7 +347,10 @@ class CheckpointChooser(TrainerCallback):
         return control
 
     def _protect(self, state) -> dict | None:
-        """Mark the chosen checkpoint as the Trainer's best, which its rotation keeps."""
+        """Mark the chosen checkpoint as the Trainer's best, which its rotation keeps (with last, the
+        Trainer's own rotation is left as it is)."""
+        if self.cfg.select_checkpoint == "last":
+            return None
         best, _ = choose(self.records, self.cfg.select_checkpoint, self.cfg.task_grounding_margin,
                          on_disk(self.ckpt_dir))
         if best is not None:
