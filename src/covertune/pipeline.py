@@ -30,6 +30,7 @@ STAGE_FUNCTIONS = {
     "export": "covertune.export:export",
     "sweep": "covertune.sweep:sweep",
     "compare": "covertune.compare:compare",
+    "classify": "covertune.classify.stage:classify",
 }
 
 
