@@ -346,6 +346,10 @@ class ServeConfig:
                           "'candidates' field): the greedy letter plus N-1 samples in one batch, one chosen by "
                           "select; at most --max-batch-size")
     select: Select = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
+    classifier: str = opt("", "Letter-quality classifier for select classifier-mbr (a request may ask for it when "
+                          "one is loaded): its classifier.json or folder (default with --select classifier-mbr: "
+                          "<out>/classifier)")
+    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first (a "
                                        "request's 'temperature' wins)")
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (a request's "
