@@ -174,8 +174,8 @@ def render_markdown(report: dict) -> str:
     t = report["train"]
     lines = ["# Letter-quality classifier", "",
              f"Logistic regression on {'TF-IDF word n-grams and the checks' if report['features'] == 'text+checks' else 'TF-IDF word n-grams'} "
-             f"({report['vocabulary']} n-grams), fitted on {t['rows']} train letters ({t['positive']} good by the rule) "
-             f"in {t['fit_seconds']:.2f} s; threshold {report['config']['threshold']}. Labels: the rule of "
+             f"({report['vocabulary']} n-grams), fitted on {t['rows']} train letters ({t['positive']} good by the rule); "
+             f"checking and fitting took {t['fit_seconds']:.2f} s; threshold {report['config']['threshold']}. Labels: the rule of "
              "covertune.classify.labels (too short, generic, an unsupported number or organisation, or the "
              "company missing: bad).", "",
              "A *bad* prediction is a score below the threshold. Precision and recall of each class:", "",
