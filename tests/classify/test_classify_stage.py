@@ -137,3 +137,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["classify", "fit", "--out", str(tmp_path)])
     assert "invalid choice: 'fit'" in capsys.readouterr().err
+
+
+def test_score_errors_name_the_file_row_and_field(run):
+    classify(ClassifyConfig(out=str(run), folds=2))
+    pd.DataFrame({"prompt": ["### Job Description\nnot the schema"], "fine_tuned_output": ["A letter."]}).to_csv(
+        run / "bad.csv", index=False)
+    with pytest.raises(ValueError, match=r"bad.csv: line 2, field prompt: the prompt is not in covertune's prompt schema"):
+        classify(ClassifyConfig(action="score", out=str(run), eval_csv=str(run / "bad.csv")))
+    pd.DataFrame({"letter": ["x"]}).to_csv(run / "cols.csv", index=False)
+    with pytest.raises(ValueError, match="needs a prompt column and a letter column"):
+        classify(ClassifyConfig(action="score", out=str(run), eval_csv=str(run / "cols.csv")))
+    with pytest.raises(FileNotFoundError, match="eval_csv .*absent.csv does not exist"):
+        classify(ClassifyConfig(action="score", out=str(run), eval_csv=str(run / "absent.csv")))
+    with pytest.raises(FileNotFoundError, match="test.jsonl not found: run `covertune data"):
+        classify(ClassifyConfig(action="score", out=str(run), split="test"))
