@@ -22,8 +22,6 @@ from covertune.data.quality import flag_record
 from covertune.records import FLAGS_FIELD, TARGET_FIELD, inputs_of
 
 RULE_FLAGS: tuple[str, ...] = ("too_short", "generic")
-REASONS: tuple[str, ...] = ("too_short", "generic", "unsupported number", "unsupported organisation",
-                            "company missing")
 
 
 def letter_flags(letter: str, inputs: dict[str, str], min_words: int = 50) -> list[dict]:
