@@ -220,3 +220,12 @@ def test_chosen_letters_scored_by_the_classifier(tiny, prompts, letter_classifie
         assert choice["quality_threshold"] == 0.4 and cands[choice["chosen"]]["letter"] == letter
     with pytest.raises(ValueError, match="needs a letter-quality classifier"):
         generate_chosen_letters(model, tok, texts, fields, 3, "classifier-mbr", decoding, progress=False)
+
+
+def test_when_all_fail_an_empty_letter_is_chosen_last():
+    # the empty letter has one failure, the written ones two (name and company missing): still a written one
+    cands = ["", "I like data.", "I like numbers and data."]
+    choice = choose(cands, "grounded-mbr", INPUTS)
+    assert choice.reasons[0] == ["empty letter"] and len(choice.reasons[1]) == 2
+    assert choice.index in (1, 2) and choice.letter
+    assert choose(["", ""], "grounded-mbr", INPUTS).index == 0  # nothing written at all: the first

@@ -11,8 +11,8 @@ candidate is chosen:
 - ``grounded-mbr``: the candidates that fail the grounding check are dropped first (a number or an
   organisation the inputs do not support, the applicant's name or the hiring company missing where the
   inputs give them, an empty letter; see covertune.metrics.grounding), then the MBR choice among the
-  rest, scored against all candidates. When every candidate fails, the one with the fewest failures,
-  then the best MBR score.
+  rest, scored against all candidates. When every candidate fails, the one with the fewest failures
+  (an empty letter last), then the best MBR score.
 - ``classifier-mbr``: as ``grounded-mbr``, and then the candidates the letter-quality classifier
   (covertune.classify) scores below a threshold are dropped too before the MBR choice; when none of the
   grounded ones reaches it, the best-scored of them is chosen.
@@ -128,9 +128,9 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
         passing = [k for k in pool if not reasons[k]]
         if passing:
             pool = passing
-        else:
-            fewest = min(len(r) for r in reasons)
-            pool = [k for k in pool if len(reasons[k]) == fewest]
+        else:  # the fewest failures; an empty letter is worse than any written one
+            bad = [(not candidates[k].strip(), len(reasons[k])) for k in pool]
+            pool = [k for k, b in zip(pool, bad) if b == min(bad)]
     if select == "classifier-mbr":
         good = [k for k in pool if quality[k] >= threshold]
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
