@@ -8,7 +8,8 @@ candidates: the greedy letter and the first n-1 samples, as ``--candidates n`` d
 in ``--selects``, the choice is made again with ``covertune.select.choose`` and the chosen letters are
 scored against the split's letters (``<out>/data/validation.jsonl``): ROUGE-L F1, repetition ratio,
 unsupported numbers and organisations per letter, name and company mention rates. n = 1 is the greedy
-letter alone.
+letter alone. With ``--classifier`` (a ``classify train`` classifier.json), every candidate is scored by
+the letter-quality classifier and ``classifier-mbr`` is made at each of ``--classifier-thresholds`` too.
 
 The rule, fixed before any result is seen: among the settings with at most ``--max-numbers`` unsupported
 numbers per letter, no unsupported organisation, and name and company mention rates no lower than the
@@ -18,6 +19,8 @@ and ``--args`` (the chosen setting as ``covertune generate`` options, for the te
 
     python bench/candidate_sweep.py --data runs/smol/data/validation.jsonl \\
         --set c_t07.jsonl,0.7,0.95 --set c_t10.jsonl,1.0,0.95 --json sweep.json --args chosen.args
+    python bench/candidate_sweep.py ... --classifier runs/smol/classifier/classifier.json \\
+        --classifier-thresholds 0.5 0.9 --selects mbr grounded-mbr
 """
 
 from __future__ import annotations
@@ -36,19 +39,37 @@ def _score_prompt(job):
     from covertune.metrics.rouge import rouge_l
     from covertune.select import choose
 
-    letters, inputs, truth, counts, selects = job
+    letters, inputs, truth, counts, selects, classifier, thresholds = job
+    quality = _classifier(classifier).score(letters, [inputs] * len(letters)) if classifier else None
     out = {}
     cache = {}
     for n in counts:
-        for select in selects:
-            k = 0 if n == 1 else choose(letters[:n], select, inputs).index
+        for select, t in [(s, None) for s in selects] + [("classifier-mbr", t) for t in (thresholds if classifier else [])]:
+            q = quality[:n] if quality is not None else None
+            k = 0 if n == 1 else choose(letters[:n], select, inputs, q, t if t is not None else 0.5).index
             if k not in cache:
                 d = ground_details(letters[k], inputs)
                 cache[k] = {"rouge_l": rouge_l(truth, letters[k]), "repetition": repetition_ratio(letters[k]),
                             "numbers": len(d["unsupported_numbers"]), "orgs": len(d["unsupported_orgs"]),
                             "name": d["name_mentioned"], "company": d["company_mentioned"]}
-            out[f"{n}:{select}"] = {"chosen": k, **cache[k]}
+            out[_key(n, select, t)] = {"chosen": k, **cache[k], "quality": quality[k] if quality else None}
     return out
+
+
+def _key(n, select, threshold=None) -> str:
+    return f"{n}:{select}" + ("" if threshold is None else f"@{threshold}")
+
+
+_LOADED = {}
+
+
+def _classifier(path):
+    """The letter-quality classifier at ``path``, loaded once per worker process."""
+    from covertune.classify.model import LetterClassifier
+
+    if path not in _LOADED:
+        _LOADED[path] = LetterClassifier.load(path)
+    return _LOADED[path]
 
 
 def _mean(values):
@@ -62,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", required=True, help="PATH,TEMPERATURE,TOP_P (repeatable)")
     ap.add_argument("--counts", type=int, nargs="+", default=[1, 4, 8, 12, 16])
     ap.add_argument("--selects", nargs="+", default=["mbr", "grounded-mbr"])
+    ap.add_argument("--classifier", help="a letter-quality classifier.json (covertune classify train): scores every "
+                    "candidate and adds classifier-mbr at each --classifier-thresholds")
+    ap.add_argument("--classifier-thresholds", type=float, nargs="+", default=[0.5])
     ap.add_argument("--max-numbers", type=float, default=0.005)
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--json", required=True)
@@ -82,15 +106,18 @@ def main(argv=None) -> int:
         have = min(len(c["candidates"]) for c in choices)
         counts = [n for n in args.counts if n <= have]
         jobs = [([c["letter"] for c in ch["candidates"]], inputs_of(records[ch["index"]]), truths[ch["index"]],
-                 counts, args.selects) for ch in choices]
+                 counts, args.selects, args.classifier, args.classifier_thresholds) for ch in choices]
         with ProcessPoolExecutor(args.workers) as pool:
             per_prompt = list(pool.map(_score_prompt, jobs, chunksize=4))
+        extra = [("classifier-mbr", t) for t in args.classifier_thresholds] if args.classifier else []
         for n in counts:
-            for select in (["greedy"] if n == 1 else args.selects):
-                key = f"{n}:{args.selects[0] if n == 1 else select}"
+            for select, t in ([("greedy", None)] if n == 1 else [(s, None) for s in args.selects] + extra):
+                key = _key(n, args.selects[0]) if n == 1 else _key(n, select, t)
                 got = [p[key] for p in per_prompt]
+                quality = {"classifier_threshold": t,
+                           "quality": round(_mean([g["quality"] for g in got]), 4)} if args.classifier else {}
                 rows.append({"temperature": float(temperature), "top_p": float(top_p), "candidates": n,
-                             "select": select, "letters": len(got),
+                             "select": select, **quality, "letters": len(got),
                              "rouge_l": round(_mean([g["rouge_l"] for g in got]), 4),
                              "repetition": round(_mean([g["repetition"] for g in got]), 4),
                              "unsupported_numbers": round(_mean([g["numbers"] for g in got]), 4),
@@ -112,6 +139,8 @@ def main(argv=None) -> int:
     Path(args.json).write_text(json.dumps(result, indent=2))
     options = (f"--candidates {best['candidates']} --select {best['select']} "
                f"--candidate-temperature {best['temperature']} --candidate-top-p {best['top_p']}")
+    if best["select"] == "classifier-mbr":
+        options += f" --classifier {args.classifier} --classifier-threshold {best['classifier_threshold']}"
     if args.args:
         Path(args.args).write_text(options + "\n")
     for r in rows:

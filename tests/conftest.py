@@ -124,3 +124,24 @@ def make_tiny_adapter():
     """``make_tiny_adapter(model_dir, path, prompt_format="raw", quantization="nf4")``: a non-zero LoRA
     adapter on the tiny model in ``path``, with a covertune_train.json as the train stage writes it."""
     return _make_tiny_adapter
+
+
+@pytest.fixture(scope="session")
+def flagged_train_records(dataset_dir) -> list[dict]:
+    """The first 320 rows of the shared train split as the data stage writes them: letters cleaned, ids
+    ``train-<row>``, quality flags set (letter reuse counted over these rows)."""
+    import pandas as pd
+
+    from covertune import records
+    from covertune.data.clean import clean_records
+    from covertune.data.quality import flag_records
+
+    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(320)
+    rows = []
+    for n, row in enumerate(frame.to_dict("records")):
+        rec = records.from_source_row(row)
+        rec.update(id=f"train-{n}", missing_fields=[k for k in records.INPUT_FIELDS if not rec[k]])
+        rows.append(rec)
+    clean_records(rows)
+    flag_records(rows)
+    return rows

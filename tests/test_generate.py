@@ -415,3 +415,34 @@ def test_merged_adapter_context_restores_the_weights(tiny_model_dir, adapter_dir
     with merged_adapter(model):
         assert not torch.equal(weight, before)  # folded in
     assert torch.allclose(weight, before, atol=1e-6)
+
+
+def test_classifier_mbr_records_each_candidates_quality(run_dir, tiny_model_dir, adapter_dir, flagged_train_records,
+                                                        monkeypatch):
+    from covertune.classify.model import LetterClassifier, examine_all
+
+    cfg = _cfg(run_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"], candidates=3, select="classifier-mbr",
+               candidate_temperature=1.5, classifier_threshold=0.3)
+    counter = CountGenerate(monkeypatch)
+    with pytest.raises(FileNotFoundError, match="no letter-quality classifier.*covertune classify train"):
+        generate(cfg)
+    assert counter.calls == 0  # refused before any model loads
+
+    rows = flagged_train_records[:150]
+    checks, labels, _ = examine_all([r["cover_letter"] for r in rows], [records.inputs_of(r) for r in rows],
+                                    [r["flags"] for r in rows])
+    classifier = LetterClassifier.fit([r["cover_letter"] for r in rows], checks, labels)
+    classifier.save(run_dir / "classifier" / "classifier.json")  # where `covertune classify train` writes it
+    generate(cfg)
+    side = io.read_jsonl(run_dir / "candidates" / "test.fine_tuned.jsonl")
+    test_rows = io.read_jsonl(run_dir / "data" / "test.jsonl")
+    for row, rec in zip(side, test_rows):
+        cands = row["candidates"]
+        assert row["select"] == "classifier-mbr" and row["quality_threshold"] == 0.3
+        expected = classifier.score([c["letter"] for c in cands], [records.inputs_of(rec)] * 3)
+        assert [c["quality"] for c in cands] == pytest.approx(expected, abs=1e-6)
+    assert "complete" in generate(cfg)
+    # another classifier is another setting: generated again
+    LetterClassifier.fit([r["cover_letter"] for r in rows], checks, labels, c=5.0).save(
+        run_dir / "classifier" / "classifier.json")
+    assert "wrote" in generate(cfg)

@@ -56,3 +56,23 @@ def test_run_continues_an_interrupted_training(tiny_model_dir, tmp_path):
 
 def test_parse_sets():
     assert parse_sets(["train.epochs=2", "out=runs/x"]) == {"train": {"epochs": "2"}, "out": "runs/x"}
+
+
+def test_run_trains_the_classifier_that_classifier_mbr_needs(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = _args(tiny_model_dir, out)
+    at = args.index("generate.do_sample=true")
+    del args[at - 1:at + 1]  # candidates are sampled already
+    args += ["--set", "generate.candidates=3", "--set", "generate.select=classifier-mbr",
+             "--set", "generate.candidate_temperature=1.5",
+             "--set", "classify.folds=2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "[classify] classify: wrote" in printed
+    assert rundir.is_done(out, "classify") and (out / "classifier" / "classifier.json").exists()
+    side = [json.loads(line) for line in (out / "candidates" / "test.fine_tuned.jsonl").read_text().splitlines()]
+    assert len(side) == 3 and all(r["select"] == "classifier-mbr" and "quality" in r["candidates"][0] for r in side)
+    # without classifier-mbr no classifier is trained
+    other = tmp_path / "other"
+    assert main(_args(tiny_model_dir, other)) == 0
+    assert not (other / "classifier").exists() and "[classify]" not in capsys.readouterr().out

@@ -240,4 +240,14 @@ def test_report_summarises_the_choice_among_candidates(scored_run):
     assert "| letters whose chosen candidate fails it | 1 |" in md
     page = (run / "report.html").read_text(encoding="utf-8")
     assert "<h2>Grounded decoding: test.fine_tuned" in page and page.index("Grounded decoding") < page.index("<footer>")
+    assert "classifier score" not in md  # no classifier scored these candidates
+
+    # scored by the letter-quality classifier (select classifier-mbr): its scores are summarised too
+    quality = [[0.2, 0.9, 0.8], [0.6, 0.7, 0.1], [0.3, 0.2, 0.4]]
+    rows = [{"index": i, **choose(c, "classifier-mbr", inputs, q).record()} for i, (c, q) in enumerate(zip(sets, quality))]
+    io.write_jsonl(run / "candidates" / "test.fine_tuned.jsonl", rows)
+    report(ReportConfig(out=str(run), examples=1))
+    md = (run / "report.md").read_text(encoding="utf-8")
+    assert "| mean classifier score of the greedy candidates | 0.3667 |" in md
+    assert "| candidates scored below the classifier threshold | 5 |" in md
     (run / "candidates" / "test.fine_tuned.jsonl").unlink()

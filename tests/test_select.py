@@ -11,7 +11,8 @@ from covertune.generate import Decoding, generate_letters
 from covertune.prompt import prompt_ids
 from covertune.metrics.rouge import rouge_l
 from covertune.models import load_model, load_tokenizer
-from covertune.select import choose, generate_candidate_ids, generate_chosen_letters, grounding_failures, mbr_scores
+from covertune.select import (choose, generate_candidate_ids, generate_chosen_letters, grounding_failures, mbr_scores,
+                              summarise)
 
 try:
     from test_generate import CountGenerate
@@ -140,3 +141,91 @@ def test_chosen_letters_record_the_choice_and_resume(tiny, prompts, tmp_path, mo
     # seeded: a fresh pass gives the same candidates
     assert generate_chosen_letters(model, tok, texts, fields, 3, "grounded-mbr", decoding, batch_size=2,
                                    progress=False) == (letters, choices)
+
+
+# ---------------------------------------------------------------- classifier-mbr
+
+
+GOOD = ("Dear Hiring Manager, I am applying for the Data Analyst role at Brightwave. For three years as a Data "
+        "Analyst at Foxglove I have written the SQL queries and Python scripts behind the weekly sales reports, "
+        "checked the numbers with the finance team and explained them to managers who do not read code. I would "
+        "bring the same care for accurate data and clear reporting to your analytics team. Sincerely, Ann Lee")
+TEMPLATE = ("Dear Hiring Manager, I am applying for the Data Analyst role at Brightwave. I am a hard-working team "
+            "player with a passion for excellence and I am {x} that I would be a great fit. Sincerely, Ann Lee "
+            "[Your Phone Number]")
+
+
+def test_classifier_mbr_drops_candidates_scored_below_the_threshold():
+    cands = [TEMPLATE.format(x="sure"), TEMPLATE.format(x="certain"), GOOD, TEMPLATE.format(x="confident")]
+    assert choose(cands, "grounded-mbr", INPUTS).index != 2  # the templates are the consensus
+    choice = choose(cands, "classifier-mbr", INPUTS, quality=[0.2, 0.1, 0.9, 0.3], threshold=0.5)
+    assert choice.index == 2
+    record = choice.record()
+    assert [c["quality"] for c in record["candidates"]] == [0.2, 0.1, 0.9, 0.3]
+    assert record["quality_threshold"] == 0.5 and record["select"] == "classifier-mbr"
+    # every candidate below the threshold: the best-scored one
+    assert choose(cands, "classifier-mbr", INPUTS, quality=[0.2, 0.1, 0.3, 0.4]).index == 3
+    # the grounding check still comes first: a well-scored candidate with an invented number is dropped
+    invented = GOOD.replace("three years", "9 years")
+    assert choose([TEMPLATE.format(x="sure"), invented], "classifier-mbr", INPUTS, quality=[0.2, 0.99]).index == 0
+    # quality scores are recorded with other selects too, and change nothing there
+    other = choose(cands, "grounded-mbr", INPUTS, quality=[0.2, 0.1, 0.9, 0.3])
+    assert other.index == choose(cands, "grounded-mbr", INPUTS).index
+    assert "quality_threshold" not in other.record() and other.record()["candidates"][2]["quality"] == 0.9
+    with pytest.raises(ValueError, match="classifier-mbr needs the letter-quality classifier"):
+        choose(cands, "classifier-mbr", INPUTS)
+    with pytest.raises(ValueError, match="3 quality scores for 4 candidates"):
+        choose(cands, "classifier-mbr", INPUTS, quality=[0.1, 0.2, 0.3])
+
+
+def test_summarise_reports_the_quality_of_greedy_and_chosen():
+    cands = [TEMPLATE.format(x="sure"), TEMPLATE.format(x="certain"), GOOD]
+    records_ = [choose(cands, "classifier-mbr", INPUTS, quality=[0.2, 0.4, 0.8]).record(),
+                choose(cands, "classifier-mbr", INPUTS, quality=[0.6, 0.7, 0.9]).record()]
+    summary = summarise(records_)
+    assert summary["greedy_quality_mean"] == pytest.approx(0.4)
+    assert summary["candidates_below_quality_threshold"] == 2
+    assert summary["chosen_quality_mean"] == pytest.approx((0.8 + records_[1]["candidates"][records_[1]["chosen"]]["quality"]) / 2)
+
+
+@pytest.fixture(scope="module")
+def letter_classifier(flagged_train_records):
+    from covertune.classify.model import LetterClassifier, examine_all
+
+    rows = flagged_train_records[:200]
+    checks, labels, _ = examine_all([r["cover_letter"] for r in rows], [records.inputs_of(r) for r in rows],
+                                    [r["flags"] for r in rows])
+    return LetterClassifier.fit([r["cover_letter"] for r in rows], checks, labels)
+
+
+def test_a_trained_classifier_changes_the_choice(letter_classifier):
+    cands = [TEMPLATE.format(x="sure"), TEMPLATE.format(x="certain"), GOOD, TEMPLATE.format(x="confident")]
+    quality = letter_classifier.score(cands, [INPUTS] * len(cands))
+    assert quality[2] >= 0.5 > max(quality[0], quality[1], quality[3])  # the placeholder makes the templates generic
+    assert choose(cands, "grounded-mbr", INPUTS).index != 2
+    assert choose(cands, "classifier-mbr", INPUTS, quality).index == 2
+
+
+def test_chosen_letters_scored_by_the_classifier(tiny, prompts, letter_classifier):
+    model, tok = tiny
+    texts, fields = prompts
+    decoding = Decoding(max_new_tokens=12, do_sample=True, temperature=1.5, top_k=0, seed=3)
+    letters, choices = generate_chosen_letters(model, tok, texts, fields, 3, "classifier-mbr", decoding,
+                                               batch_size=2, progress=False, classifier=letter_classifier,
+                                               threshold=0.4)
+    for i, (letter, choice) in enumerate(zip(letters, choices)):
+        cands = choice["candidates"]
+        expected = letter_classifier.score([c["letter"] for c in cands], [fields[i]] * 3)
+        assert [c["quality"] for c in cands] == pytest.approx(expected, abs=1e-6)
+        assert choice["quality_threshold"] == 0.4 and cands[choice["chosen"]]["letter"] == letter
+    with pytest.raises(ValueError, match="needs a letter-quality classifier"):
+        generate_chosen_letters(model, tok, texts, fields, 3, "classifier-mbr", decoding, progress=False)
+
+
+def test_when_all_fail_an_empty_letter_is_chosen_last():
+    # the empty letter has one failure, the written ones two (name and company missing): still a written one
+    cands = ["", "I like data.", "I like numbers and data."]
+    choice = choose(cands, "grounded-mbr", INPUTS)
+    assert choice.reasons[0] == ["empty letter"] and len(choice.reasons[1]) == 2
+    assert choice.index in (1, 2) and choice.letter
+    assert choose(["", ""], "grounded-mbr", INPUTS).index == 0  # nothing written at all: the first

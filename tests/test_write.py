@@ -112,3 +112,24 @@ def test_candidates_choose_as_generate_does(run_dir, tiny_model_dir, rows, tmp_p
     assert out["usage"]["completion_tokens"] == sum(c["new_tokens"] for c in side[0]["candidates"])
     with pytest.raises(ValueError, match="drop --do-sample"):
         write(_cfg(tiny_model_dir, candidates=2, do_sample=True, job_title="x"))
+
+
+def test_classifier_mbr_scores_the_candidates(run_dir, tiny_model_dir, rows, tmp_path, flagged_train_records):
+    from covertune.classify.model import LetterClassifier, examine_all
+
+    fields = {k: v for k, v in records.inputs_of(rows[0]).items() if v}
+    cfg = _cfg(tiny_model_dir, candidates=3, select="classifier-mbr", candidate_temperature=1.5, json=True,
+               classifier=str(tmp_path / "none.json"), **fields)
+    with pytest.raises(FileNotFoundError, match="no letter-quality classifier"):
+        write(cfg)
+    train = flagged_train_records[:150]
+    checks, labels, _ = examine_all([r["cover_letter"] for r in train], [records.inputs_of(r) for r in train],
+                                    [r["flags"] for r in train])
+    classifier = LetterClassifier.fit([r["cover_letter"] for r in train], checks, labels)
+    cfg.classifier = str(classifier.save(tmp_path / "clf" / "classifier.json").parent)
+    out = json.loads(write(cfg))
+    cands = out["candidates"]["candidates"]
+    assert out["candidates"]["select"] == "classifier-mbr"
+    assert [c["quality"] for c in cands] == pytest.approx(
+        classifier.score([c["letter"] for c in cands], [records.inputs_of(rows[0])] * 3), abs=1e-6)
+    assert out["letter"] == cands[out["candidates"]["chosen"]]["letter"]

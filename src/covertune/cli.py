@@ -30,6 +30,8 @@ STAGE_HELP = {
               "or as a merged safetensors folder with a model card",
     "sweep": "train a grid of recipe variants, rank them on the validation split, optionally test the winner",
     "compare": "several runs' evaluate outputs side by side: compare.md, compare.csv, compare.html",
+    "classify": "the letter-quality classifier: train it on a run's train split (with its precision/recall "
+                "report) or score letters with it",
     "run": "all stages end to end in one run directory, resuming where a run stopped",
 }
 
@@ -40,6 +42,9 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> N
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+    if f.metadata.get("positional") and typing.get_origin(kind) is typing.Literal:  # one word of a few
+        parser.add_argument(f.name, choices=choices(kind), help=f.metadata.get("help", ""))
+        return
     if f.metadata.get("positional"):
         parser.add_argument(f.name, nargs="+", metavar=f.name.upper().rstrip("S") + "_DIR",
                             help=f.metadata.get("help", ""))

@@ -35,7 +35,10 @@ BaseWeights = Literal["auto", "original", "trained"]
 Split = Literal["test", "validation"]
 ModelName = Literal["base", "fine_tuned"]
 Tracker = Literal["none", "tensorboard", "wandb", "mlflow", "trackio"]
-Select = Literal["greedy", "mbr", "grounded-mbr"]
+Select = Literal["greedy", "mbr", "grounded-mbr", "classifier-mbr"]
+ClassifyAction = Literal["train", "score"]
+SplitAny = Literal["train", "validation", "test"]
+ClassifierFeatures = Literal["text+checks", "text"]
 Engine = Literal["auto", "plain", "static", "continuous"]
 ExportFormat = Literal["gguf", "safetensors"]
 GgufQuant = Literal["f16", "q8_0", "q4_0"]
@@ -77,7 +80,12 @@ CANDIDATES_HELP = ("Candidate letters per prompt: the greedy letter plus N-1 sam
                    "generate call (a batch then holds batch_size x N sequences); 1: greedy decoding alone")
 SELECT_HELP = ("How one of the candidates is chosen (with --candidates above 1): greedy; mbr (the highest mean "
                "ROUGE-L against the other candidates); grounded-mbr (mbr among the candidates that pass the "
-               "grounding check; the least-bad one when none does)")
+               "grounding check; the least-bad one when none does); classifier-mbr (grounded-mbr among the "
+               "candidates the letter-quality classifier scores at least --classifier-threshold; the best-scored "
+               "one when none does)")
+CLASSIFIER_HELP = ("Letter-quality classifier for --select classifier-mbr: its classifier.json or folder "
+                   "(default: <out>/classifier, written by `covertune classify train`)")
+CLASSIFIER_THRESHOLD_HELP = "With --select classifier-mbr: candidates scored below this are dropped before MBR"
 
 
 @dataclass
@@ -96,6 +104,10 @@ class DataConfig:
                            "or DatasetDict with train only): test split carved from it, seeded by "
                            "--seed, as a fraction (<1) or a row count (>=1); a 'split' column wins", gt=0)
     min_letter_words: int = opt(50, "Letters with fewer words are flagged too_short", ge=0)
+    filter_classifier: float = opt(0.0, "Drop train rows the letter-quality classifier scores below this (0: off): "
+                                   "the classifier is trained on the train rows (covertune classify) and each row "
+                                   "is scored out of fold; written to <out>/classifier/, the dropped rows listed "
+                                   "in the report; validation and test are never filtered", ge=0, lt=1)
     model: str = opt(EMBEDDED_MODEL, "Model whose tokenizer counts the prompt's tokens for --max-prompt-tokens "
                      "(only its tokenizer and config are read): HF hub id, local folder, or 'embedded'")
     max_field_chars: int = opt(MAX_FIELD_CHARS, "Longest input field or letter in characters, on every split (0: no "
@@ -244,6 +256,8 @@ class GenerateConfig:
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
                                  gt=0, le=1)
+    classifier: str = opt("", CLASSIFIER_HELP)
+    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
     dtype: Dtype = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
                        "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)", ge=0)
@@ -318,6 +332,8 @@ class WriteConfig:
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
                                  gt=0, le=1)
+    classifier: str = opt("", CLASSIFIER_HELP)
+    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
     dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
 
@@ -349,6 +365,10 @@ class ServeConfig:
                           "'candidates' field): the greedy letter plus N-1 samples in one batch, one chosen by "
                           "select; at most --max-batch-size")
     select: Select = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
+    classifier: str = opt("", "Letter-quality classifier for select classifier-mbr (a request may ask for it when "
+                          "one is loaded): its classifier.json or folder (default with --select classifier-mbr: "
+                          "<out>/classifier)")
+    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first (a "
                                        "request's 'temperature' wins)")
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (a request's "
@@ -421,6 +441,31 @@ class CompareConfig:
     title: str = opt("covertune compare", "Title of the markdown and HTML pages")
 
 
+@dataclass
+class ClassifyConfig:
+    action: ClassifyAction = opt("train", "train: fit the letter-quality classifier on <out>/data/train.jsonl and "
+                                 "write <out>/classifier/ with its precision/recall report; score: score a split's "
+                                 "letters or an eval.csv's", positional=True)
+    out: str = opt("runs/default", "Run directory; reads <out>/data/, writes <out>/classifier/")
+    classifier: str = opt("", "train: the folder to write (default: <out>/classifier); score: the classifier.json "
+                          "or folder to load (default: <out>/classifier)")
+    features: ClassifierFeatures = opt("text+checks", "What the classifier reads: text+checks (TF-IDF word n-grams "
+                                       "and the quality and grounding checks) or text (the n-grams alone)")
+    regularization_c: float = opt(1.0, "Inverse regularisation strength of the logistic regression (scikit-learn's C)",
+                                  gt=0)
+    folds: int = opt(5, "Folds for the train rows' out-of-fold scores", ge=2)
+    threshold: float = opt(0.5, "Scores below this are bad letters in the precision/recall report and in score's "
+                           "counts", ge=0, le=1)
+    min_words: int = opt(50, "Letters with fewer words are too short (the data stage's --min-letter-words)", ge=0)
+    hand_labels: str = opt("", "train: a CSV of id,label,reason (label 1 good, 0 bad) naming validation or test "
+                           "rows labelled by hand, reported beside the rule's labels")
+    split: SplitAny = opt("validation", "score: the split whose letters to score")
+    eval_csv: str = opt("", "score: an eval.csv whose ground_truth, base_output and fine_tuned_output letters to "
+                        "score instead of a split (inputs parsed from its prompts)")
+    seed: int = opt(42, "Seed of the folds and the solver", ge=0)
+    force: bool = opt(False, "Train again even if <out>/classifier is complete")
+
+
 STAGE_CONFIGS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
@@ -433,6 +478,7 @@ STAGE_CONFIGS: dict[str, type] = {
     "export": ExportConfig,
     "sweep": SweepConfig,
     "compare": CompareConfig,
+    "classify": ClassifyConfig,
 }
 
 

@@ -11,7 +11,10 @@ are decoded and the letter is extracted from them. Every finished batch is appen
 
 With ``--candidates N`` every prompt gets the greedy letter and N-1 samples from one batched call, and
 one is chosen by ``--select`` (covertune.select); each letter's candidates, their grounding failures
-and MBR scores and the choice go to ``<out>/candidates/<split>.<model>.jsonl``.
+and MBR scores and the choice go to ``<out>/candidates/<split>.<model>.jsonl``. ``--select classifier-mbr``
+also scores every candidate with the letter-quality classifier (``--classifier``, default
+``<out>/classifier``; covertune.classify) and drops those below ``--classifier-threshold`` before MBR;
+each candidate's score is recorded there as ``quality``.
 """
 
 from __future__ import annotations
@@ -324,6 +327,20 @@ def check_candidates(cfg) -> None:
             raise ValueError("candidate_temperature must be > 0 and candidate_top_p in (0, 1]")
 
 
+def load_classifier(path: str, out) -> tuple[object, Path]:
+    """The letter-quality classifier for --select classifier-mbr: ``path`` (its classifier.json or folder),
+    else ``<out>/classifier``; with the file it was read from."""
+    from covertune.classify.model import CLASSIFIER_FILE, LetterClassifier
+    from covertune.classify.stage import classifier_dir
+
+    target = Path(path).expanduser() if path else classifier_dir(out) if out else None
+    if target is None:
+        raise ValueError("--select classifier-mbr needs --classifier (a classifier.json from `covertune classify "
+                         "train`) or --out with a trained classifier")
+    file = target / CLASSIFIER_FILE if target.is_dir() else target
+    return LetterClassifier.load(file), file
+
+
 def candidate_decoding(cfg) -> Decoding:
     """How the candidates after the first are sampled."""
     return Decoding(cfg.max_new_tokens, True, cfg.candidate_temperature, cfg.candidate_top_p, cfg.top_k,
@@ -511,9 +528,14 @@ def generate(cfg: GenerateConfig) -> str:
     dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
     common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
               "prompt_format": prompt_format, "decoding": decoding.identity()}
+    classifier, classifier_path = None, None
     if cfg.candidates > 1:
         common["candidates"] = {"n": cfg.candidates, "select": cfg.select,
                                 "sampling": candidate_decoding(cfg).identity()}
+        if cfg.select == "classifier-mbr":  # loaded (and checked) before any model
+            classifier, classifier_path = load_classifier(cfg.classifier, out)
+            common["candidates"].update(classifier=rundir.file_hash(classifier_path),
+                                        classifier_threshold=cfg.classifier_threshold)
     if cfg.do_sample or cfg.candidates > 1:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
     settings = {"base": {**common, "model": "base"}}
@@ -554,7 +576,8 @@ def generate(cfg: GenerateConfig) -> str:
 
                         outputs[which], _ = generate_chosen_letters(
                             model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
-                            candidate_decoding(cfg), cfg.batch_size, journal=journal, stats=st, desc=which)
+                            candidate_decoding(cfg), cfg.batch_size, journal=journal, stats=st, desc=which,
+                            classifier=classifier, threshold=cfg.classifier_threshold)
                     else:
                         outputs[which] = generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding,
                                                           journal=journal, stats=st, desc=which, engine=cfg.engine)

@@ -1,7 +1,9 @@
 """`covertune run`: data -> train -> (merge) -> generate -> evaluate -> report in one run directory.
 
 Each stage skips itself when its outputs are complete, so rerunning the same command after a crash
-continues where the run stopped. Options come from a preset and/or YAML file (flat keys apply to
+continues where the run stopped. When generate chooses among candidates with ``select: classifier-mbr``
+and names no ``classifier``, the letter-quality classifier is trained on the run's train split right
+after the data stage (``covertune classify train``; its options from a ``classify`` section). Options come from a preset and/or YAML file (flat keys apply to
 every stage that has them; a section per stage overrides), then from the command line.
 """
 
@@ -30,6 +32,7 @@ STAGE_FUNCTIONS = {
     "export": "covertune.export:export",
     "sweep": "covertune.sweep:sweep",
     "compare": "covertune.compare:compare",
+    "classify": "covertune.classify.stage:classify",
 }
 
 
@@ -57,18 +60,26 @@ def pipeline_configs(layers: list[dict], merge: bool = False, force: bool = Fals
     """Every stage's config built (and validated) from ``layers`` (later layers win), before any stage runs."""
     layers = list(layers) + ([{s: {"force": True} for s in STAGES}] if force else [])
     configs = {stage: build(stage, *layers) for stage in STAGES}
+    if needs_classifier(configs["generate"]):
+        configs["classify"] = build("classify", *layers, {"force": True} if force else {})
     if merge:
         configs["generate"].merged = configs["generate"].merged or str(rundir.merged_dir(configs["merge"].out))
     return configs
+
+
+def needs_classifier(generate_cfg) -> bool:
+    """Whether generate will choose by the letter-quality classifier and expects it in the run directory."""
+    return generate_cfg.candidates > 1 and generate_cfg.select == "classifier-mbr" and not generate_cfg.classifier
 
 
 def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -> str:
     """Run every stage with configs built from ``layers`` (later layers win)."""
     configs = pipeline_configs(layers, merge, force)
     timings = {}
-    for stage in STAGES:
-        if stage == "merge" and not merge:
-            continue
+    steps = [s for s in STAGES if s != "merge" or merge]
+    if "classify" in configs:
+        steps.insert(steps.index("data") + 1, "classify")
+    for stage in steps:
         t0 = time.time()
         log.info("stage %s", stage)
         result = stage_function(stage)(configs[stage])

@@ -408,6 +408,13 @@ CANDIDATE_ROWS = (
 )
 
 
+QUALITY_ROWS = (  # with a letter-quality classifier (covertune.classify)
+    ("greedy_quality_mean", "mean classifier score of the greedy candidates"),
+    ("chosen_quality_mean", "mean classifier score of the chosen candidates"),
+    ("candidates_below_quality_threshold", "candidates scored below the classifier threshold"),
+)
+
+
 def candidate_summaries(out: Path) -> dict[str, dict]:
     """``covertune.select.summarise`` of each ``<out>/candidates/<split>.<model>.jsonl``, by file stem."""
     from covertune.select import summarise
@@ -424,6 +431,7 @@ def candidate_summaries(out: Path) -> dict[str, dict]:
 def _candidate_rows(summary: dict) -> list[tuple[str, str]]:
     rows = [(label, str(summary[k])) for k, label in CANDIDATE_ROWS]
     rows += [(f"candidates failing by: {kind}", str(n)) for kind, n in summary["candidates_failing_by_kind"].items()]
+    rows += [(label, str(summary[k])) for k, label in QUALITY_ROWS if k in summary]
     return rows
 
 

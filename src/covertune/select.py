@@ -11,10 +11,14 @@ candidate is chosen:
 - ``grounded-mbr``: the candidates that fail the grounding check are dropped first (a number or an
   organisation the inputs do not support, the applicant's name or the hiring company missing where the
   inputs give them, an empty letter; see covertune.metrics.grounding), then the MBR choice among the
-  rest, scored against all candidates. When every candidate fails, the one with the fewest failures,
-  then the best MBR score.
+  rest, scored against all candidates. When every candidate fails, the one with the fewest failures
+  (an empty letter last), then the best MBR score.
+- ``classifier-mbr``: as ``grounded-mbr``, and then the candidates the letter-quality classifier
+  (covertune.classify) scores below a threshold are dropped too before the MBR choice; when none of the
+  grounded ones reaches it, the best-scored of them is chosen.
 
-Each choice is kept with every candidate's letter, MBR score and failures, for the report.
+Each choice is kept with every candidate's letter, MBR score, failures and (with a classifier) quality
+score, for the report.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class Choice:
     candidates: list[str]
     scores: list[float] = field(default_factory=list)  # MBR, one per candidate ([] for greedy)
     reasons: list[list[str]] = field(default_factory=list)  # grounding failures, one list per candidate
+    quality: list[float] = field(default_factory=list)  # the classifier's scores, one per candidate ([]: none)
+    threshold: float | None = None  # the classifier's threshold with classifier-mbr
 
     @property
     def letter(self) -> str:
@@ -83,36 +89,53 @@ class Choice:
             row = {"letter": text, "greedy": k == 0, "chosen": k == self.index,
                    "mbr": round(self.scores[k], 6) if self.scores else None,
                    "failures": self.reasons[k] if self.reasons else []}
+            if self.quality:
+                row["quality"] = round(self.quality[k], 6)
             if new_tokens:
                 row["new_tokens"] = int(new_tokens[k])
             rows.append(row)
-        return {"select": self.select, "chosen": self.index,
-                "all_failed": bool(self.reasons) and all(self.reasons), "candidates": rows}
+        out = {"select": self.select, "chosen": self.index,
+               "all_failed": bool(self.reasons) and all(self.reasons), "candidates": rows}
+        if self.threshold is not None:
+            out["quality_threshold"] = self.threshold
+        return out
 
 
-def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None) -> Choice:
+def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None,
+           quality: Sequence[float] | None = None, threshold: float = 0.5) -> Choice:
     """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
     prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
-    ``select`` is, when they are given)."""
+    ``select`` is, when they are given); ``quality`` the letter-quality classifier's score of each
+    candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut."""
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     candidates = list(candidates)
     if not candidates:
         raise ValueError("no candidates to choose from")
+    quality = [float(q) for q in quality] if quality is not None else []
+    if quality and len(quality) != len(candidates):
+        raise ValueError(f"{len(quality)} quality scores for {len(candidates)} candidates")
+    if select == "classifier-mbr" and not quality:
+        raise ValueError("select classifier-mbr needs the letter-quality classifier's score of every candidate "
+                         "(train one with `covertune classify train`)")
     reasons = [grounding_failures(c, inputs) for c in candidates] if inputs is not None else []
+    threshold_used = threshold if select == "classifier-mbr" else None
     if select == "greedy" or len(candidates) == 1:
-        return Choice(0, select, candidates, [], reasons)
+        return Choice(0, select, candidates, [], reasons, quality, threshold_used)
     scores = mbr_scores(candidates)
     pool = list(range(len(candidates)))
-    if select == "grounded-mbr" and reasons:
+    if select in ("grounded-mbr", "classifier-mbr") and reasons:
         passing = [k for k in pool if not reasons[k]]
         if passing:
             pool = passing
-        else:
-            fewest = min(len(r) for r in reasons)
-            pool = [k for k in pool if len(reasons[k]) == fewest]
+        else:  # the fewest failures; an empty letter is worse than any written one
+            bad = [(not candidates[k].strip(), len(reasons[k])) for k in pool]
+            pool = [k for k, b in zip(pool, bad) if b == min(bad)]
+    if select == "classifier-mbr":
+        good = [k for k in pool if quality[k] >= threshold]
+        pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
     best = max(pool, key=lambda k: (scores[k], -k))
-    return Choice(best, select, candidates, scores, reasons)
+    return Choice(best, select, candidates, scores, reasons, quality, threshold_used)
 
 
 def summarise(choices: Sequence[dict]) -> dict:
@@ -125,6 +148,16 @@ def summarise(choices: Sequence[dict]) -> dict:
     for c in choices:
         for cand in c["candidates"]:
             kinds.update({reason.split(":")[0] for reason in cand["failures"]})
+    scored = [c for c in choices if any("quality" in cand for cand in c["candidates"])]
+    quality = {}
+    if scored:
+        chosen = [c["candidates"][c["chosen"]]["quality"] for c in scored]
+        quality = {"chosen_quality_mean": round(sum(chosen) / len(chosen), 4),
+                   "greedy_quality_mean": round(sum(c["candidates"][0]["quality"] for c in scored) / len(scored), 4)}
+        cut = [c for c in scored if c.get("quality_threshold") is not None]
+        if cut:
+            quality["candidates_below_quality_threshold"] = sum(
+                cand["quality"] < c["quality_threshold"] for c in cut for cand in c["candidates"])
     return {
         "letters": len(choices),
         "candidates": sum(len(c["candidates"]) for c in choices),
@@ -134,6 +167,7 @@ def summarise(choices: Sequence[dict]) -> dict:
         "chosen_failing": sum(bool(c["candidates"][c["chosen"]]["failures"]) for c in choices),
         "all_failed": sum(bool(c["all_failed"]) for c in choices),
         "candidates_failing_by_kind": dict(kinds.most_common()),
+        **quality,
     }
 
 
@@ -191,14 +225,17 @@ def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n:
 def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                             fields: Sequence[dict[str, str] | None], n: int, select: str, decoding,
                             batch_size: int = 8, *, journal=None, stats: dict | None = None,
-                            progress: bool = True, desc: str = "letters") -> tuple[list[str], list[dict]]:
+                            progress: bool = True, desc: str = "letters", classifier=None,
+                            threshold: float = 0.5) -> tuple[list[str], list[dict]]:
     """The chosen letter for every prompt (``inputs``: token ids, ``covertune.prompt.prompt_ids``), and
     each prompt's choice record (``Choice.record``).
 
     ``fields`` are each prompt's eight input fields (None: unknown, nothing is dropped). With a
     ``journal`` (covertune.generate.Journal), rows it holds are not generated again; each finished batch
     is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
-    new_tokens (all candidates') and seconds of this call."""
+    new_tokens (all candidates') and seconds of this call. A ``classifier``
+    (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
+    drops those below ``threshold``)."""
     from tqdm.auto import tqdm
     from transformers import set_seed
 
@@ -207,6 +244,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
 
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
+    if select == "classifier-mbr" and classifier is None:
+        raise ValueError("select classifier-mbr needs a letter-quality classifier (covertune classify train)")
     letters: list[str | None] = [None] * len(inputs)
     choices: list[dict | None] = [None] * len(inputs)
     if journal is not None:
@@ -225,7 +264,13 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
             records = []
             for i, group in zip(batch, groups):
                 texts = [extract_letter(tokenizer.decode(ids, skip_special_tokens=True)) for ids in group]
-                choice = choose(texts, select, fields[i])
+                quality = None
+                if classifier is not None:
+                    from covertune.records import inputs_of
+
+                    known = fields[i] if fields[i] is not None else inputs_of({})
+                    quality = classifier.score(texts, [known] * len(texts))
+                choice = choose(texts, select, fields[i], quality, threshold)
                 tokens = [len(ids) for ids in group]
                 letters[i], choices[i] = choice.letter, choice.record(tokens)
                 records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),

@@ -89,6 +89,11 @@ def write(cfg: WriteConfig) -> str:
     from covertune.generate import check_candidates
 
     check_candidates(cfg)
+    classifier = None
+    if cfg.candidates > 1 and cfg.select == "classifier-mbr":  # before the model loads
+        from covertune.generate import load_classifier
+
+        classifier, _ = load_classifier(cfg.classifier, cfg.out)
     fields = collect_fields(cfg)
     lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
                                           base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
@@ -105,7 +110,8 @@ def write(cfg: WriteConfig) -> str:
 
         letters, choices = generate_chosen_letters(lm.model, lm.tokenizer, [ids], [fields], cfg.candidates,
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
-                                                   stats=stats, progress=False)
+                                                   stats=stats, progress=False, classifier=classifier,
+                                                   threshold=cfg.classifier_threshold)
         letter, choice = letters[0], choices[0]
     else:
         letter = generate_letters(lm.model, lm.tokenizer, [ids], 1, decoding, stats=stats, progress=False)[0]

@@ -65,3 +65,31 @@ def test_candidate_errors(make_client):
         check_config(ServeConfig(candidates=20, max_batch_size=16))
     with pytest.raises(ValueError, match="--select must be one of"):
         check_config(ServeConfig(select="best"))
+
+
+def test_classifier_mbr_scores_every_candidate(make_client, flagged_train_records, tmp_path):
+    from covertune.classify.model import LetterClassifier, examine_all
+    from covertune.records import inputs_of
+    from covertune.serve.app import build_engine
+
+    c = make_client(max_batch_size=4)
+    r = c.post("/v1/cover-letter", json={**FIELDS, "candidates": 3, "select": "classifier-mbr"})
+    assert r.status_code == 422 and "select" in r.text and "--classifier" in r.text  # this server has none
+
+    rows = flagged_train_records[:150]
+    checks, labels, _ = examine_all([x["cover_letter"] for x in rows], [inputs_of(x) for x in rows],
+                                    [x["flags"] for x in rows])
+    classifier = LetterClassifier.fit([x["cover_letter"] for x in rows], checks, labels)
+    c.app.state.engine.classifier = classifier
+    r = c.post("/v1/cover-letter", json={**FIELDS, "candidates": 3, "select": "classifier-mbr", "temperature": 1.5,
+                                         "seed": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()["candidates"]
+    letters = [x["letter"] for x in body["candidates"]]
+    assert body["select"] == "classifier-mbr" and body["quality_threshold"] == 0.5
+    assert [x["quality"] for x in body["candidates"]] == pytest.approx(
+        classifier.score(letters, [inputs_of(FIELDS)] * 3), abs=1e-6)
+
+    # a server told to use a classifier that is not there stops before loading the model
+    with pytest.raises(FileNotFoundError, match="no letter-quality classifier"):
+        build_engine(ServeConfig(candidates=2, select="classifier-mbr", classifier=str(tmp_path / "none.json")))

@@ -127,9 +127,10 @@ def render_markdown(report: dict) -> str:
     split_rows = []
     for name, s in r["splits"].items():
         split_rows.append([name, s["loaded"], s["invalid_dropped"], s["duplicates_removed"], s["test_overlap_dropped"],
-                           s["flagged_dropped"], s["moved_to_validation"], s["written"], s["written_flagged"]])
+                           s["flagged_dropped"], s.get("classifier_dropped", 0), s["moved_to_validation"], s["written"],
+                           s["written_flagged"]])
     out += [_table(["split", "loaded", "over a limit or no letter, dropped", "exact duplicates removed",
-                    "test-overlap dropped", "flagged dropped", "moved to validation", "written",
+                    "test-overlap dropped", "flagged dropped", "classifier dropped", "moved to validation", "written",
                     "written with a flag"], split_rows), ""]
     out += [f"Validation: {r['validation']}", ""]
 
@@ -156,6 +157,18 @@ def render_markdown(report: dict) -> str:
         label = "any flag" if name == "any" else f"`{name}`"
         flag_rows.append([label] + [fl[s][name] for s in loaded] + [fl["all"][name], f"{fl['share'][name]:.1%}"])
     out += [_table(["flag"] + loaded + ["all", "share of all"], flag_rows), ""]
+
+    cf = r.get("classifier_filter")
+    if cf:
+        out += ["## Letter-quality classifier filter", "",
+                f"Train rows whose out-of-fold score from the letter-quality classifier (`{cf['classifier']}`, fitted "
+                f"on the {cf['trained_on']} train rows) is below {cf['threshold']} were dropped: {len(cf['dropped'])} "
+                f"rows ({cf['dropped_good_by_rule']} of them good by the labelling rule); {cf['kept']} kept. "
+                "Validation and test are not filtered.", ""]
+        if cf["dropped"]:
+            out += [_table(["id", "score", "rule label", "rule reasons"],
+                           [[f"`{d['id']}`", f"{d['score']:.3f}", "good" if d["rule_label"] else "bad",
+                             _md_cell("; ".join(d["rule_reasons"]) or "-")] for d in cf["dropped"]]), ""]
 
     out += ["## Duplicates and train/test overlap", ""]
     dups = r["duplicates"]

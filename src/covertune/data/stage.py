@@ -1,5 +1,6 @@
 """The data stage, top to bottom: load -> limits and letters -> clean letters -> flag -> dedupe -> overlap
--> filter -> validation split -> write the splits, the report and the plots.
+-> filter -> validation split -> (the letter-quality classifier's filter on train) -> write the splits, the
+report and the plots.
 
 Limits (covertune.limits): every field at most ``max_field_chars`` characters, every prompt at most
 ``max_prompt_tokens`` tokens of the model's tokenizer (and the model's context), every letter one that
@@ -113,6 +114,11 @@ def run_data(cfg: DataConfig) -> str:
     data_dir = rundir.data_dir(cfg.out)
     fp = fingerprint(cfg)
     complete = all((data_dir / f).exists() for f in OUTPUTS)
+    if cfg.filter_classifier > 0:  # the classifier that chose the dropped rows is an output too
+        from covertune.classify.model import CLASSIFIER_FILE
+        from covertune.classify.stage import classifier_dir
+
+        complete = complete and (classifier_dir(cfg.out) / CLASSIFIER_FILE).exists()
     if rundir.check_stage(cfg.out, STAGE, fp, complete, cfg.force, str(data_dir)):
         return f"data: {data_dir} is complete; skipped (--force redoes it)"
     _check(cfg)
@@ -143,10 +149,10 @@ def run_data(cfg: DataConfig) -> str:
     train_loaded = splits["train"].records
     given_val = splits["validation"].records if "validation" in splits else None
     stats = {name: {"loaded": loaded[name], "invalid_dropped": len(invalid[name]), "duplicates_removed": 0,
-                    "test_overlap_dropped": 0, "flagged_dropped": 0, "moved_to_validation": 0}
+                    "test_overlap_dropped": 0, "flagged_dropped": 0, "classifier_dropped": 0, "moved_to_validation": 0}
              for name, s in splits.items()}
     stats.setdefault("validation", {"loaded": 0, "invalid_dropped": 0, "duplicates_removed": 0,
-                                    "test_overlap_dropped": 0, "flagged_dropped": 0, "moved_to_validation": 0})
+                                    "test_overlap_dropped": 0, "flagged_dropped": 0, "classifier_dropped": 0, "moved_to_validation": 0})
 
     # 5. exact duplicates: removed from train/validation, only reported for test
     train, dup_train = dedupe(train_loaded)
@@ -195,12 +201,23 @@ def run_data(cfg: DataConfig) -> str:
         train, val = carve_validation(train, cfg.val_size, cfg.seed)
         stats["train"]["moved_to_validation"] = len(val)
         val_note = f"{len(val)} rows carved from train (val_size={cfg.val_size}, seed={cfg.seed}), source order kept"
+    # 9. the letter-quality classifier's filter (train only): fitted on the train rows, each scored out of fold
+    classifier = None
+    if cfg.filter_classifier > 0:
+        from covertune.classify.stage import filter_train
+
+        before = len(train)
+        train, classifier = filter_train(train, val, cfg.out, cfg.filter_classifier, cfg.min_letter_words, cfg.seed)
+        stats["train"]["classifier_dropped"] = before - len(train)
+        if not train:
+            raise ValueError(f"the letter-quality classifier scored every train row below --filter-classifier "
+                             f"{cfg.filter_classifier}; lower the threshold")
     written = {"train": train, "validation": val, "test": test}
     for name, recs in written.items():
         stats[name]["written"] = len(recs)
         stats[name]["written_flagged"] = sum(bool(flag_names(r)) for r in recs)
 
-    # 9. write splits, plots, report; the marker last
+    # 10. write splits, plots, report; the marker last
     for name, recs in written.items():
         io.write_jsonl(data_dir / SPLIT_FILES[name], (_record(r) for r in recs))
     plots = rep.write_plots(written, data_dir)
@@ -213,6 +230,7 @@ def run_data(cfg: DataConfig) -> str:
         "cleaning": cleaning,
         "flags": flags,
         "filtering": {"drop_flagged": filtering, "drop_flags": list(cfg.drop_flags)},
+        "classifier_filter": classifier,
         "duplicates": dups,
         "test_overlap": {"rows": overlap_rows, "drop": cfg.drop_test_overlap, "dropped": dropped_overlap},
         "examples": rep.examples(every),

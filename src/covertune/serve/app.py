@@ -152,10 +152,17 @@ def build_engine(cfg: ServeConfig):
     from covertune.serve.engine import Engine
 
     check_config(cfg)
+    classifier = None
+    if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads
+        from covertune.generate import load_classifier
+
+        classifier, _ = load_classifier(cfg.classifier, cfg.out)
     lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
                                           base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
                                           dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
-    return Engine(lm, cfg)
+    engine = Engine(lm, cfg)
+    engine.classifier = classifier
+    return engine
 
 
 def serve(cfg: ServeConfig) -> str:

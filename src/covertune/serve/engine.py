@@ -160,6 +160,7 @@ class Metrics:
 class Engine:
     def __init__(self, lm: LetterModel, cfg: ServeConfig):
         self.lm, self.cfg = lm, cfg
+        self.classifier = None  # the letter-quality classifier for select classifier-mbr (serve.app sets it)
         self.name = cfg.model_name
         self.metrics = Metrics()
         self.batcher = Batcher(lm.model, lm.tokenizer, cfg.max_batch_size, cfg.batch_window_ms / 1000,

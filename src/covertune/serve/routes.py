@@ -6,7 +6,8 @@ usage, model}``; ``grounding`` is the evaluate stage's per-letter check (``groun
 texts concatenate to the letter), one ``{"type": "done", letter, grounding, usage, model}``, then
 ``[DONE]``; an error after streaming began is ``{"type": "error", "error": {"message"}}``.
 ``"candidates": N`` (default ``--candidates``) writes the greedy letter and N-1 samples in one batch and
-answers the one ``"select"`` chooses (greedy, mbr, grounded-mbr; default ``--select``), with every
+answers the one ``"select"`` chooses (greedy, mbr, grounded-mbr, classifier-mbr when the server loaded a
+letter-quality classifier; default ``--select``), with every
 candidate, its grounding failures and MBR score under ``candidates``; not with ``"stream": true``.
 """
 
@@ -94,6 +95,10 @@ async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n
     select = req.select or engine.cfg.select
     if select not in SELECT_MODES:
         raise APIError(422, f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", "select")
+    classifier = getattr(engine, "classifier", None)
+    if select == "classifier-mbr" and classifier is None:
+        raise APIError(422, "select classifier-mbr needs a letter-quality classifier and this server has none "
+                       "(start it with --classifier); choose greedy, mbr or grounded-mbr", "select")
     if n > engine.cfg.max_batch_size:
         raise APIError(422, f"candidates is {n}; this server writes at most {engine.cfg.max_batch_size} "
                        "(--max-batch-size) together", "candidates")
@@ -112,7 +117,9 @@ async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n
     finally:
         for t in tickets:
             t.cancel()
-    choice = choose([r.letter for r in results], select, fields)
+    letters = [r.letter for r in results]
+    quality = classifier.score(letters, [fields] * len(letters)) if classifier is not None else None
+    choice = choose(letters, select, fields, quality, engine.cfg.classifier_threshold)
     prompt_tokens = results[0].prompt_tokens
     completion = sum(r.completion_tokens for r in results)
     return {"letter": choice.letter, "grounding": ground_json(choice.letter, fields),
