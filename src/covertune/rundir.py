@@ -4,6 +4,8 @@
     <out>/checkpoints/checkpoint-<step>/       the train stage's checkpoints (resumable)
     <out>/adapter/                             the trained adapter, its tokenizer, covertune_train.json
     <out>/train_log.jsonl, <out>/loss.png      the train stage's log and plot
+    <out>/preference/pairs.jsonl, summary.json, train_log.jsonl   the prefer stage's pairs and log
+    <out>/preference_adapter/                  the prefer stage's adapter (the SFT adapter trained on the pairs)
     <out>/merged/                              the merge stage's full model (+ covertune_merge.json)
     <out>/eval.csv                             the generate stage's letters (+ generate_stats.json)
     <out>/results_per_example.csv, eval_summary.csv, metrics.json   the evaluate stage's scores
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 DATA_DIR = "data"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
+PREFERENCE_DIR = "preference"
+PREFERENCE_ADAPTER_DIR = "preference_adapter"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_CSV = "eval.csv"
 GENERATE_STATS = "generate_stats.json"
@@ -56,6 +60,14 @@ def split_path(out: PathLike, split: str) -> Path:
 
 def adapter_dir(out: PathLike) -> Path:
     return Path(out) / ADAPTER_DIR
+
+
+def preference_dir(out: PathLike) -> Path:
+    return Path(out) / PREFERENCE_DIR
+
+
+def preference_adapter_dir(out: PathLike) -> Path:
+    return Path(out) / PREFERENCE_ADAPTER_DIR
 
 
 def merged_dir(out: PathLike) -> Path:
