@@ -223,6 +223,7 @@ def test_preference_training_raises_the_margin_against_a_frozen_sft_reference(ti
     trainer = train_on_pairs(model, tok, encoded, cfg, tmp_path / "work", tmp_path / "log.jsonl")
     after = mean_margin(model, encoded)
     assert trainer.state.global_step == 12
+    print(f"chosen-minus-rejected margin on the pairs: {before:.3f} -> {after:.3f}")
     assert after > before + 1.0, (before, after)
     state = model.state_dict()
     ref = {k.replace(".ref.", ".default."): v for k, v in state.items() if ".ref." in k}

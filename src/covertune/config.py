@@ -186,7 +186,7 @@ class PreferConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/data/train.jsonl and <out>/adapter, writes "
                    "<out>/preference/ (pairs.jsonl, summary.json, train_log.jsonl) and <out>/preference_adapter/")
     adapter: str = opt("", "SFT adapter to sample from and to train on (default: <out>/adapter)")
-    candidates: int = opt(4, "Letters sampled per training prompt (the greedy one and K-1 samples, one batched "
+    candidates: int = opt(8, "Letters sampled per training prompt (the greedy one and K-1 samples, one batched "
                           "generate call per batch), among which the chosen and the rejected letter are found", ge=2)
     temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
     top_p: float = opt(0.95, "Nucleus sampling p of the candidates", gt=0, le=1)
