@@ -155,6 +155,8 @@ def test_the_preference_adapter_is_written_whole_and_used_by_generate(preferred,
     info = json.loads((target / "covertune_train.json").read_text())
     assert info["prompt_format"] == "raw" and info["quantization"] == "none"
     assert info["preference"]["loss"] == "dpo" and info["preference"]["pairs"] >= 2
+    assert info["preference"]["base_quantization"] == "none"
+    assert "--adapter RUN/preference_adapter" in (target / "README.md").read_text()
     generate(GenerateConfig(model=str(tiny_model_dir), out=str(run), adapter=str(target), split="validation",
                             models=["fine_tuned"], max_new_tokens=6, batch_size=2, dtype="fp32", limit=2))
     info = rundir.stage_info(run, "generate")
@@ -296,3 +298,18 @@ def test_run_includes_the_stage_when_configured(tmp_path):
     layers, on = switch([{"out": "runs/p"}], "prefer", None)
     assert not on and "prefer" not in pipeline_configs(layers) and pipeline_configs(layers)["generate"].adapter == ""
     assert switch([{"prefer": True}], "prefer", None)[1] and not switch([{"prefer": {}}], "prefer", False)[1]
+
+
+def test_an_nf4_sft_adapter_is_trained_on_the_nf4_base(run, tiny_model_dir, make_tiny_adapter, tmp_path):
+    """An adapter trained on an NF4 base (QLoRA, train's default) continues training on that base, and its
+    preference adapter keeps the record generate reads to apply it to the same base."""
+    pytest.importorskip("bitsandbytes")
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run / "data", out / "data")
+    make_tiny_adapter(tiny_model_dir, out / "adapter", quantization="nf4")
+    prefer(_cfg(tiny_model_dir, out, max_pairs=2, compute_dtype="fp32"))
+    info = json.loads((out / "preference_adapter" / "covertune_train.json").read_text())
+    assert info["quantization"] == "nf4" and info["preference"]["pairs_trained"] == 2
+    assert info["preference"]["base_quantization"] == "nf4"  # the base as loaded for training

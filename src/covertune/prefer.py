@@ -378,6 +378,19 @@ def fingerprint(cfg: PreferConfig, out: Path, adapter: Path) -> dict:
     return fp
 
 
+def model_card(cfg: PreferConfig, summary: dict, sft_adapter: Path, train_cfg: dict) -> str:
+    """A short card for the preference adapter: what it was trained from and how to use it."""
+    base = train_cfg.get("base_model_name") or train_cfg.get("model") or cfg.model
+    return (f"# covertune preference adapter\n\nA LoRA adapter for `{base}`: the SFT adapter `{sft_adapter}` trained "
+            f"further with TRL's DPOTrainer ({cfg.loss}, beta {cfg.beta}, {cfg.epochs:g} epoch(s), learning rate "
+            f"{cfg.learning_rate:g}) on {summary['pairs_trained']} pairs of its own letters on the training split: "
+            "grounded letters (chosen) against letters with invented facts (rejected). Chosen-minus-rejected "
+            f"log-probability margin on the pairs: {summary['margin_before']:.3f} (SFT) -> {summary['margin_after']:.3f}.\n\n"
+            "Use it as the fine-tuned model, prompts encoded as training encoded them (covertune_train.json):\n\n"
+            "```bash\ncovertune generate --out RUN --adapter RUN/preference_adapter\n"
+            "covertune write --out RUN --adapter RUN/preference_adapter --input application.yaml --json\n```\n")
+
+
 def _clear_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -443,6 +456,8 @@ def prefer(cfg: PreferConfig) -> str:
     log.info("preference training: %d steps; chosen-minus-rejected log-probability margin on the pairs %.3f -> %.3f",
              trainer.state.global_step, before, after)
     summary.update({"loss": cfg.loss, "beta": cfg.beta, "pairs_trained": len(rows), "global_step": trainer.state.global_step,
+                    "base_quantization": "nf4" if getattr(base, "is_loaded_in_4bit", False) else
+                    "int8" if getattr(base, "is_loaded_in_8bit", False) else "none",
                     "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
                     "margin_before": round(before, 4), "margin_after": round(after, 4),
                     "margin_note": "mean over the trained pairs of log p(chosen) - log p(rejected), summed over "
@@ -455,6 +470,7 @@ def prefer(cfg: PreferConfig) -> str:
         model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         io.write_json(tmp / rundir.TRAIN_INFO, info)
+        io.write_text(tmp / "README.md", model_card(cfg, summary, adapter, train_cfg))
     io.write_json(pref_dir / SUMMARY_FILE, summary)
     del trainer, model, base
     _clear_memory()
