@@ -313,3 +313,14 @@ def test_an_nf4_sft_adapter_is_trained_on_the_nf4_base(run, tiny_model_dir, make
     info = json.loads((out / "preference_adapter" / "covertune_train.json").read_text())
     assert info["quantization"] == "nf4" and info["preference"]["pairs_trained"] == 2
     assert info["preference"]["base_quantization"] == "nf4"  # the base as loaded for training
+
+
+def test_a_trl_without_its_log_probability_kernel_is_a_one_line_error(run, tiny_model_dir, monkeypatch, capsys):
+    """TRL 1.15 on a machine without Triton has no way to compute DPO's log-probabilities: said before any
+    model loads, not as a traceback at the first step."""
+    from trl.trainer import utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", None)
+    assert cli.main(["prefer", "--model", str(tiny_model_dir), "--out", str(run), "--force"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Triton" in err and "trl>=1.16" in err and len(err.splitlines()) == 1

@@ -309,6 +309,19 @@ def mean_margin(model, rows: Sequence[dict]) -> float:
     return sum(c - r for c, r in pairs) / len(pairs)
 
 
+def check_trl() -> None:
+    """TRL 1.15 computes DPO's log-probabilities with a Triton kernel only (later versions fall back to
+    PyTorch): without Triton (a CPU-only PyTorch) its DPOTrainer would fail at the first step."""
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is None:
+        import trl
+
+        raise RuntimeError(f"TRL {trl.__version__} computes DPO's log-probabilities with a Triton kernel, and Triton "
+                           "is not installed here (a CPU-only PyTorch); upgrade TRL (`pip install 'trl>=1.16'`) or "
+                           "run on a CUDA GPU")
+
+
 def ids_trainer_class():
     """TRL's DPOTrainer fed covertune's token ids: its dataset preparation (text -> ids, by tokenizing the
     prompt and prompt + completion) is skipped, the rows already hold prompt_ids, chosen_ids and
@@ -413,6 +426,7 @@ def prefer(cfg: PreferConfig) -> str:
     dtype = models.compute_dtype(cfg.compute_dtype)
     if dtype == torch.float16 and not models.has_cuda():
         raise ValueError("fp16 mixed precision needs a CUDA GPU; on the CPU use --compute-dtype bf16 or fp32")
+    check_trl()
     fp = fingerprint(cfg, out, adapter)
     if rundir.check_stage(out, "prefer", fp, rundir.has_adapter(target), cfg.force, str(target)):
         return f"prefer: {target} is complete; skipped (--force trains again)"
