@@ -138,9 +138,13 @@ def test_pairs_come_from_the_training_split_only(preferred, run):
     assert summary["rows_sampled"] == 7 and summary["pairs"] == len(pairs)
     journal = io.read_jsonl(run / ".prefer" / "samples.jsonl")[1:]
     assert sorted(r["id"] for r in journal) == sorted(train_ids - {"train-leak"})
-    for row, pair in ((r, p) for r in journal for p in pairs if p["id"] == r["id"]):
-        assert len(row["candidates"]) == 2  # the SFT model's own letters, K of them
-        rejected = next(c for c in row["candidates"] if c["letter"] == pair["rejected"])
+    choices = {c["id"]: c for c in io.read_jsonl(run / "preference" / "choices.jsonl")}
+    assert sorted(choices) == sorted(train_ids - {"train-leak"})
+    for row in journal:
+        assert len(row["letters"]) == 2  # the SFT model's own letters, K of them
+        assert [c["letter"] for c in choices[row["id"]]["candidates"]] == row["letters"]
+    for pair in pairs:
+        rejected = next(c for c in choices[pair["id"]]["candidates"] if c["letter"] == pair["rejected"])
         assert rejected["failures"] == pair["rejected_failures"] and rejected["failures"]
 
 
@@ -183,21 +187,26 @@ def test_sampling_resumes_and_stale_samples_are_not_reused(run, tiny_model_dir, 
     from covertune.prefer import sample_pairs
 
     train_rows = rundir.read_split(out, "train")
-    first, s1 = sample_pairs(_cfg(tiny_model_dir, out, max_pairs=2), out, out / "adapter", train_rows)
+    first, _, s1 = sample_pairs(_cfg(tiny_model_dir, out, max_pairs=2), out, out / "adapter", train_rows)
     assert len(first) == 2 and s1["this_session"]["prompts_sampled"] == 3  # one batch of 3 prompts held 2 pairs
     journal = {r["id"]: r for r in io.read_jsonl(out / ".prefer" / "samples.jsonl")[1:]}
-    every, s2 = sample_pairs(_cfg(tiny_model_dir, out), out, out / "adapter", train_rows)
+    every, _, s2 = sample_pairs(_cfg(tiny_model_dir, out), out, out / "adapter", train_rows)
     assert s2["this_session"]["prompts_sampled"] == 4 and s2["rows_sampled"] == 7  # only the other 4
     again = {r["id"]: r for r in io.read_jsonl(out / ".prefer" / "samples.jsonl")[1:]}
-    assert all(again[k]["candidates"] == journal[k]["candidates"] for k in journal)  # kept, not redone
-    _, s3 = sample_pairs(_cfg(tiny_model_dir, out, temperature=1.3), out, out / "adapter", train_rows)
+    assert all(again[k]["letters"] == journal[k]["letters"] for k in journal)  # kept, not redone
+    # another pair rule is applied to the samples kept: nothing sampled again, other pairs
+    strict, _, s_rule = sample_pairs(_cfg(tiny_model_dir, out, reject="invented", chosen_fallback="none"), out,
+                                     out / "adapter", train_rows)
+    assert s_rule["this_session"]["prompts_sampled"] == 0 and s_rule["rows_sampled"] == 7
+    assert len(every) > 0 and len(strict) == 0  # no letter of the tiny model names the applicant: none is chosen
+    _, _, s3 = sample_pairs(_cfg(tiny_model_dir, out, temperature=1.3), out, out / "adapter", train_rows)
     assert s3["this_session"]["prompts_sampled"] == 7  # another sampling setting: all afresh
     weights = out / "adapter" / "adapter_model.safetensors"
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(weights)
     save_file({k: v * 1.5 for k, v in tensors.items()}, weights)
-    _, s4 = sample_pairs(_cfg(tiny_model_dir, out, temperature=1.3), out, out / "adapter", train_rows)
+    _, _, s4 = sample_pairs(_cfg(tiny_model_dir, out, temperature=1.3), out, out / "adapter", train_rows)
     assert s4["this_session"]["prompts_sampled"] == 7  # another adapter: all afresh
 
 

@@ -17,11 +17,12 @@
      also takes a letter missing the name or the company), the one closest to the chosen letter
      (ROUGE-L), so that the pair differs in little besides the invented facts.
 
-   A row without both gives no pair and is counted by reason. Every row's candidates, their failures
-   and scores and the outcome go to a journal (``<out>/.prefer/samples.jsonl``) batch by batch, keyed
-   by the fingerprint of the SFT adapter, the training split and the sampling settings: an interrupted
-   stage resumes; a changed adapter or setting samples afresh. The pairs are written to
-   ``<out>/preference/pairs.jsonl``.
+   A row without both gives no pair and is counted by reason. Every row's candidates go to a journal
+   (``<out>/.prefer/samples.jsonl``) batch by batch, keyed by the fingerprint of the SFT adapter, the
+   training split and the sampling settings: an interrupted stage resumes; a changed adapter or sampling
+   setting samples afresh; a changed pair rule (``reject``, ``chosen_fallback``) is applied to the
+   samples kept. The pairs are written to ``<out>/preference/pairs.jsonl``, every sampled row's
+   candidates with their failures and ROUGE-L and its outcome to ``choices.jsonl``.
 
 2. Training: the SFT adapter itself continues training (PeftModel loaded trainable on the base,
    quantized as SFT trained it) with TRL's DPOTrainer; the reference model is the SFT adapter, kept as
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 INVENTED = ("unsupported number", "unsupported organisation")
 SAMPLES_JOURNAL = Path(".prefer") / "samples.jsonl"
 PAIRS_FILE = "pairs.jsonl"
+CHOICES_FILE = "choices.jsonl"  # every sampled row: its candidates, their failures and ROUGE-L, the outcome
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "train_log.jsonl"
 # options that do not change the pairs (they shape training only)
@@ -158,11 +160,14 @@ def check_train_only(pairs: Sequence[dict], train_rows: Sequence[dict], out: Pat
 # ---------------------------------------------------------------- step 1: sampling the pairs
 
 
+RULE_OPTIONS = ("reject", "chosen_fallback")  # the pair rule: applied to the samples, not part of them
+
+
 def sampling_fingerprint(cfg: PreferConfig, out: Path, adapter: Path) -> dict:
-    """What the pairs are built from: the SFT adapter, the training split, the base model and the sampling
+    """What the samples are built from: the SFT adapter, the training split, the base model and the sampling
     settings (rundir.fingerprint)."""
     settings = {k: v for k, v in to_dict(cfg).items()
-                if k not in TRAINING_OPTIONS + NOT_IN_FINGERPRINT + ("adapter",)}
+                if k not in TRAINING_OPTIONS + RULE_OPTIONS + NOT_IN_FINGERPRINT + ("adapter",)}
     settings["dtype"] = str(models.compute_dtype(cfg.compute_dtype)).replace("torch.", "")
     inputs = {"adapter": rundir.path_hash(adapter), "data/train.jsonl": rundir.path_hash(rundir.split_path(out, "train"))}
     if cfg.model not in ("", EMBEDDED_MODEL) and Path(cfg.model).expanduser().is_dir():
@@ -170,13 +175,16 @@ def sampling_fingerprint(cfg: PreferConfig, out: Path, adapter: Path) -> dict:
     return rundir.fingerprint(settings, inputs)
 
 
-def sample_pairs(cfg: PreferConfig, out: Path, adapter: Path, train_rows: list[dict]) -> tuple[list[dict], dict]:
-    """The pairs of the training split (resumable through the samples journal) and what sampling did."""
+def sample_pairs(cfg: PreferConfig, out: Path, adapter: Path, train_rows: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """The pairs of the training split, every sampled row's choice (its candidates with their failures and
+    ROUGE-L, and the pair or why there is none), and what sampling did. The candidates are kept in the samples
+    journal (resumable); the pair rule (``reject``, ``chosen_fallback``) is applied to them on every call, so
+    changing it samples nothing again."""
     from transformers import set_seed
 
     from covertune import limits
     from covertune.generate import Decoding, Journal, _free, ids_sha, load_letter_model
-    from covertune.prompt import extract_letter
+    from covertune.prompt import extract_letter, prompt_ids
     from covertune.select import generate_candidate_ids
 
     ids_held, inputs_held = held_out(out)
@@ -186,20 +194,23 @@ def sample_pairs(cfg: PreferConfig, out: Path, adapter: Path, train_rows: list[d
         log.warning("%d training row(s) share their id or inputs with a validation or test row; they give no pairs",
                     len(train_rows) - len(eligible))
     fp = sampling_fingerprint(cfg, out, adapter)
+    tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    fmt = rundir.read_train_config(adapter).get("prompt_format") or "raw"
+    inputs = [prompt_ids(r, tokenizer, fmt) for r in train_rows]
+    outcomes: dict[int, dict] = {}  # row index -> make_pair's result, under this call's rule
     lm = None
     journal = Journal(out / SAMPLES_JOURNAL, fp)
     t0, sampled, new_tokens = time.perf_counter(), 0, 0
     try:
-        from covertune.prompt import prompt_ids
-
-        tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
-        fmt = rundir.read_train_config(adapter).get("prompt_format") or "raw"
-        inputs = [prompt_ids(r, tokenizer, fmt) for r in train_rows]
+        for i in eligible:
+            row = journal.lookup(i, inputs[i])
+            if row is not None:
+                outcomes[i] = make_pair(train_rows[i], row["letters"], cfg.reject, cfg.chosen_fallback)
 
         def found() -> int:
-            return sum(1 for i in eligible if "chosen" in (journal.lookup(i, inputs[i]) or {}))
+            return sum("chosen" in o for o in outcomes.values())
 
-        pending = [i for i in eligible if journal.lookup(i, inputs[i]) is None]
+        pending = [i for i in eligible if i not in outcomes]
         if cfg.max_pairs and found() >= cfg.max_pairs:
             pending = []
         if pending:
@@ -219,22 +230,21 @@ def sample_pairs(cfg: PreferConfig, out: Path, adapter: Path, train_rows: list[d
                                                         cfg.sample_batch_size, chunk):
                 records = []
                 for i, group in zip(batch, groups):
-                    texts = [extract_letter(lm.tokenizer.decode(g, skip_special_tokens=True)) for g in group]
-                    outcome = make_pair(train_rows[i], texts, cfg.reject, cfg.chosen_fallback)
+                    letters = [extract_letter(lm.tokenizer.decode(g, skip_special_tokens=True)) for g in group]
+                    outcomes[i] = make_pair(train_rows[i], letters, cfg.reject, cfg.chosen_fallback)
                     records.append({"index": i, "id": str(train_rows[i].get(ID_FIELD)), "prompt_sha": ids_sha(inputs[i]),
-                                    "new_tokens": sum(len(g) for g in group), **outcome})
+                                    "new_tokens": sum(len(g) for g in group), "letters": letters})
                     new_tokens += sum(len(g) for g in group)
                 journal.append(records)
                 sampled += len(batch)
             log.info("sampled %d of %d prompts; %d pairs so far", start + len(chunk), len(pending), found())
-        rows = [journal.lookup(i, inputs[i]) for i in eligible]
     finally:
         journal.close()
         if lm is not None:
             _free(lm.model)
-    done = [r for r in rows if r is not None]
-    pairs = [{"id": r["id"], "chosen": r["chosen"], "rejected": r["rejected"], "chosen_from": r["chosen_from"],
-              "rejected_failures": r["rejected_failures"]} for r in done if "chosen" in r]
+    choices = [{"id": str(train_rows[i].get(ID_FIELD)), **outcomes[i]} for i in eligible if i in outcomes]
+    pairs = [{"id": c["id"], "chosen": c["chosen"], "rejected": c["rejected"], "chosen_from": c["chosen_from"],
+              "rejected_failures": c["rejected_failures"]} for c in choices if "chosen" in c]
     if cfg.max_pairs:
         pairs = pairs[:cfg.max_pairs]
     kinds: Counter = Counter()
@@ -242,17 +252,17 @@ def sample_pairs(cfg: PreferConfig, out: Path, adapter: Path, train_rows: list[d
         kinds.update({f.split(":")[0] for f in p["rejected_failures"]})
     summary = {
         "split": "train", "train_rows": len(train_rows), "held_out_overlap_skipped": len(train_rows) - len(eligible),
-        "rows_sampled": len(done), "pairs": len(pairs),
-        "skipped": dict(Counter(r["skip"] for r in done if "skip" in r).most_common()),
+        "rows_sampled": len(choices), "pairs": len(pairs),
+        "skipped": dict(Counter(c["skip"] for c in choices if "skip" in c).most_common()),
         "chosen_from": dict(Counter("ground_truth" if p["chosen_from"] == "ground_truth" else
                                     "greedy" if p["chosen_from"] == 0 else "sample" for p in pairs)),
         "rejected_failures_by_kind": dict(kinds.most_common()),
-        "candidates_per_prompt": cfg.candidates,
+        "candidates_per_prompt": cfg.candidates, "reject": cfg.reject, "chosen_fallback": cfg.chosen_fallback,
         "this_session": {"prompts_sampled": sampled, "new_tokens": new_tokens,
                          "seconds": round(time.perf_counter() - t0, 1)},
         "fingerprint": fp,
     }
-    return pairs, summary
+    return pairs, choices, summary
 
 
 # ---------------------------------------------------------------- step 2: training
@@ -385,9 +395,10 @@ def train_on_pairs(model, tokenizer, rows: list[dict], cfg: PreferConfig, work_d
 
 
 def fingerprint(cfg: PreferConfig, out: Path, adapter: Path) -> dict:
-    """What the preference adapter is built from: the pairs' fingerprint and the training options."""
+    """What the preference adapter is built from: the samples' fingerprint, the pair rule and the training
+    options."""
     fp = sampling_fingerprint(cfg, out, adapter)
-    fp["settings"].update({k: getattr(cfg, k) for k in TRAINING_OPTIONS if k not in NOT_IN_FINGERPRINT})
+    fp["settings"].update({k: getattr(cfg, k) for k in TRAINING_OPTIONS + RULE_OPTIONS if k not in NOT_IN_FINGERPRINT})
     return fp
 
 
@@ -434,9 +445,10 @@ def prefer(cfg: PreferConfig) -> str:
 
     # ---- step 1: pairs from the SFT model's own letters on the training split
     train_rows = rundir.read_split(out, "train")
-    pairs, summary = sample_pairs(cfg, out, adapter, train_rows)
+    pairs, choices, summary = sample_pairs(cfg, out, adapter, train_rows)
     check_train_only(pairs, train_rows, out)
     pref_dir = rundir.preference_dir(out)
+    io.write_jsonl(pref_dir / CHOICES_FILE, choices)
     io.write_jsonl(pref_dir / PAIRS_FILE, pairs)
     log.info("%d preference pairs from %d training rows (skipped: %s)", len(pairs), summary["rows_sampled"],
              summary["skipped"] or "none")
