@@ -333,3 +333,28 @@ def test_a_trl_without_its_log_probability_kernel_is_a_one_line_error(run, tiny_
     assert cli.main(["prefer", "--model", str(tiny_model_dir), "--out", str(run), "--force"]) == 2
     err = capsys.readouterr().err.strip()
     assert "Triton" in err and "trl>=1.16" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("loss, checkpointing", [("dpo", True), ("ipo", False), ("rpo", False)])
+def test_each_loss_reaches_trl(loss, checkpointing, tiny_model_dir, grounded_rows, make_tiny_adapter, tmp_path):
+    """The first step's loss, where the policy still equals its reference: DPO's sigmoid loss is log 2, IPO's
+    is (1 / (2 beta))^2, and RPO adds the chosen letter's mean negative log-likelihood to DPO's."""
+    import math
+
+    from peft import PeftModel
+
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter", quantization="none")
+    rows = grounded_rows[:2]
+    pairs = [{"id": r["id"], "chosen": r["cover_letter"], "rejected": _insert(r["cover_letter"], FAKE)} for r in rows]
+    tok = models.load_tokenizer(str(tiny_model_dir), padding_side="right")
+    encoded = encode_pairs(pairs, {r["id"]: r for r in rows}, tok, "raw", 1024)
+    model = PeftModel.from_pretrained(models.load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok),
+                                      str(adapter), is_trainable=True)
+    cfg = _cfg(tiny_model_dir, tmp_path, loss=loss, beta=0.1, max_steps=1, gradient_checkpointing=checkpointing)
+    train_on_pairs(model, tok, encoded, cfg, tmp_path / "work", tmp_path / "log.jsonl")
+    first = next(r for r in io.read_jsonl(tmp_path / "log.jsonl") if "loss" in r)["loss"]
+    expected = {"dpo": math.log(2), "ipo": (1 / (2 * 0.1)) ** 2}
+    if loss in expected:
+        assert first == pytest.approx(expected[loss], rel=1e-4)
+    else:
+        assert first > math.log(2) + 1.0  # the NLL of a random model's letter tokens is several nats each
