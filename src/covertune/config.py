@@ -218,7 +218,8 @@ class PreferConfig:
     logging_steps: int = opt(10, "Log every N optimizer steps", ge=1)
     seed: int = opt(42, "Seed for sampling and training", ge=0)
     trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
-    force: bool = opt(False, "Sample the pairs and train again even if the outputs are complete")
+    force: bool = opt(False, "Train again even if <out>/preference_adapter is complete (the samples kept are reused "
+                      "when the adapter and the sampling options are unchanged)")
 
 
 @dataclass
