@@ -28,9 +28,12 @@ python3 -m covertune evaluate --out "$OUT/eval_sft" --eval-csv "$RUN/validation_
 for v in $VARIANTS; do
   name=${v%%:*}; opts=${v#*:}; opts=${opts//,/ }; R="$RUN-pref-$name"
   mkdir -p "$R"; cp -r "$RUN/data" "$R/"; rm -rf "$R/adapter"; cp -r "$RUN/adapter" "$R/adapter"
+  # the candidates sampled for an earlier variant are reused where the sampling options are the same
+  [ -n "${SAMPLED:-}" ] && [ ! -d "$R/.prefer" ] && mkdir -p "$R/.prefer" && cp "$SAMPLED" "$R/.prefer/samples.jsonl"
   step "prefer $name: $opts"
   python3 -m covertune prefer --preset $PRESET --out "$R" $opts $PREFER_ARGS > "$OUT/prefer_$name.log" 2>&1 || { step "prefer $name failed"; continue; }
   cp "$R/preference/summary.json" "$OUT/summary_$name.json"; cp "$R/preference/pairs.jsonl" "$OUT/pairs_$name.jsonl"
+  cp "$R/preference/choices.jsonl" "$OUT/choices_$name.jsonl"; SAMPLED=${SAMPLED:-$R/.prefer/samples.jsonl}
   cp "$R/preference/train_log.jsonl" "$OUT/train_log_$name.jsonl"
   step "validation letters: $name"
   python3 -m covertune generate --preset $PRESET --out "$R" --adapter "$R/preference_adapter" --split validation \
