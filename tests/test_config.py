@@ -164,7 +164,7 @@ def test_run_layering_preset_yaml_set_flags(tmp_path):
     configs, _ = _run_configs(["--preset", "demo", "--config", config, "--set", "train.epochs=5",
                                "--set", "merge.dtype=bf16", "--out", "runs/flag"])
     assert configs["train"].epochs == 5 and configs["merge"].dtype == "bf16"
-    assert {configs[s].out for s in STAGES} == {"runs/flag"}
+    assert {configs[s].out for s in STAGES if s in configs} == {"runs/flag"}
 
 
 def test_run_merge_switch(tmp_path):

@@ -76,3 +76,15 @@ def test_run_trains_the_classifier_that_classifier_mbr_needs(tiny_model_dir, tmp
     other = tmp_path / "other"
     assert main(_args(tiny_model_dir, other)) == 0
     assert not (other / "classifier").exists() and "[classify]" not in capsys.readouterr().out
+
+def test_run_with_the_prefer_stage_generates_from_the_preference_adapter(tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    prefer = ["--prefer", "--set", "prefer.candidates=2", "--set", "prefer.max_new_tokens=8",
+              "--set", "prefer.reject=any", "--set", "prefer.chosen_fallback=ground_truth",
+              "--set", "prefer.max_pairs=4", "--set", "prefer.batch_size=2", "--set", "prefer.sample_batch_size=4",
+              "--set", "prefer.compute_dtype=fp32", "--set", "prefer.max_length=512"]
+    assert main(_args(tiny_model_dir, out) + prefer) == 0
+    assert rundir.is_done(out, "prefer") and (out / "preference_adapter" / "adapter_config.json").exists()
+    header = json.loads((out / ".generate" / "test.fine_tuned.jsonl").read_text().splitlines()[0])
+    assert header["settings"]["adapter"]["path"] == str((out / "preference_adapter").resolve())
+    assert 0 < len((out / "preference" / "pairs.jsonl").read_text().splitlines()) <= 4

@@ -20,6 +20,8 @@ from covertune.progress import quiet_library_bars
 STAGE_HELP = {
     "data": "load, validate, clean, flag and split a cover-letter dataset",
     "train": "QLoRA fine-tuning of a base model on the data stage's splits",
+    "prefer": "preference tuning for grounding after SFT (TRL's DPO): pairs from the SFT model's own letters on "
+              "the training split, grounded (chosen) vs with invented facts (rejected); writes <out>/preference_adapter",
     "merge": "merge the adapter into the base model in fp16/bf16",
     "generate": "write base and fine-tuned letters for the test split to eval.csv",
     "evaluate": "score an eval.csv: ROUGE-L, BERTScore, repetition, grounding",
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "prompt tokens in data)")
     p.add_argument("--merge", action=argparse.BooleanOptionalAction, default=None,
                    help="merge the adapter and generate from the merged model")
+    p.add_argument("--prefer", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the prefer stage after train (also: a prefer section in the YAML file or preset); "
+                        "merge and generate then use <out>/preference_adapter")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
                    help="override one stage option, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--force", action="store_true", help="redo every stage")

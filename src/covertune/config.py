@@ -44,6 +44,9 @@ ExportFormat = Literal["gguf", "safetensors"]
 GgufQuant = Literal["f16", "q8_0", "q4_0"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 CheckpointChoice = Literal["last", "loss", "rouge_l", "task"]
+PreferenceLoss = Literal["dpo", "ipo", "rpo"]
+Reject = Literal["invented", "any"]
+ChosenFallback = Literal["none", "ground_truth"]
 
 # how YAML 1.1 spells a boolean: a choice option written as one of these was meant as that word
 _YAML_TRUE = ("on", "yes", "true", "y")
@@ -206,6 +209,48 @@ class TrainConfig:
     trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
     attn_implementation: str = opt("auto", "auto, sdpa, eager, flash_attention_2")
     force: bool = opt(False, "Retrain even if <out>/adapter is complete")
+
+
+@dataclass
+class PreferConfig:
+    model: str = opt(EMBEDDED_MODEL, "Base model the SFT adapter was trained on")
+    out: str = opt("runs/default", "Run directory; reads <out>/data/train.jsonl and <out>/adapter, writes "
+                   "<out>/preference/ (pairs.jsonl, summary.json, train_log.jsonl) and <out>/preference_adapter/")
+    adapter: str = opt("", "SFT adapter to sample from and to train on (default: <out>/adapter)")
+    candidates: int = opt(8, "Letters sampled per training prompt (the greedy one and K-1 samples, one batched "
+                          "generate call per batch), among which the chosen and the rejected letter are found", ge=2)
+    temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
+    top_p: float = opt(0.95, "Nucleus sampling p of the candidates", gt=0, le=1)
+    top_k: int = opt(50, "Top-k sampling of the candidates (0: off)", ge=0)
+    max_new_tokens: int = opt(512, "Max new tokens per candidate", ge=1)
+    sample_batch_size: int = opt(16, "Prompts per sampling batch (a batch holds this x candidates sequences)", ge=1)
+    max_pairs: int = opt(0, "Stop sampling once this many pairs are found, prompts taken in the training file's "
+                         "order (0: every training prompt)", ge=0)
+    reject: Reject = opt("invented", "Which candidates may be rejected: invented (a number or organisation the "
+                         "inputs do not support), any (also a letter missing the applicant's name or the company)")
+    chosen_fallback: ChosenFallback = opt("none", "When no candidate passes the grounding check: none (the row "
+                                          "gives no pair) or ground_truth (the training letter is chosen, if it "
+                                          "passes the check itself)")
+    loss: PreferenceLoss = opt("dpo", "Preference loss (TRL's DPOTrainer): dpo (the sigmoid loss), ipo, or rpo "
+                               "(dpo plus the negative log-likelihood of the chosen letter, weighted by sft_weight)")
+    beta: float = opt(0.1, "How far the policy may move from the SFT adapter (DPO's beta; IPO's tau)", gt=0)
+    sft_weight: float = opt(1.0, "Weight of the chosen letter's NLL term with loss rpo", ge=0)
+    epochs: float = opt(1.0, "Epochs over the pairs", gt=0)
+    max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)", ge=-1)
+    batch_size: int = opt(8, "Pairs per micro-batch", ge=1)
+    grad_accum: int = opt(1, "Gradient accumulation steps", ge=1)
+    learning_rate: float = opt(5e-5, "Peak learning rate of the LoRA weights", ge=0)
+    lr_scheduler: str = opt("linear", "LR schedule (transformers names)")
+    warmup_ratio: float = opt(0.1, "Share of steps spent warming up", ge=0, lt=1)
+    max_length: int = opt(768, "Max tokens of prompt + letter; longer letters are cut at the end (no EOS), "
+                          "the prompt is kept whole", ge=2)
+    compute_dtype: Dtype = opt("auto", "auto, bf16, fp16 or fp32 (as train's compute_dtype)")
+    gradient_checkpointing: bool = opt(False, "Recompute activations in backward to save memory")
+    logging_steps: int = opt(10, "Log every N optimizer steps", ge=1)
+    seed: int = opt(42, "Seed for sampling and training", ge=0)
+    trust_remote_code: bool = opt(False, "Allow model code from the hub (off: safer)")
+    force: bool = opt(False, "Train again even if <out>/preference_adapter is complete (the samples kept are reused "
+                      "when the adapter and the sampling options are unchanged)")
 
 
 @dataclass
@@ -469,6 +514,7 @@ class ClassifyConfig:
 STAGE_CONFIGS: dict[str, type] = {
     "data": DataConfig,
     "train": TrainConfig,
+    "prefer": PreferConfig,
     "merge": MergeConfig,
     "generate": GenerateConfig,
     "evaluate": EvaluateConfig,
@@ -680,7 +726,16 @@ def _check_generate(cfg: GenerateConfig) -> None:
         raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
 
 
-_STAGE_CHECKS = {TrainConfig: _check_train, GenerateConfig: _check_generate}
+def _check_prefer(cfg: PreferConfig) -> None:
+    from transformers.trainer_utils import SchedulerType
+
+    schedulers = [s.value for s in SchedulerType]
+    if cfg.lr_scheduler not in schedulers:
+        raise ValueError(f"lr_scheduler must be one of transformers' schedules ({', '.join(schedulers)}); "
+                         f"got {cfg.lr_scheduler!r}")
+
+
+_STAGE_CHECKS = {TrainConfig: _check_train, GenerateConfig: _check_generate, PreferConfig: _check_prefer}
 
 
 def to_dict(cfg) -> dict:

@@ -1,4 +1,4 @@
-"""`covertune run`: data -> train -> (merge) -> generate -> evaluate -> report in one run directory.
+"""`covertune run`: data -> train -> (prefer) -> (merge) -> generate -> evaluate -> report in one run directory.
 
 Each stage skips itself when its outputs are complete, so rerunning the same command after a crash
 continues where the run stopped. When generate chooses among candidates with ``select: classifier-mbr``
@@ -19,10 +19,11 @@ from covertune.config import build, coerce
 
 log = logging.getLogger(__name__)
 
-STAGES = ("data", "train", "merge", "generate", "evaluate", "report")
+STAGES = ("data", "train", "prefer", "merge", "generate", "evaluate", "report")
 STAGE_FUNCTIONS = {
     "data": "covertune.data.stage:run_data",
     "train": "covertune.train:train",
+    "prefer": "covertune.prefer:prefer",
     "merge": "covertune.merge:merge",
     "generate": "covertune.generate:generate",
     "evaluate": "covertune.metrics.evaluate:evaluate",
@@ -56,12 +57,19 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def pipeline_configs(layers: list[dict], merge: bool = False, force: bool = False) -> dict:
-    """Every stage's config built (and validated) from ``layers`` (later layers win), before any stage runs."""
+def pipeline_configs(layers: list[dict], merge: bool = False, force: bool = False, prefer: bool = False) -> dict:
+    """Every stage's config built (and validated) from ``layers`` (later layers win), before any stage runs.
+    The optional stages (prefer, merge) are built only when switched on. With prefer, merge and generate
+    use the preference adapter (unless they name an adapter themselves)."""
     layers = list(layers) + ([{s: {"force": True} for s in STAGES}] if force else [])
-    configs = {stage: build(stage, *layers) for stage in STAGES}
+    configs = {stage: build(stage, *layers) for stage in STAGES if stage != "prefer" or prefer}
     if needs_classifier(configs["generate"]):
         configs["classify"] = build("classify", *layers, {"force": True} if force else {})
+    if prefer:
+        preferred = str(rundir.preference_adapter_dir(configs["prefer"].out))
+        configs["generate"].adapter = configs["generate"].adapter or preferred
+        if merge:
+            configs["merge"].adapter = configs["merge"].adapter or preferred
     if merge:
         configs["generate"].merged = configs["generate"].merged or str(rundir.merged_dir(configs["merge"].out))
     return configs
@@ -72,11 +80,11 @@ def needs_classifier(generate_cfg) -> bool:
     return generate_cfg.candidates > 1 and generate_cfg.select == "classifier-mbr" and not generate_cfg.classifier
 
 
-def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -> str:
+def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False, prefer: bool = False) -> str:
     """Run every stage with configs built from ``layers`` (later layers win)."""
-    configs = pipeline_configs(layers, merge, force)
+    configs = pipeline_configs(layers, merge, force, prefer)
     timings = {}
-    steps = [s for s in STAGES if s != "merge" or merge]
+    steps = [s for s in STAGES if s in configs and (s != "merge" or merge)]
     if "classify" in configs:
         steps.insert(steps.index("data") + 1, "classify")
     for stage in steps:
@@ -91,21 +99,25 @@ def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False) -
     return f"done ({summary}); report: {out / 'report.html'} and {out / 'report.md'}"
 
 
+def switch(layers: list[dict], name: str, flag: bool | None) -> tuple[list[dict], bool]:
+    """Whether the optional stage ``name`` runs, and the layers without its boolean switches. ``name`` in a
+    layer is the switch when it is a boolean (``merge: true``); a mapping is the stage's section (``merge:
+    {dtype: fp16}``), which reaches its config and turns it on. The ``--name/--no-name`` flag wins over both."""
+    switches = [v if isinstance(v, dict) else coerce(name, v, bool)
+                for v in (layer[name] for layer in layers if name in layer)]
+    on = bool(flag) if flag is not None else any(bool(v) for v in switches)
+    layers = [{k: v for k, v in layer.items() if not (k == name and not isinstance(v, dict))} for layer in layers]
+    return layers, on
+
+
 def run_layers(args, layers: list[dict]) -> tuple[list[dict], bool]:
-    """``covertune run``'s option layers (preset, YAML, then its flags) and whether to merge. ``merge``
-    in a layer is the switch when it is a boolean (``merge: true``); a mapping is the merge stage's
-    section (``merge: {dtype: fp16}``), which reaches the merge config and turns merging on. The
-    ``--merge/--no-merge`` flag wins over both."""
+    """``covertune run``'s option layers (preset, YAML, then its flags) and whether to merge (``switch``)."""
     top = {k: v for k, v in (("out", args.out), ("data", args.data), ("model", args.model)) if v}
     layers = list(layers) + [top, parse_sets(args.set)]
-    switches = [v if isinstance(v, dict) else coerce("merge", v, bool)
-                for v in (layer["merge"] for layer in layers if "merge" in layer)]
-    merge = bool(args.merge) if args.merge is not None else any(bool(v) for v in switches)
-    layers = [{k: v for k, v in layer.items() if not (k == "merge" and not isinstance(v, dict))}
-              for layer in layers]
-    return layers, merge
+    return switch(layers, "merge", args.merge)
 
 
 def pipeline_from_args(args, layers: list[dict]) -> str:
     layers, merge = run_layers(args, layers)
-    return run_pipeline(layers, merge=merge, force=args.force)
+    layers, prefer = switch(layers, "prefer", getattr(args, "prefer", None))
+    return run_pipeline(layers, merge=merge, force=args.force, prefer=prefer)

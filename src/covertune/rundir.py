@@ -7,6 +7,8 @@
     <out>/adapter/                             the adapter (the checkpoint --select-checkpoint chose), its
                                                tokenizer, covertune_train.json (the choice: checkpoint_selection)
     <out>/train_log.jsonl, <out>/loss.png      the train stage's log and plot
+    <out>/preference/pairs.jsonl, summary.json, train_log.jsonl   the prefer stage's pairs and log
+    <out>/preference_adapter/                  the prefer stage's adapter (the SFT adapter trained on the pairs)
     <out>/merged/                              the merge stage's full model (+ covertune_merge.json)
     <out>/eval.csv                             the generate stage's letters (+ generate_stats.json)
     <out>/results_per_example.csv, eval_summary.csv, metrics.json   the evaluate stage's scores
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 DATA_DIR = "data"
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
+PREFERENCE_DIR = "preference"
+PREFERENCE_ADAPTER_DIR = "preference_adapter"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_CSV = "eval.csv"
 GENERATE_STATS = "generate_stats.json"
@@ -59,6 +63,14 @@ def split_path(out: PathLike, split: str) -> Path:
 
 def adapter_dir(out: PathLike) -> Path:
     return Path(out) / ADAPTER_DIR
+
+
+def preference_dir(out: PathLike) -> Path:
+    return Path(out) / PREFERENCE_DIR
+
+
+def preference_adapter_dir(out: PathLike) -> Path:
+    return Path(out) / PREFERENCE_ADAPTER_DIR
 
 
 def merged_dir(out: PathLike) -> Path:
