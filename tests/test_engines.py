@@ -79,9 +79,12 @@ def test_greedy_letters_equal_the_plain_path(tiny, prompts, early_stops, engine,
     assert _ids(model, tok, prompts, engine, batch_size) == plain
 
 
-def test_auto_is_plain_on_the_cpu(tiny, prompts):
+def test_auto_is_plain_on_the_cpu(tiny, prompts, monkeypatch):
     model, tok = tiny
     assert engines.resolve("auto", model) == "plain"
+    # the size rule picks static only on a CUDA GPU: even a model above the threshold stays plain here
+    monkeypatch.setattr(engines, "STATIC_MIN_PARAMS", 1)
+    assert engines._parameters(model) > 1 and engines.resolve("auto", model) == "plain"
     assert _ids(model, tok, prompts[:3], "auto", 2) == _ids(model, tok, prompts[:3], "plain", 2)
 
 

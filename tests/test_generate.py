@@ -446,3 +446,25 @@ def test_classifier_mbr_records_each_candidates_quality(run_dir, tiny_model_dir,
     LetterClassifier.fit([r["cover_letter"] for r in rows], checks, labels, c=5.0).save(
         run_dir / "classifier" / "classifier.json")
     assert "wrote" in generate(cfg)
+
+
+def test_candidates_are_for_the_fine_tuned_pass_and_candidate_batch_size_sets_their_calls(
+        run_dir, tiny_model_dir, adapter_dir, monkeypatch, tmp_path):
+    greedy_run = tmp_path / "greedy"
+    io.write_jsonl(greedy_run / "data" / "test.jsonl", io.read_jsonl(run_dir / "data" / "test.jsonl"))
+    generate(_cfg(greedy_run, tiny_model_dir, adapter_dir, models=["base"], batch_size=6))
+    counter = CountGenerate(monkeypatch)
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, candidates=3, batch_size=6, candidate_batch_size=4))
+    # the base pass: one greedy call of 6 rows; the fine-tuned pass: 6 prompts x 3 candidates, 4 prompts a call
+    assert counter.calls == 1 + 2
+    frame = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    greedy = pd.read_csv(greedy_run / "eval.csv", dtype=str, keep_default_na=False)
+    assert frame["base_output"].tolist() == greedy["base_output"].tolist()
+    assert not (run_dir / "candidates" / "test.base.jsonl").exists()
+    assert len(io.read_jsonl(run_dir / "candidates" / "test.fine_tuned.jsonl")) == N_ROWS
+    stats = json.loads((run_dir / "generate_stats.json").read_text())
+    assert stats["base"]["batch_size"] == 6 and stats["fine_tuned"]["batch_size"] == 4
+    # another candidate batch changes the draws: the fine-tuned pass runs again, the base pass is reused
+    counter.calls = 0
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, candidates=3, batch_size=6, candidate_batch_size=3))
+    assert counter.calls == 2

@@ -296,7 +296,9 @@ class GenerateConfig:
     top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample", ge=0)
     repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)", gt=0)
     seed: int = opt(42, "Seed for sampling", ge=0)
-    candidates: int = opt(1, CANDIDATES_HELP, ge=1)
+    candidates: int = opt(1, CANDIDATES_HELP + " (generate: the fine-tuned letters; the base pass stays greedy)", ge=1)
+    candidate_batch_size: int = opt(0, "Prompts per generation call with --candidates above 1 (each call decodes "
+                                    "this many x N sequences); 0: --batch-size", ge=0)
     select: Select = opt("grounded-mbr", SELECT_HELP)
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",

@@ -14,11 +14,13 @@ Every engine is an existing one from transformers, driven with settings that kee
   penalty (its logits processors do not cover every option; asked for with one, it refuses rather than
   drop it). Opt-in only: on an H200 with transformers 5.17 it wrote other letters than ``plain`` for 84
   of the embedded model's 349 fine-tuned test prompts in fp32, most of them off-topic (docs/PERFORMANCE.md).
-- ``auto``: ``plain``, the fastest for one pass over a split as measured. ``static`` wrote the same
-  letters as ``plain`` for all 349 of those prompts in fp32 and, once compiled, took 27.1 s against 37.4 s;
-  but compiling took about 55 s of its first pass (82.4 s), and ``covertune generate`` runs one pass per
-  model in a fresh process. ``static`` pays off where the same process decodes many batches (about 8,000
-  decoding steps to win back the compilation at that rate), not for one test split.
+- ``auto``: ``static`` for a model of at least ``STATIC_MIN_PARAMS`` (1e9) parameters on a CUDA GPU,
+  else ``plain`` (docs/PERFORMANCE.md, one H200, transformers 5.17). On a 7B-shaped model, 349 prompts x
+  128 new tokens in batches of 128, ``static`` took 46.8 s on its first pass, compilation included,
+  against ``plain``'s 51.3 s, and 7.6 s against 13.0 s once warm. On the 135M embedded model the
+  compilation (about 45 s) is never won back in one pass over a split: all 349 fine-tuned letters in one
+  batch took 16.0 s with ``plain``, 67.6 s with ``static`` on its first pass and 21.3 s on its second.
+  The 1e9 threshold lies between those two measured sizes; it is not measured more finely.
 
 Greedy letters are the same token for token as ``plain``'s in exact arithmetic (the tests compare them on
 a tiny model in fp32); in bf16 on a GPU, different kernels round differently and a near-tie can tip a
@@ -45,12 +47,23 @@ def _device(model) -> torch.device:
     return dev if isinstance(dev, torch.device) else next(model.parameters()).device
 
 
+STATIC_MIN_PARAMS = 1_000_000_000  # auto picks static from this model size on a CUDA GPU
+
+
+def _parameters(model) -> int:
+    count = getattr(model, "num_parameters", None)
+    return int(count()) if callable(count) else sum(p.numel() for p in model.parameters())
+
+
 def resolve(engine: str, model=None, decoding=None) -> str:
-    """The engine that runs: ``auto`` -> ``plain`` (see the module's notes). A named engine that cannot
-    honour the decoding settings is an error that says which to use."""
+    """The engine that runs: ``auto`` -> ``static`` for a model of ``STATIC_MIN_PARAMS`` or more on a CUDA
+    GPU, else ``plain`` (see the module's notes). A named engine that cannot honour the decoding settings is
+    an error that says which to use."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "auto":
+        if model is not None and _device(model).type == "cuda" and _parameters(model) >= STATIC_MIN_PARAMS:
+            return "static"
         return "plain"
     if engine == "continuous" and decoding is not None and decoding.repetition_penalty != 1.0:
         raise ValueError("engine 'continuous' does not apply a repetition penalty; use --engine static or "

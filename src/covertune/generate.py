@@ -9,8 +9,9 @@ are decoded and the letter is extracted from them. Every finished batch is appen
 (``<out>/.generate/<split>.<model>.jsonl``), so an interrupted run resumes where it stopped;
 ``eval.csv`` is written atomically once every row is done.
 
-With ``--candidates N`` every prompt gets the greedy letter and N-1 samples from one batched call, and
-one is chosen by ``--select`` (covertune.select); each letter's candidates, their grounding failures
+With ``--candidates N`` every prompt of the fine-tuned pass (the base pass stays greedy: the untuned
+baseline) gets the greedy letter and N-1 samples from one batched call (``--candidate-batch-size``
+prompts per call), and one is chosen by ``--select`` (covertune.select); each letter's candidates, their grounding failures
 and MBR scores and the choice go to ``<out>/candidates/<split>.<model>.jsonl``. ``--select classifier-mbr``
 also scores every candidate with the letter-quality classifier (``--classifier``, default
 ``<out>/classifier``; covertune.classify) and drops those below ``--classifier-threshold`` before MBR;
@@ -311,6 +312,17 @@ def _resolve_format(cfg: GenerateConfig, train_cfg: dict) -> str:
     return cfg.prompt_format
 
 
+def uses_candidates(cfg, which: str) -> bool:
+    """Whether the pass ``which`` chooses among candidates: the fine-tuned pass with --candidates above 1
+    (the base pass stays greedy: it is the untuned model's baseline)."""
+    return cfg.candidates > 1 and which == "fine_tuned"
+
+
+def candidate_batch(cfg) -> int:
+    """Prompts per generation call when choosing among candidates (each call decodes that many x N rows)."""
+    return getattr(cfg, "candidate_batch_size", 0) or cfg.batch_size
+
+
 def check_candidates(cfg) -> None:
     """The candidate options of a generate or write config, checked."""
     from covertune.select import SELECT_MODES
@@ -529,21 +541,23 @@ def generate(cfg: GenerateConfig) -> str:
     common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
               "prompt_format": prompt_format, "decoding": decoding.identity()}
     classifier, classifier_path = None, None
+    tuned: dict = {}  # the fine-tuned pass's own settings: candidates are for its letters only
     if cfg.candidates > 1:
-        common["candidates"] = {"n": cfg.candidates, "select": cfg.select,
-                                "sampling": candidate_decoding(cfg).identity()}
+        tuned["candidates"] = {"n": cfg.candidates, "select": cfg.select,
+                               "sampling": candidate_decoding(cfg).identity(),
+                               "batch_size": candidate_batch(cfg)}  # batch composition changes the draws
         if cfg.select == "classifier-mbr":  # loaded (and checked) before any model
             classifier, classifier_path = load_classifier(cfg.classifier, out)
-            common["candidates"].update(classifier=rundir.file_hash(classifier_path),
-                                        classifier_threshold=cfg.classifier_threshold)
-    if cfg.do_sample or cfg.candidates > 1:
+            tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
+                                       classifier_threshold=cfg.classifier_threshold)
+    if cfg.do_sample:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
     settings = {"base": {**common, "model": "base"}}
     if "fine_tuned" in cfg.models:
         source = ({"merged": _folder_identity(merged, hash_contents=False)} if merged
                   else {"adapter": _folder_identity(adapter, hash_contents=True), "base_weights": base_weights,
                         "merge_adapter": cfg.merge_adapter})
-        settings["fine_tuned"] = {**common, "model": "fine_tuned", **source}
+        settings["fine_tuned"] = {**common, **tuned, "model": "fine_tuned", **source}
     run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
                              "limit": cfg.limit, "data": rundir.file_hash(split_path)})
 
@@ -571,32 +585,33 @@ def generate(cfg: GenerateConfig) -> str:
             if todo:
                 model, ctx = passes.model_for(which)
                 with ctx:
-                    if cfg.candidates > 1:
+                    if uses_candidates(cfg, which):
                         from covertune.select import generate_chosen_letters
 
                         outputs[which], _ = generate_chosen_letters(
                             model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
-                            candidate_decoding(cfg), cfg.batch_size, journal=journal, stats=st, desc=which,
+                            candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
                             classifier=classifier, threshold=cfg.classifier_threshold)
                     else:
                         outputs[which] = generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding,
                                                           journal=journal, stats=st, desc=which, engine=cfg.engine)
                 device = _device(model)
                 # --candidates writes every prompt's candidates in one plain model.generate call
-                engine_used = "plain" if cfg.candidates > 1 else engines.resolve(cfg.engine, model, decoding)
+                engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model, decoding)
                 device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
                 model = None  # so that freeing the base before the merged model's pass frees its memory
             else:
                 outputs[which] = [journal.lookup(i, p)["output"] for i, p in enumerate(inputs)]
                 st = dict(letters=0, resumed=len(inputs), new_tokens=0, seconds=0.0)
                 device = engine_used = None
-            if cfg.candidates > 1:
+            if uses_candidates(cfg, which):
                 choices[which] = [{"index": i, "id": r.get("id"), **journal.lookup(i, p)["choice"]}
                                   for i, (r, p) in enumerate(zip(records, inputs))]
         secs = st["seconds"]
         stats[which] = {**st, "letters_per_s": round(st["letters"] / secs, 3) if secs else None,
                         "tokens_per_s": round(st["new_tokens"] / secs, 1) if secs else None,
-                        "batch_size": cfg.batch_size, "device": device, "dtype": dtype_name,
+                        "batch_size": candidate_batch(cfg) if uses_candidates(cfg, which) else cfg.batch_size,
+                        "device": device, "dtype": dtype_name,
                         "engine": engine_used,
                         "max_new_tokens": cfg.max_new_tokens}
         if st["letters"]:

@@ -236,8 +236,9 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     new_tokens (all candidates') and seconds of this call. A ``classifier``
     (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
     drops those below ``threshold``)."""
-    from tqdm.auto import tqdm
     from transformers import set_seed
+
+    from covertune.progress import progress_bar
 
     from covertune.generate import ids_sha
     from covertune.prompt import extract_letter
@@ -257,8 +258,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     if pending:
         set_seed(decoding.seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
-    bar = tqdm(total=len(inputs), initial=len(inputs) - len(pending), desc=desc, unit="letter",
-               disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(inputs), initial=len(inputs) - len(pending), desc=desc, unit="letter",
+                       disable=not progress)
     try:
         for batch, groups in generate_candidate_ids(model, tokenizer, inputs, n, decoding, batch_size, pending):
             records = []
