@@ -66,6 +66,20 @@ def main() -> None:
     save()
 
 
+def compare(results: dict, letters: dict, base_key: str, key: str, name: str | None = None) -> None:
+    """How many of ``key``'s letters equal ``base_key``'s, and where the others first differ."""
+    base, other = letters.get(base_key), letters.get(key)
+    if base is None or other is None:
+        return
+    same = sum(x == y for x, y in zip(base, other))
+    firsts = sorted(next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
+                    for x, y in zip(base, other) if x != y)
+    results[name or f"same_as_{base_key}_{key}"] = {"identical_letters": same, "of": len(base),
+                                                     "share": round(same / len(base), 4),
+                                                     "first_difference_chars": firsts}
+    print(key, "identical to", base_key, ":", same, "of", len(base), flush=True)
+
+
 def run_variants(args, tok, inputs, results, letters, save, run) -> None:
     """Each variant in turn in one process (the model loaded once; merged after the unmerged variants),
     compared with the first variant's letters."""
@@ -115,18 +129,8 @@ def run_variants(args, tok, inputs, results, letters, save, run) -> None:
             print(key, json.dumps(st), flush=True)
             save()
     base_key = specs[0][4]
-    base = letters.get(base_key)
     for *_, key in specs[1:]:
-        if base is None or key not in letters:
-            continue
-        other = letters[key]
-        same = sum(x == y for x, y in zip(base, other))
-        firsts = sorted(next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
-                        for x, y in zip(base, other) if x != y)
-        results[f"same_as_{base_key}_{key}"] = {"identical_letters": same, "of": len(base),
-                                                 "share": round(same / len(base), 4),
-                                                 "first_difference_chars": firsts}
-        print(key, "identical to", base_key, ":", same, "of", len(base), flush=True)
+        compare(results, letters, base_key, key)
 
 
 def run_engines(args, tok, inputs, results, letters, save, run) -> None:
@@ -162,19 +166,9 @@ def run_engines(args, tok, inputs, results, letters, save, run) -> None:
                 letters[key] = out
                 print(key, json.dumps(st), flush=True)
                 save()
-        plain = letters.get(f"plain_{dtype}")
         for engine in args.engines:
-            key = f"{engine}_{dtype}"
-            if engine == "plain" or plain is None or key not in letters:
-                continue
-            other = letters[key]
-            same = sum(x == y for x, y in zip(plain, other))
-            firsts = sorted(next((k for k, (u, v) in enumerate(zip(x, y)) if u != v), min(len(x), len(y)))
-                            for x, y in zip(plain, other) if x != y)
-            results[f"same_as_plain_{key}"] = {"identical_letters": same, "of": len(plain),
-                                               "share": round(same / len(plain), 4),
-                                               "first_difference_chars": firsts}
-            print(key, "identical to plain:", same, "of", len(plain), flush=True)
+            if engine != "plain":
+                compare(results, letters, f"plain_{dtype}", f"{engine}_{dtype}", name=f"same_as_plain_{engine}_{dtype}")
         save()
         del model
         torch.cuda.empty_cache()
