@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from covertune import io, rundir
+from covertune import distributed, io, rundir
 from covertune.config import TrainConfig
 from covertune.metrics.summary import is_nan
 
@@ -386,6 +386,30 @@ class CheckpointChooser(TrainerCallback):
         if best["step"] == final_step:
             return None, record
         return self.ckpt_dir / f"checkpoint-{best['step']}", record
+
+
+class SharedChoice(TrainerCallback):
+    """A CheckpointChooser's events in one process or several: the main process records, scores and
+    chooses (it alone writes the records); then every process takes its choice (the checkpoint kept from
+    rotation, whether to stop early), so that all of them stop at the same step."""
+
+    def __init__(self, chooser: CheckpointChooser):
+        self.chooser = chooser
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        return self._shared(state, control, lambda: self.chooser.on_train_begin(args, state, control, **kwargs))
+
+    def on_save(self, args, state, control, **kwargs):
+        return self._shared(state, control, lambda: self.chooser.on_save(args, state, control, **kwargs))
+
+    @staticmethod
+    def _shared(state, control, event):
+        if distributed.is_main():
+            event()
+        choice = distributed.broadcast((state.best_model_checkpoint, state.best_global_step,
+                                        control.should_training_stop))
+        state.best_model_checkpoint, state.best_global_step, control.should_training_stop = choice
+        return control
 
 
 def _eval_loss(history: list[dict], step: int) -> float | None:

@@ -12,7 +12,7 @@ import logging
 import sys
 import typing
 
-from covertune import __version__
+from covertune import __version__, distributed
 from covertune.config import STAGE_CONFIGS, build, choices, field_types, load_preset, load_yaml, preset_names
 from covertune.pipeline import pipeline_from_args, stage_function
 from covertune.progress import quiet_library_bars
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
         kinds = field_types(cls)
         for f in dataclasses.fields(cls):
             _add_field(p, f, kinds[f.name])
+        if stage in distributed.DISTRIBUTED_STAGES:
+            p.add_argument("--num-gpus", type=int, default=None, metavar="N",
+                           help="run in N processes, one per GPU, through torch.distributed.run (the same as "
+                                "`torchrun --standalone --nproc-per-node N -m covertune " + stage + " ...`)")
     p = sub.add_parser("run", help=STAGE_HELP["run"], description=STAGE_HELP["run"])
     _add_common(p)
     p.add_argument("--out", help="run directory (default: the preset's, else runs/default)")
@@ -112,7 +116,7 @@ def _layers(args: argparse.Namespace) -> list[dict]:
 
 def stage_config(args: argparse.Namespace):
     """The config of ``covertune <stage>``: its preset, then its YAML file, then its flags."""
-    skip = {"stage", "config", "preset", "verbose"}
+    skip = {"stage", "config", "preset", "verbose", "num_gpus"}
     flags = {k: v for k, v in vars(args).items() if k not in skip}
     return build(args.stage, *_layers(args), flags)
 
@@ -123,10 +127,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_library_bars()
+    distributed.quiet_other_processes()
     if args.stage is None:
         parser.print_help()
         return 0
     try:
+        if distributed.is_distributed() and args.stage not in distributed.DISTRIBUTED_STAGES:
+            raise ValueError(f"this is one of {distributed.world_size()} processes started by a launcher, and "
+                             f"covertune {args.stage} runs in one; launch only "
+                             f"{' and '.join(distributed.DISTRIBUTED_STAGES)} with torchrun / accelerate launch")
+        if getattr(args, "num_gpus", None) is not None:
+            distributed.check_num_gpus(args.num_gpus, args.stage)
+            if args.num_gpus > 1:
+                stage_config(args)  # a bad option is named here, before N processes start
+                return distributed.relaunch(args.num_gpus, sys.argv[1:] if argv is None else argv)
         if args.stage == "presets":
             import yaml
             for name in preset_names():

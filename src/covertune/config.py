@@ -48,6 +48,7 @@ BertscoreBackend = Literal["auto", "torch", "onnx"]
 PreferenceLoss = Literal["dpo", "ipo", "rpo"]
 Reject = Literal["invented", "any"]
 ChosenFallback = Literal["none", "ground_truth"]
+Distributed = Literal["ddp", "fsdp"]
 
 # how YAML 1.1 spells a boolean: a choice option written as one of these was meant as that word
 _YAML_TRUE = ("on", "yes", "true", "y")
@@ -154,6 +155,11 @@ class TrainConfig:
     max_steps: int = opt(-1, "Stop after this many optimizer steps (-1: run all epochs)", ge=-1)
     batch_size: int = opt(8, "Micro-batch size per device", ge=1)
     grad_accum: int = opt(1, "Gradient accumulation steps", ge=1)
+    distributed: Distributed = opt("ddp", "Under several processes (--num-gpus N, torchrun, accelerate launch): ddp "
+                                   "(every GPU holds the whole model, gradients averaged) or fsdp (FSDP-QLoRA: the "
+                                   "base's decoder layers sharded across the GPUs, for a model too large for one; "
+                                   "CUDA only). The global batch stays batch_size x grad_accum: each process takes "
+                                   "grad_accum / N steps (else batch_size / N rows)")
     learning_rate: float = opt(4e-4, "Peak learning rate", ge=0)
     lr_scheduler: str = opt("linear", "LR schedule (transformers names: linear, cosine, constant...)")
     warmup_ratio: float = opt(0.03, "Share of steps spent warming up", ge=0, lt=1)
@@ -696,6 +702,22 @@ def _check_range(name: str, value, meta) -> None:
 def _check_train(cfg: TrainConfig) -> None:
     if cfg.max_steps <= 0 and cfg.epochs <= 0:
         raise ValueError("set epochs > 0 or max_steps > 0")
+    if cfg.distributed == "fsdp":
+        if cfg.quantization == "int8":
+            raise ValueError("distributed fsdp shards a 4-bit (nf4) or unquantized base; an int8 base cannot be "
+                             "sharded: use --quantization nf4, or --distributed ddp")
+        if cfg.fp32_upcast:
+            raise ValueError("distributed fsdp needs every frozen weight in one dtype; --fp32-upcast casts norms and "
+                             "embeddings to fp32: drop it (--no-fp32-upcast)")
+        if cfg.compute_dtype in ("fp16", "fp32"):
+            raise ValueError(f"distributed fsdp trains in bf16 (the 4-bit weights are stored in it); got "
+                             f"compute_dtype {cfg.compute_dtype}: use --compute-dtype bf16 or auto")
+        if cfg.torch_compile:
+            raise ValueError("distributed fsdp with --torch-compile is not supported by covertune; drop one")
+        if cfg.select_checkpoint != "last":
+            raise ValueError(f"distributed fsdp keeps sharded checkpoints, which cannot be scored or copied into the "
+                             f"adapter; select_checkpoint {cfg.select_checkpoint} needs --distributed ddp (or "
+                             "select_checkpoint last)")
     if not cfg.target_modules:
         raise ValueError("target_modules must not be empty")
     if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:

@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from covertune import engines, io, limits, models, rundir
+from covertune import distributed, engines, io, limits, models, rundir
 from covertune.config import BaseWeights, GenerateConfig, PromptFormat, check_choice, choices, validate
 from covertune.prompt import extract_letter, prompt_ids, render_prompt, text_ids
 from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
@@ -109,20 +109,45 @@ def settings_hash(settings: dict) -> str:
     return _sha(json.dumps(settings, sort_keys=True, default=str))[:16]
 
 
+def part_path(path: Path, rank: int) -> Path:
+    """The journal part of process ``rank`` beside the journal ``path`` (several processes)."""
+    return path.with_name(f"{path.stem}.part{rank}{path.suffix}")
+
+
+def merge_parts(path: Path, settings: dict, fresh: bool = False) -> int:
+    """The rows of the journal parts beside ``path`` (written by the processes of a multi-process run,
+    finished or interrupted) appended to the journal ``path``, and the parts removed; ``fresh``: the
+    journal and the parts start empty. The number of rows taken from the parts."""
+    parts = sorted(path.parent.glob(f"{path.stem}.part*{path.suffix}"))
+    taken = 0
+    with Journal(path, settings, fresh=fresh) as journal:
+        for part in parts:
+            rows = [] if fresh else list(Journal(part, settings, readonly=True).rows.values())
+            journal.append(rows)
+            taken += len(rows)
+    for part in parts:
+        part.unlink()
+    return taken
+
+
 class Journal:
     """Append-only record of finished rows, ``{"index", "output", "new_tokens", "prompt_sha"}`` per line
     (``prompt_sha``: ``ids_sha`` of the prompt's token ids),
     after a header line holding the hash of the settings that shape outputs. A journal with another hash
     (a changed model, adapter, prompt format or decoding setting) is discarded and started fresh; a row
-    whose prompt changed is generated again."""
+    whose prompt changed is generated again. ``readonly``: the rows are read, the file is left as it is
+    (another process may be writing it)."""
 
-    def __init__(self, path: str | os.PathLike, settings: dict, fresh: bool = False):
+    def __init__(self, path: str | os.PathLike, settings: dict, fresh: bool = False, readonly: bool = False):
         self.path = Path(path)
         self.settings = settings
         self.key = settings_hash(settings)
         self.rows: dict[int, dict] = {}
+        self._file = None
         if self.path.exists() and not fresh:
             self._load()
+        if readonly:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # rewrite cleanly (drops a line cut off by a crash, or a stale journal), then append to it
         header = {"settings_hash": self.key, "settings": settings}
@@ -157,7 +182,7 @@ class Journal:
         os.fsync(self._file.fileno())
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
     def __enter__(self):
@@ -242,13 +267,14 @@ def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_
 def generate_letters(model, tokenizer, inputs: Sequence[Sequence[int]], batch_size: int = 32,
                      decoding: Decoding = Decoding(), *, journal: Journal | None = None,
                      stats: dict | None = None, progress: bool = True, desc: str = "letters",
-                     engine: str = "plain") -> list[str]:
+                     engine: str = "plain", indices: Sequence[int] | None = None) -> list[str]:
     """The letter for every prompt (decoded new tokens, special tokens skipped, extract_letter applied).
 
     ``inputs`` are prompts as token ids (``covertune.prompt.prompt_ids``), decoded as ``decoding`` says.
     With a ``journal``, rows it holds are not generated again and each finished batch is appended to it.
     ``stats``, if given, receives letters, resumed, new_tokens and seconds of this call.
-    ``engine``: how batches are decoded (covertune.engines: plain, static, continuous, auto)."""
+    ``engine``: how batches are decoded (covertune.engines: plain, static, continuous, auto).
+    ``indices``: the rows to write (default all); the others are left None (another process's share)."""
     from covertune.progress import progress_bar
 
     letters: list[str | None] = [None] * len(inputs)
@@ -257,13 +283,14 @@ def generate_letters(model, tokenizer, inputs: Sequence[Sequence[int]], batch_si
             row = journal.lookup(i, ids)
             if row is not None:
                 letters[i] = row["output"]
-    pending = [i for i, letter in enumerate(letters) if letter is None]
+    wanted = range(len(inputs)) if indices is None else indices
+    pending = [i for i in wanted if letters[i] is None]
     if decoding.do_sample and pending:
         from transformers import set_seed
 
         set_seed(decoding.seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
-    bar = progress_bar(total=len(inputs), initial=len(inputs) - len(pending), desc=desc, unit="letter",
+    bar = progress_bar(total=len(wanted), initial=len(wanted) - len(pending), desc=desc, unit="letter",
                        disable=not progress)
     try:
         for batch, rows in generate_token_ids(model, tokenizer, inputs, batch_size, decoding, pending,
@@ -285,7 +312,7 @@ def generate_letters(model, tokenizer, inputs: Sequence[Sequence[int]], batch_si
         bar.close()
         if stats is not None:
             stats.update(letters=done_letters,
-                         resumed=len(inputs) - len(pending), new_tokens=done_tokens,
+                         resumed=len(wanted) - len(pending), new_tokens=done_tokens,
                          seconds=round(time.perf_counter() - t0, 3))
     return letters  # type: ignore[return-value]
 
@@ -550,8 +577,15 @@ def generate(cfg: GenerateConfig) -> str:
             classifier, classifier_path = load_classifier(cfg.classifier, out)
             tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
                                        classifier_threshold=cfg.classifier_threshold)
+    processes, main = distributed.world_size(), distributed.is_main()
+    if processes > 1:
+        distributed.state()  # join the process group before the first barrier
+        if cfg.candidates > 1:  # each process's share of the rows changes the draws too
+            tuned["candidates"]["processes"] = processes
     if cfg.do_sample:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
+        if processes > 1:  # and so does each process's share of the rows
+            common["processes"] = processes
     settings = {"base": {**common, "model": "base"}}
     if "fine_tuned" in cfg.models:
         source = ({"merged": _folder_identity(merged, hash_contents=False)} if merged
@@ -566,7 +600,8 @@ def generate(cfg: GenerateConfig) -> str:
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
             return f"generate: {output} is complete (use --force to generate again)"
 
-    tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    with distributed.main_first():  # the embedded model is converted once, by the main process
+        tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     inputs = [prompt_ids(r, tokenizer, prompt_format) for r in records]
     limits.check_context([len(ids) for ids in inputs], [r.get("id", i) for i, r in enumerate(records)],
                          limits.context_length(str(merged) if merged else cfg.model), cfg.max_new_tokens,
@@ -579,46 +614,74 @@ def generate(cfg: GenerateConfig) -> str:
     stats: dict[str, dict] = {}
     choices: dict[str, list[dict]] = {}  # with --candidates: each letter's candidates and choice
     for which in cfg.models:
-        with Journal(journal_dir / f"{cfg.split}.{which}.jsonl", settings[which], fresh=cfg.force) as journal:
-            todo = sum(journal.lookup(i, p) is None for i, p in enumerate(inputs))
-            st: dict = {}
-            if todo:
+        # the journal holds every finished row; under several processes each one appends its rows to its
+        # own part beside it, and the main process merges the parts into it (also those an interrupted
+        # multi-process run left behind)
+        path = journal_dir / f"{cfg.split}.{which}.jsonl"
+        if main:
+            merge_parts(path, settings[which], fresh=cfg.force)
+        distributed.barrier()
+        done = Journal(path, settings[which], readonly=True)
+        pending = [i for i, p in enumerate(inputs) if done.lookup(i, p) is None]
+        share = distributed.split(pending)  # this process's rows (all of them in one process)
+        st: dict = dict(letters=0, resumed=0, new_tokens=0, seconds=0.0)
+        device = engine_used = None
+        if share:
+            own = path if processes == 1 else part_path(path, distributed.rank())
+            with Journal(own, settings[which], fresh=processes > 1) as journal:
                 model, ctx = passes.model_for(which)
                 with ctx:
                     if uses_candidates(cfg, which):
                         from covertune.select import generate_chosen_letters
 
-                        outputs[which], _ = generate_chosen_letters(
+                        generate_chosen_letters(
                             model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
-                            classifier=classifier, threshold=cfg.classifier_threshold)
+                            classifier=classifier, threshold=cfg.classifier_threshold, progress=main,
+                            indices=share)
                     else:
-                        outputs[which] = generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding,
-                                                          journal=journal, stats=st, desc=which, engine=cfg.engine)
+                        generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
+                                         stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)
                 device = _device(model)
                 # --candidates writes every prompt's candidates in one plain model.generate call
                 engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model, decoding)
                 device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
                 model = None  # so that freeing the base before the merged model's pass frees its memory
-            else:
-                outputs[which] = [journal.lookup(i, p)["output"] for i, p in enumerate(inputs)]
-                st = dict(letters=0, resumed=len(inputs), new_tokens=0, seconds=0.0)
-                device = engine_used = None
-            if uses_candidates(cfg, which):
-                choices[which] = [{"index": i, "id": r.get("id"), **journal.lookup(i, p)["choice"]}
-                                  for i, (r, p) in enumerate(zip(records, inputs))]
-        secs = st["seconds"]
-        stats[which] = {**st, "letters_per_s": round(st["letters"] / secs, 3) if secs else None,
-                        "tokens_per_s": round(st["new_tokens"] / secs, 1) if secs else None,
+        shares = distributed.gather({**st, "device": device, "engine": engine_used})  # also a barrier
+        if not main:
+            continue
+        merge_parts(path, settings[which])
+        with Journal(path, settings[which], readonly=True) as journal:
+            rows = [journal.lookup(i, p) for i, p in enumerate(inputs)]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            raise RuntimeError(f"generate: {len(missing)} row(s) of {cfg.split} have no letter after the pass "
+                               f"{which} (first: row {missing[0]}); run the same command again to write them")
+        outputs[which] = [row["output"] for row in rows]
+        if uses_candidates(cfg, which):
+            choices[which] = [{"index": i, "id": r.get("id"), **row["choice"]}
+                              for i, (r, row) in enumerate(zip(records, rows))]
+        secs = max(sh["seconds"] for sh in shares)  # the processes ran side by side
+        letters = sum(sh["letters"] for sh in shares)
+        new_tokens = sum(sh["new_tokens"] for sh in shares)
+        devices = sorted({sh["device"] for sh in shares if sh["device"]})
+        stats[which] = {"letters": letters, "resumed": len(inputs) - len(pending), "new_tokens": new_tokens,
+                        "seconds": secs, "letters_per_s": round(letters / secs, 3) if secs else None,
+                        "tokens_per_s": round(new_tokens / secs, 1) if secs else None,
                         "batch_size": candidate_batch(cfg) if uses_candidates(cfg, which) else cfg.batch_size,
-                        "device": device, "dtype": dtype_name,
-                        "engine": engine_used,
+                        "processes": processes,
+                        "device": ", ".join(devices) if devices else None, "dtype": dtype_name,
+                        "engine": next((sh["engine"] for sh in shares if sh["engine"]), None),
                         "max_new_tokens": cfg.max_new_tokens}
-        if st["letters"]:
-            log.info("%s: %d letters, %d new tokens in %.1f s (%.2f letters/s, %.0f tokens/s)", which,
-                     st["letters"], st["new_tokens"], secs, stats[which]["letters_per_s"] or 0,
-                     stats[which]["tokens_per_s"] or 0)
+        if processes > 1:
+            stats[which]["per_process"] = shares
+        if letters:
+            log.info("%s: %d letters, %d new tokens in %.1f s (%.2f letters/s, %.0f tokens/s)%s", which,
+                     letters, new_tokens, secs, stats[which]["letters_per_s"] or 0,
+                     stats[which]["tokens_per_s"] or 0, f" on {processes} processes" if processes > 1 else "")
     passes.close()
+    if not main:
+        return f"generate: process {distributed.rank()} of {processes} wrote its share; the main process writes {output}"
 
     import pandas as pd
 

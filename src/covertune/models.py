@@ -221,7 +221,9 @@ def load_tokenizer(model: str, padding_side: str = "right", trust_remote_code: b
 
 def load_model(model: str, quantization: str = "none", dtype: str = "auto", tokenizer=None,
                attn_implementation: str = "auto", trust_remote_code: bool = False, device: str | None = None):
-    """A causal LM from safetensors weights, optionally 4/8-bit quantized, on the GPU when there is one."""
+    """A causal LM from safetensors weights, optionally 4/8-bit quantized, on the GPU when there is one
+    (under a multi-process launcher, this process's GPU). ``device``: cuda, cpu, or fsdp (no device map,
+    for a model the Trainer shards with FSDP)."""
     from transformers import AutoModelForCausalLM
 
     torch_dtype = compute_dtype(dtype)
@@ -232,7 +234,12 @@ def load_model(model: str, quantization: str = "none", dtype: str = "auto", toke
     if attn_implementation and attn_implementation != "auto":
         kwargs["attn_implementation"] = attn_implementation
     target = device or ("cuda" if has_cuda() else "cpu")
-    kwargs["device_map"] = {"": 0} if target == "cuda" else {"": "cpu"}
+    if target == "cuda":  # this process's GPU: the only one, or its own under a multi-process launcher
+        from covertune.distributed import local_rank
+
+        kwargs["device_map"] = {"": local_rank()}
+    elif target != "fsdp":  # under FSDP no device map: the Trainer's FSDP wrapping places the shards
+        kwargs["device_map"] = {"": "cpu"}
     ref = resolve_model(model)
     try:
         m = AutoModelForCausalLM.from_pretrained(ref, **kwargs)

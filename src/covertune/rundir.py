@@ -230,8 +230,8 @@ def checkpoint_problem(path: PathLike) -> str | None:
         json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return f"trainer_state.json unreadable ({e})"
-    if not list(path.glob("*.safetensors")):
-        return "no weights (*.safetensors)"
+    if not list(path.glob("*.safetensors")) and not list(path.glob("pytorch_model_fsdp*")):
+        return "no weights (*.safetensors, or FSDP's pytorch_model_fsdp_* shards)"
     try:
         check_safetensors(path)
     except ValueError as e:

@@ -226,7 +226,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                             fields: Sequence[dict[str, str] | None], n: int, select: str, decoding,
                             batch_size: int = 8, *, journal=None, stats: dict | None = None,
                             progress: bool = True, desc: str = "letters", classifier=None,
-                            threshold: float = 0.5) -> tuple[list[str], list[dict]]:
+                            threshold: float = 0.5,
+                            indices: Sequence[int] | None = None) -> tuple[list[str], list[dict]]:
     """The chosen letter for every prompt (``inputs``: token ids, ``covertune.prompt.prompt_ids``), and
     each prompt's choice record (``Choice.record``).
 
@@ -235,7 +236,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
     new_tokens (all candidates') and seconds of this call. A ``classifier``
     (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
-    drops those below ``threshold``)."""
+    drops those below ``threshold``). ``indices``: the rows to write (default all; the others are left
+    None), as ``covertune.generate.generate_letters``."""
     from transformers import set_seed
 
     from covertune.progress import progress_bar
@@ -254,11 +256,12 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
             row = journal.lookup(i, p)
             if row is not None and "choice" in row:
                 letters[i], choices[i] = row["output"], row["choice"]
-    pending = [i for i, letter in enumerate(letters) if letter is None]
+    wanted = range(len(inputs)) if indices is None else indices
+    pending = [i for i in wanted if letters[i] is None]
     if pending:
         set_seed(decoding.seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
-    bar = progress_bar(total=len(inputs), initial=len(inputs) - len(pending), desc=desc, unit="letter",
+    bar = progress_bar(total=len(wanted), initial=len(wanted) - len(pending), desc=desc, unit="letter",
                        disable=not progress)
     try:
         for batch, groups in generate_candidate_ids(model, tokenizer, inputs, n, decoding, batch_size, pending):
@@ -284,6 +287,6 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     finally:
         bar.close()
         if stats is not None:
-            stats.update(letters=done_letters, resumed=len(inputs) - len(pending), new_tokens=done_tokens,
+            stats.update(letters=done_letters, resumed=len(wanted) - len(pending), new_tokens=done_tokens,
                          seconds=round(time.perf_counter() - t0, 3))
     return letters, choices  # type: ignore[return-value]

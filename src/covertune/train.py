@@ -21,9 +21,9 @@ import warnings
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-from covertune import checkpoint_choice, io, models, padding_free, rundir, tracking
+from covertune import checkpoint_choice, distributed, io, models, padding_free, rundir, tracking
 from covertune.config import EMBEDDED_MODEL, TrainConfig, to_dict, validate
 from covertune.model_card import model_card
 from covertune.progress import is_terminal
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 # activation checkpointing, the attention kernel). Every other option is in the stage's fingerprint.
 NOT_IN_FINGERPRINT = ("out", "force", "resume", "trust_remote_code", "logging_steps", "eval_strategy",
                       "eval_steps", "save_strategy", "save_steps", "save_total_limit", "gradient_checkpointing",
-                      "padding_free", "liger_kernel", "torch_compile", "attn_implementation")
+                      "padding_free", "liger_kernel", "torch_compile", "attn_implementation", "distributed")
 # How long to train: an interrupted run may be continued with another length.
 DURATION = ("epochs", "max_steps")
 
@@ -65,6 +65,10 @@ def train(cfg: TrainConfig) -> str:
     log_path, plot_path = rundir.train_log(out), rundir.loss_plot(out)
     check_config(cfg)
     rundir.check_out(out)
+    # under torchrun / accelerate launch: one process per GPU (CPU: gloo), the main one writes the outputs
+    processes, main = distributed.world_size(), distributed.is_main()
+    if processes > 1:
+        distributed.state()  # join the process group before the first barrier
     fp = fingerprint(cfg)
     if not cfg.resume and rundir.check_stage(out, "train", fp, rundir.has_adapter(adapter_dir), cfg.force,
                                              str(adapter_dir)):
@@ -77,14 +81,18 @@ def train(cfg: TrainConfig) -> str:
     # checkpoint; checkpoints made with other settings are never continued (--force starts over)
     resume_from = None if cfg.force else rundir.last_checkpoint(ckpt_dir)
     if resume_from is not None:
-        check_checkpoints(ckpt_dir, fp)
+        check_checkpoints(ckpt_dir, fp, processes)
         resume_from = good_checkpoint(ckpt_dir)
         log.info("continuing the interrupted run from %s", resume_from)
     elif cfg.resume:
         raise FileNotFoundError(f"--resume: no checkpoint in {ckpt_dir} to continue from; "
                                 "run without --resume to start training")
-    rundir.stage_marker(out, "train").unlink(missing_ok=True)
-    report = tracking.trainer_args(cfg.report_to, out, resume=resume_from is not None)  # report_to, run_name
+    distributed.barrier()  # every process has read the run directory before the main one changes it
+    if main:
+        rundir.stage_marker(out, "train").unlink(missing_ok=True)
+    # report_to, run_name; trackers report from the main process only
+    report = (tracking.trainer_args(cfg.report_to, out, resume=resume_from is not None) if main
+              else {"report_to": "none"})
 
     # ---- data: the data stage's splits, tokenized under the truncation policy (sft_data)
     train_rows = rundir.read_split(out, "train")
@@ -99,12 +107,14 @@ def train(cfg: TrainConfig) -> str:
         err = models.bitsandbytes_error(cfg.quantization)
         if err:
             raise RuntimeError(err)
-    tokenizer = models.load_tokenizer(cfg.model, padding_side="right",
-                                      trust_remote_code=cfg.trust_remote_code)
+    with distributed.main_first():  # the embedded model is converted once, by the main process
+        tokenizer = models.load_tokenizer(cfg.model, padding_side="right",
+                                          trust_remote_code=cfg.trust_remote_code)
     train_set = encode_records(train_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on, "train")
     val_set = (encode_records(val_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on,
                               "validation") if val_rows else None)
     rows_per_step = cfg.batch_size * cfg.grad_accum
+    batch_size, grad_accum = process_batch(cfg.batch_size, cfg.grad_accum, processes)
     if len(train_set.examples) < rows_per_step:
         raise ValueError(
             f"the training split has {len(train_set.examples)} usable row(s), but one optimizer step "
@@ -120,8 +130,7 @@ def train(cfg: TrainConfig) -> str:
              len(train_set.examples), train_set.tokens, train_set.loss_tokens, len(train_set.truncated),
              cfg.max_length)
 
-    # ---- base model, quantized or not, and the LoRA adapter on top
-    set_seed(cfg.seed)  # LoRA's initialisation happens here, before the Trainer seeds again
+    # ---- how the model is computed: dtype, padding-free batches, attention
     dtype = models.compute_dtype(cfg.compute_dtype)
     if dtype == torch.float16 and not models.has_cuda():
         raise ValueError("fp16 mixed precision needs a CUDA GPU; on the CPU use --compute-dtype bf16 or fp32")
@@ -130,24 +139,18 @@ def train(cfg: TrainConfig) -> str:
     # packed rows need attention that stops at each example's end: ours by default; transformers' own
     # implementations (flash, sdpa, eager) handle them too when asked for by name
     attn = padding_free.register() if packed and cfg.attn_implementation == "auto" else cfg.attn_implementation
-    model = models.load_model(cfg.model, cfg.quantization, cfg.compute_dtype, tokenizer=tokenizer,
-                              attn_implementation=attn,
-                              trust_remote_code=cfg.trust_remote_code)
-    model = add_lora(model, cfg)
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA r=%d on %s: %s trainable of %s parameters (%.3f%%)", cfg.lora_r, cfg.target_modules,
-             f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
     # ---- the Trainer: validation loss and a checkpoint each epoch, a progress bar, a JSONL log
     on_gpu = models.has_cuda()
-    optim = optimizer_name(cfg.optimizer)
+    fsdp = cfg.distributed == "fsdp"
+    optim = optimizer_name(cfg.optimizer, fsdp)
     liger = use_liger(cfg.liger_kernel, cfg.torch_compile)
     eval_strategy = cfg.eval_strategy if val_set is not None else "no"
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
         num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate,
@@ -157,7 +160,11 @@ def train(cfg: TrainConfig) -> str:
         optim=optim,
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
-        **checkpointing_args(cfg.gradient_checkpointing),
+        # under FSDP its own activation checkpointing (fsdp_args), not the Trainer's
+        **checkpointing_args(cfg.gradient_checkpointing and not fsdp),
+        **(fsdp_args(cfg) if fsdp else {}),
+        # every LoRA weight is used in every step: DDP need not search the graph for unused ones
+        **({"ddp_find_unused_parameters": False} if processes > 1 and not fsdp else {}),
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         use_liger_kernel=liger,
         neftune_noise_alpha=cfg.neftune_noise_alpha or None,
@@ -180,17 +187,34 @@ def train(cfg: TrainConfig) -> str:
         **report,
         disable_tqdm=not is_terminal(),  # in a log: JsonlLogger's line per logging step instead of a bar
     )
-    if resume_from is None:  # a fresh run: the old run's checkpoints and log go
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        log_path.unlink(missing_ok=True)
-    else:  # steps after the checkpoint are done again: their log lines go
-        trim_log(log_path, checkpoint_step(resume_from))
-    io.write_json(ckpt_dir / CHECKPOINTS_FINGERPRINT, fp)
-    logger = JsonlLogger(log_path, log_lines=not is_terminal())
-    # every checkpoint's record (its letters scored with rouge_l/task), the chosen one kept, early stopping
+    # ---- base model, quantized or not, and the LoRA adapter on top (after TrainingArguments, which
+    # tells transformers' loading about FSDP)
+    set_seed(cfg.seed)  # LoRA's initialisation happens here, before the Trainer seeds again
+    model = models.load_model(cfg.model, cfg.quantization, cfg.compute_dtype, tokenizer=tokenizer,
+                              attn_implementation=attn, trust_remote_code=cfg.trust_remote_code,
+                              device="fsdp" if fsdp else None)
+    model = add_lora(model, cfg)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d on %s: %s trainable of %s parameters (%.3f%%)", cfg.lora_r, cfg.target_modules,
+             f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+
+    if main:
+        if resume_from is None:  # a fresh run: the old run's checkpoints and log go
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+            log_path.unlink(missing_ok=True)
+        else:  # steps after the checkpoint are done again: their log lines go
+            trim_log(log_path, checkpoint_step(resume_from))
+        io.write_json(ckpt_dir / CHECKPOINTS_FINGERPRINT, {**fp, "processes": processes})
+    distributed.barrier()
+    logger = JsonlLogger(log_path, log_lines=not is_terminal())  # written by the main process
+    memory = MemoryCallback()
+    # every checkpoint's record (its letters scored with rouge_l/task), the chosen one kept, early stopping;
+    # the main process keeps the records and scores, and tells the others what it chose
     chooser = checkpoint_choice.CheckpointChooser(cfg, out, {**to_dict(cfg), "base_model": base_ref,
                                                              "base_model_name": cfg.model})
-    chooser.reconcile(checkpoint_step(resume_from) if resume_from else None)
+    if main:
+        chooser.reconcile(checkpoint_step(resume_from) if resume_from else None)
+    distributed.barrier()
     trainer = Trainer(
         model=model,
         args=args,
@@ -199,7 +223,8 @@ def train(cfg: TrainConfig) -> str:
         data_collator=(padding_free.collator() if packed else
                        PadCollator(tokenizer.pad_token_id, pad_to_multiple_of=8 if on_gpu else None)),
         processing_class=tokenizer,
-        callbacks=[logger] + ([chooser] if cfg.save_strategy != "no" else []),
+        callbacks=[logger, memory] + ([checkpoint_choice.SharedChoice(chooser)] if cfg.save_strategy != "no"
+                                      else []),
     )
     if not is_terminal():  # JsonlLogger writes the log lines; the Trainer's printer would repeat them
         from transformers.trainer_callback import PrinterCallback
@@ -213,7 +238,7 @@ def train(cfg: TrainConfig) -> str:
                                        for h in history):
         trainer.evaluate()  # the final adapter's validation loss, when the last step had none
     history = trainer.state.log_history
-    chosen_dir, selection = chooser.final_choice(trainer.state.global_step)
+    chosen_dir, selection = chooser.final_choice(trainer.state.global_step)  # the main process's records count
     if cfg.select_checkpoint != "last":
         log.info("adapter: checkpoint-%d by %s", selection["step"], selection["reason"])
 
@@ -221,6 +246,10 @@ def train(cfg: TrainConfig) -> str:
     peak = ({"peak_gpu_memory_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
              "peak_gpu_memory_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)}
             if on_gpu else {})
+    if processes > 1:  # every process's memory: with FSDP each holds a share of the model
+        peak["per_process"] = distributed.gather({"rank": distributed.rank(), **peak, **memory.figures()})
+    elif on_gpu:
+        peak.update(memory.figures())
     train_losses = [h for h in history if "loss" in h]
     evals = [h for h in history if "eval_loss" in h]
     tokens_per_s = logger.tokens / logger.seconds if logger.seconds else None
@@ -246,6 +275,11 @@ def train(cfg: TrainConfig) -> str:
                   "device": torch.cuda.get_device_name(0) if on_gpu else "cpu", **peak,
                   "note": "non-padding tokens (prompt and letter) per second of optimizer steps, this session"},
         "trainable_parameters": trainable,
+        "processes": processes,
+        "distributed_resolved": ("fsdp" if fsdp else "ddp") if processes > 1 else "none",
+        "batch": {"per_process_batch_size": batch_size, "per_process_grad_accum": grad_accum,
+                  "processes": processes, "global_batch": batch_size * grad_accum * processes,
+                  "asked_for": cfg.batch_size * cfg.grad_accum},
         "optimizer_resolved": optim,
         "liger_kernel_resolved": liger,
         "padding_free_resolved": packed,
@@ -255,9 +289,23 @@ def train(cfg: TrainConfig) -> str:
     log.info("trained %d steps: %s non-pad tokens in %.1f s = %s tokens/s", trainer.state.global_step,
              f"{logger.tokens:,}", logger.seconds, f"{tokens_per_s:,.0f}" if tokens_per_s else "n/a")
 
-    # ---- outputs: the adapter folder appears whole (written beside it, then renamed)
+    # ---- outputs: the adapter folder appears whole (written beside it, then renamed), by the main process
+    staging = out / ".adapter-fsdp"
+    if fsdp:  # the adapter's shards gathered into whole tensors: every process takes part
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+        trainer.save_model(str(staging))
+        distributed.barrier()
+    if not main:
+        return (f"train: process {distributed.rank()} of {processes} done; the main process writes "
+                f"{adapter_dir}")
     with io.atomic_dir(adapter_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        if fsdp:
+            for f in staging.iterdir():
+                if f.is_file() and (f.name.startswith("adapter_") or f.name == "README.md"):
+                    shutil.copyfile(f, tmp / f.name)
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
         if chosen_dir is not None:  # an earlier checkpoint than the final step was chosen
             checkpoint_choice.copy_adapter(chosen_dir, tmp)
         tokenizer.save_pretrained(tmp)
@@ -273,7 +321,9 @@ def train(cfg: TrainConfig) -> str:
     return (f"train: wrote {adapter_dir} (adapter, tokenizer, model card, {rundir.TRAIN_INFO}), {log_path}, "
             f"{plot_path}; {trainer.state.global_step} steps, train loss {_fmt(info['train_loss'])}, "
             f"validation loss {_fmt(info['eval_loss'])}, "
-            f"{_fmt(tokens_per_s, '{:,.0f}')} tokens/s{chosen}")
+            f"{_fmt(tokens_per_s, '{:,.0f}')} tokens/s{chosen}"
+            + (f" ({processes} processes, {info['distributed_resolved']}, global batch "
+               f"{info['batch']['global_batch']})" if processes > 1 else ""))
 
 
 # ------------------------------------------------------------------------------ components
@@ -282,6 +332,14 @@ def train(cfg: TrainConfig) -> str:
 def check_config(cfg: TrainConfig) -> None:
     """Every option valid (config.validate), and what this machine must have for it."""
     validate(cfg)
+    if cfg.distributed == "fsdp":
+        if not models.has_cuda():
+            raise ValueError("--distributed fsdp shards the model across CUDA GPUs and there is none here; "
+                             "use --distributed ddp (the default), which also runs on the CPU")
+        if distributed.world_size() < 2:
+            raise ValueError("--distributed fsdp shards the model across several processes, and this is the "
+                             "only one: launch with --num-gpus N (N >= 2), torchrun --nproc-per-node N or "
+                             "accelerate launch --num-processes N")
     if cfg.liger_kernel == "on":
         if not models.has_cuda():
             raise ValueError("--liger-kernel on runs Triton kernels on a CUDA GPU; use auto or off on the CPU")
@@ -293,8 +351,9 @@ def check_config(cfg: TrainConfig) -> None:
 CHECKPOINTS_FINGERPRINT = "covertune_fingerprint.json"  # beside the checkpoint-<step> folders
 
 
-def check_checkpoints(ckpt_dir: Path, fp: dict) -> None:
-    """Refuse to continue checkpoints made from other settings or data (their length may differ)."""
+def check_checkpoints(ckpt_dir: Path, fp: dict, processes: int = 1) -> None:
+    """Refuse to continue checkpoints made from other settings or data (their length may differ), or by
+    another number of processes (each process's share of the data, and of FSDP's shards, would differ)."""
     path = ckpt_dir / CHECKPOINTS_FINGERPRINT
     if not path.exists():
         return  # written before checkpoints recorded their settings
@@ -302,6 +361,11 @@ def check_checkpoints(ckpt_dir: Path, fp: dict) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
+    before = recorded.get("processes", 1)
+    if before != processes:
+        raise rundir.StaleStage(f"{ckpt_dir} holds checkpoints written by {before} process(es) and this run has "
+                                f"{processes}: continue with {before} (--num-gpus {before}, or torchrun "
+                                f"--nproc-per-node {before}), or pass --force to start over (deletes them)")
     changes = rundir.fingerprint_changes(recorded, fp, ignore=DURATION + checkpoint_choice.OPTIONS)
     if changes:
         raise rundir.StaleStage(f"{ckpt_dir} holds checkpoints of an unfinished run with other settings or "
@@ -315,6 +379,9 @@ def good_checkpoint(ckpt_dir: Path) -> Path:
     if good is None:
         raise ValueError(f"no checkpoint in {ckpt_dir} can be continued from (each is unreadable: see the "
                          "warnings above); pass --force to start over (deletes them)")
+    distributed.barrier()  # every process has chosen before the main one removes the later ones
+    if not distributed.is_main():
+        return good
     for path in rundir.checkpoints(ckpt_dir):
         if checkpoint_step(path) > checkpoint_step(good):
             log.warning("continuing from %s, the last readable checkpoint; removing %s", good.name, path)
@@ -355,16 +422,70 @@ def use_liger(setting: str, torch_compile: bool = False) -> bool:
     return setting == "on"
 
 
-def optimizer_name(name: str) -> str:
-    """auto: paged AdamW 32-bit (bitsandbytes) on a GPU, AdamW (torch) on the CPU. Paged optimizers
-    page GPU memory and need CUDA; asked for on the CPU they fall back to adamw_torch."""
+def optimizer_name(name: str, fsdp: bool = False) -> str:
+    """auto: paged AdamW 32-bit (bitsandbytes) on a GPU, AdamW (torch) on the CPU and under FSDP (whose
+    sharded optimizer state peft documents with torch's optimizers). Paged optimizers page GPU memory
+    and need CUDA; asked for on the CPU they fall back to adamw_torch."""
     cuda_bnb = models.has_cuda() and models.bitsandbytes_error("nf4") is None
     if name == "auto":
-        return "paged_adamw_32bit" if cuda_bnb else "adamw_torch"
+        return "paged_adamw_32bit" if cuda_bnb and not fsdp else "adamw_torch"
     if name.startswith("paged_") and not cuda_bnb:
         log.warning("optimizer %s needs CUDA and bitsandbytes; using adamw_torch", name)
         return "adamw_torch"
     return name
+
+
+def process_batch(batch_size: int, grad_accum: int, processes: int) -> tuple[int, int]:
+    """(micro-batch, accumulation steps) of each process, so that the global batch (micro-batch x
+    accumulation x processes) stays the ``batch_size x grad_accum`` asked for: the accumulation steps
+    are divided among the processes when they divide evenly, else the micro-batch; when neither does,
+    both are kept and the global batch grows ``processes``-fold (a warning says so)."""
+    if processes <= 1:
+        return batch_size, grad_accum
+    if grad_accum % processes == 0:
+        return batch_size, grad_accum // processes
+    if batch_size % processes == 0:
+        return batch_size // processes, grad_accum
+    log.warning("batch_size %d x grad_accum %d cannot be shared by %d processes: each process takes %d x %d, "
+                "so one optimizer step sees %d rows instead of %d; for the same global batch make "
+                "grad_accum or batch_size a multiple of %d", batch_size, grad_accum, processes, batch_size,
+                grad_accum, batch_size * grad_accum * processes, batch_size * grad_accum, processes)
+    return batch_size, grad_accum
+
+
+def fsdp_args(cfg: TrainConfig) -> dict:
+    """TrainingArguments for FSDP-QLoRA as transformers, peft and bitsandbytes document it: FSDP1 full
+    sharding, each decoder layer its own unit (the model's no-split modules; the Trainer wraps the LoRA
+    layers apart from the frozen ones), original parameters kept, module states synchronised from the main
+    process, low-CPU-memory loading, FSDP's own activation checkpointing, sharded checkpoints. The 4-bit
+    weights are stored in the compute dtype (``models.quantization_config``), which FSDP can shard."""
+    return {"fsdp": True, "fsdp_config": {
+        "version": 1, "reshard_after_forward": "full_shard", "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "backward_prefetch": "BACKWARD_PRE", "forward_prefetch": False, "use_orig_params": True,
+        "sync_module_states": True, "cpu_ram_efficient_loading": True, "state_dict_type": "SHARDED_STATE_DICT",
+        "activation_checkpointing": cfg.gradient_checkpointing}}
+
+
+class MemoryCallback(TrainerCallback):
+    """GPU memory of this process: the peak while loading and wrapping the model (up to the first step),
+    and the peak of the training steps after it."""
+
+    def __init__(self):
+        self.load_peak = self.train_peak = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            self.load_peak = torch.cuda.max_memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            self.train_peak = torch.cuda.max_memory_allocated()
+
+    def figures(self) -> dict:
+        gib = {"load_peak_gpu_memory_allocated_gib": self.load_peak,
+               "train_peak_gpu_memory_allocated_gib": self.train_peak}
+        return {k: round(v / 2**30, 2) for k, v in gib.items() if v is not None}
 
 
 def checkpointing_args(enabled: bool) -> dict:

@@ -37,6 +37,8 @@ class JsonlLogger(TrainerCallback):
             self._t0 = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero:  # several processes: the main one writes the log
+            return
         row = {"step": state.global_step, "epoch": state.epoch, **(logs or {}),
                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if "loss" in row:
