@@ -68,7 +68,7 @@ MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1
 # the training recipe of every run: the train stage's defaults, timed steps without saving or validation
 TRAIN = ["--batch-size", "8", "--logging-steps", "1", "--warmup-ratio", "0", "--save-strategy", "no",
          "--eval-strategy", "no", "--max-length", "768"]
-TINY_TRAIN = ["--quantization", "none", "--compute-dtype", "fp32"]
+TINY_TRAIN = ["--quantization", "none", "--compute-dtype", "fp32", "--batch-size", "2", "--max-length", "512"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -323,8 +323,8 @@ def main(argv=None) -> int:
     runs = train_runs(args) + generate_runs(args)
     if args.dry_run:
         plan = {"setup": "setup" in args.parts, "shapes": shapes_needed(args), "env": MULTICAST_OFF,
-                "runs": [{k: r[k] for k in ("name", "processes", "command") if k in r} | (
-                    {"skip": r["skip"]} if "skip" in r else {}) for r in runs]}
+                "runs": [{"name": r["name"], "processes": r["processes"], "command": " ".join(r["command"]),
+                          **({"skip": r["skip"]} if "skip" in r else {})} for r in runs]}
         print(json.dumps(plan, indent=1))
         return 0
     import torch

@@ -50,7 +50,7 @@ def rows(dataset_dir, tiny_model_dir):
     from covertune import models
     from covertune.sft_data import encode_example
 
-    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(40)
+    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(80)
     tok = models.load_tokenizer(str(tiny_model_dir))
     out = []
     for n, src in enumerate(frame.to_dict("records")):
@@ -58,13 +58,15 @@ def rows(dataset_dir, tiny_model_dir):
         r.update(id=f"row-{n}", flags=[], missing_fields=[], cover_letter=r["cover_letter"][:200])
         if encode_example(r, tok, 4096)["prompt_length"] < 300:
             out.append(r)
-    assert len(out) >= 12
+    assert len(out) >= 42
     return out
 
 
 def make_run(root: Path, rows: list[dict]) -> Path:
-    io.write_jsonl(root / "data" / "train.jsonl", rows[:8])
-    io.write_jsonl(root / "data" / "validation.jsonl", rows[8:10])
+    """40 train rows: enough for batches grouped by length to depend on the rows per step they are
+    grouped over (the global batch, not one process's share)."""
+    io.write_jsonl(root / "data" / "train.jsonl", rows[:40])
+    io.write_jsonl(root / "data" / "validation.jsonl", rows[40:42])
     io.write_jsonl(root / "data" / "test.jsonl", rows[:6])
     return root
 
@@ -237,3 +239,20 @@ def test_process_batch_keeps_the_global_batch():
     assert process_batch(8, 4, 2) == (8, 2)  # accumulation shared first
     assert process_batch(8, 1, 2) == (4, 1)  # else the micro-batch
     assert process_batch(3, 1, 2) == (3, 1)  # neither divides: the global batch doubles (warned)
+
+
+def test_run_sends_a_stage_to_n_processes(rows, tiny_model_dir, tmp_path, monkeypatch):
+    """`covertune run --num-gpus N`'s path for train and generate: the stage's config, as built, in N processes."""
+    from covertune.config import GenerateConfig
+    from covertune.pipeline import run_in_processes
+
+    monkeypatch.setenv("PYTHONPATH", f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = make_run(tmp_path / "run", rows)
+    cfg = GenerateConfig(model=str(tiny_model_dir), out=str(out), models=["base"], max_new_tokens=8, batch_size=2,
+                         dtype="fp32", limit=4)
+    assert run_in_processes("generate", cfg, 2) == "ran in 2 processes"
+    stats = json.loads((out / "generate_stats.json").read_text())["base"]
+    assert stats["processes"] == 2 and stats["letters"] == 4 and stats["max_new_tokens"] == 8
+    assert len(pd.read_csv(out / "eval.csv", keep_default_na=False)) == 4
+    assert not (out / ".generate-config.yaml").exists()

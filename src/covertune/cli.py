@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="STAGE.OPTION=VALUE",
                    help="override one stage option, e.g. --set train.epochs=2 (repeatable)")
     p.add_argument("--force", action="store_true", help="redo every stage")
+    p.add_argument("--num-gpus", type=int, default=None, metavar="N",
+                   help="train and generate in N processes, one per GPU (torch.distributed.run); the other "
+                        "stages in one")
     sub.add_parser("presets", help="list the named presets and what they set")
     return parser
 
@@ -136,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"this is one of {distributed.world_size()} processes started by a launcher, and "
                              f"covertune {args.stage} runs in one; launch only "
                              f"{' and '.join(distributed.DISTRIBUTED_STAGES)} with torchrun / accelerate launch")
-        if getattr(args, "num_gpus", None) is not None:
+        if args.stage != "run" and getattr(args, "num_gpus", None) is not None:
             distributed.check_num_gpus(args.num_gpus, args.stage)
             if args.num_gpus > 1:
                 stage_config(args)  # a bad option is named here, before N processes start

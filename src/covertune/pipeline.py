@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from covertune import rundir
-from covertune.config import build, coerce
+from covertune import distributed, io, rundir
+from covertune.config import build, coerce, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,27 @@ def needs_classifier(generate_cfg) -> bool:
     return generate_cfg.candidates > 1 and generate_cfg.select == "classifier-mbr" and not generate_cfg.classifier
 
 
-def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False, prefer: bool = False) -> str:
-    """Run every stage with configs built from ``layers`` (later layers win)."""
+def run_in_processes(stage: str, cfg, processes: int) -> str:
+    """``covertune <stage>`` with ``cfg`` in ``processes`` processes (one per GPU) through
+    torch.distributed.run: the config goes to them as a YAML file in the run directory."""
+    import yaml
+
+    path = Path(cfg.out) / f".{stage}-config.yaml"
+    io.write_text(path, yaml.safe_dump({stage: to_dict(cfg)}, sort_keys=False))
+    try:
+        code = distributed.relaunch(processes, [stage, "--config", str(path)])
+    finally:
+        path.unlink(missing_ok=True)
+    if code:
+        raise RuntimeError(f"covertune {stage} in {processes} processes stopped with exit status {code} "
+                           "(its error is above); run the same command again to continue")
+    return f"ran in {processes} processes"
+
+
+def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False, prefer: bool = False,
+                 num_gpus: int = 1) -> str:
+    """Run every stage with configs built from ``layers`` (later layers win); with ``num_gpus`` above 1,
+    train and generate run in that many processes, one per GPU, the other stages in this one."""
     configs = pipeline_configs(layers, merge, force, prefer)
     timings = {}
     steps = [s for s in STAGES if s in configs and (s != "merge" or merge)]
@@ -90,7 +109,10 @@ def run_pipeline(layers: list[dict], merge: bool = False, force: bool = False, p
     for stage in steps:
         t0 = time.time()
         log.info("stage %s", stage)
-        result = stage_function(stage)(configs[stage])
+        if num_gpus > 1 and stage in distributed.DISTRIBUTED_STAGES:
+            result = run_in_processes(stage, configs[stage], num_gpus)
+        else:
+            result = stage_function(stage)(configs[stage])
         timings[stage] = time.time() - t0
         if result:
             print(f"[{stage}] {result}")
@@ -120,4 +142,7 @@ def run_layers(args, layers: list[dict]) -> tuple[list[dict], bool]:
 def pipeline_from_args(args, layers: list[dict]) -> str:
     layers, merge = run_layers(args, layers)
     layers, prefer = switch(layers, "prefer", getattr(args, "prefer", None))
-    return run_pipeline(layers, merge=merge, force=args.force, prefer=prefer)
+    num_gpus = getattr(args, "num_gpus", None) or 1
+    if getattr(args, "num_gpus", None) is not None:
+        distributed.check_num_gpus(num_gpus, "train")  # before the data stage spends any time
+    return run_pipeline(layers, merge=merge, force=args.force, prefer=prefer, num_gpus=num_gpus)

@@ -215,7 +215,7 @@ def train(cfg: TrainConfig) -> str:
     if main:
         chooser.reconcile(checkpoint_step(resume_from) if resume_from else None)
     distributed.barrier()
-    trainer = Trainer(
+    trainer = GlobalBatchTrainer(
         model=model,
         args=args,
         train_dataset=train_set.examples,
@@ -464,6 +464,21 @@ def fsdp_args(cfg: TrainConfig) -> dict:
         "backward_prefetch": "BACKWARD_PRE", "forward_prefetch": False, "use_orig_params": True,
         "sync_module_states": True, "cpu_ram_efficient_loading": True, "state_dict_type": "SHARDED_STATE_DICT",
         "activation_checkpointing": cfg.gradient_checkpointing}}
+
+
+class GlobalBatchTrainer(Trainer):
+    """The Trainer, with batches grouped by length over the global batch (rows per optimizer step, all
+    processes together) rather than over one process's rows: N processes then see the rows one process
+    would, step by step (the Trainer hands each process its share of every step's rows in turn)."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler) and self.args.world_size > 1:
+            sampler.batch_size = (self.args.train_batch_size * self.args.gradient_accumulation_steps
+                                  * self.args.world_size)
+        return sampler
 
 
 class MemoryCallback(TrainerCallback):
