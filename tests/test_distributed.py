@@ -256,3 +256,23 @@ def test_run_sends_a_stage_to_n_processes(rows, tiny_model_dir, tmp_path, monkey
     assert stats["processes"] == 2 and stats["letters"] == 4 and stats["max_new_tokens"] == 8
     assert len(pd.read_csv(out / "eval.csv", keep_default_na=False)) == 4
     assert not (out / ".generate-config.yaml").exists()
+
+
+def test_checkpoint_choice_and_early_stopping_agree_across_processes(trained, rows, tiny_model_dir, tmp_path):
+    """select_checkpoint loss with early stopping: the main process chooses and every process stops at the
+    same step, the one a single process stops at, with the same checkpoint as the adapter."""
+    outs = {}
+    for processes in (1, 2):
+        out = outs[processes] = make_run(tmp_path / f"p{processes}", rows)
+        ok(covertune(*train_args(tiny_model_dir, out, "--max-steps", "8", "--learning-rate", "0.3",
+                                 "--save-steps", "1", "--eval-strategy", "steps", "--eval-steps", "1",
+                                 "--select-checkpoint", "loss", "--early-stopping-patience", "2",
+                                 "--save-total-limit", "3"), processes=processes))
+    sel = {p: json.loads((o / "adapter" / "covertune_train.json").read_text())["checkpoint_selection"]
+           for p, o in outs.items()}
+    assert sel[2]["stopped_early_at"] == sel[1]["stopped_early_at"] is not None  # the run stopped early
+    assert sel[2]["step"] == sel[1]["step"] < sel[1]["stopped_early_at"]
+    records = json.loads((outs[2] / "checkpoints" / "covertune_checkpoints.json").read_text())["checkpoints"]
+    assert [r["step"] for r in records] == list(range(1, sel[2]["stopped_early_at"] + 1))  # one writer
+    a, b = adapter(outs[1]), adapter(outs[2])
+    assert all(torch.allclose(a[k], b[k], atol=ADAPTER_ATOL, rtol=0) for k in a)

@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = stage_config(args)
             # a sweep layers each variant over the same preset/--config recipe
             result = stage_function(args.stage)(cfg, _layers(args)) if args.stage == "sweep" else stage_function(args.stage)(cfg)
+        distributed.finish()
         if isinstance(result, str):
             print(result)
         return 0

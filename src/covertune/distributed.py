@@ -113,6 +113,16 @@ def broadcast(obj: Any) -> Any:
     return box[0]
 
 
+def finish() -> None:
+    """Leave the process group (at the end of a stage that ran in several processes)."""
+    if not is_distributed():
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def quiet_other_processes() -> None:
     """Only the main process logs at INFO; the others say warnings and errors, with their rank."""
     if not is_distributed() or is_main():

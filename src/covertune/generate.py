@@ -681,7 +681,8 @@ def generate(cfg: GenerateConfig) -> str:
                      stats[which]["tokens_per_s"] or 0, f" on {processes} processes" if processes > 1 else "")
     passes.close()
     if not main:
-        return f"generate: process {distributed.rank()} of {processes} wrote its share; the main process writes {output}"
+        distributed.barrier()  # until the main process has written the outputs
+        return f"generate: process {distributed.rank()} of {processes} wrote its share; the main process wrote {output}"
 
     import pandas as pd
 
@@ -702,6 +703,7 @@ def generate(cfg: GenerateConfig) -> str:
                                    "split": cfg.split, "models": list(cfg.models),
                                    "prompt_format": prompt_format, "stats": stats,
                                    "candidates": cfg.candidates, "select": cfg.select if cfg.candidates > 1 else None})
+    distributed.barrier()  # the other processes end once the outputs are written
     missing = [m for m in MODEL_NAMES if m not in cfg.models]
     note = f"; {', '.join(MODEL_COLUMNS[m] for m in missing)} left empty" if missing else ""
     return f"generate: wrote {output} ({len(records)} rows, {', '.join(cfg.models)}, {prompt_format} prompts){note}"

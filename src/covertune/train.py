@@ -296,8 +296,8 @@ def train(cfg: TrainConfig) -> str:
         trainer.save_model(str(staging))
         distributed.barrier()
     if not main:
-        return (f"train: process {distributed.rank()} of {processes} done; the main process writes "
-                f"{adapter_dir}")
+        distributed.barrier()  # until the main process has written the outputs
+        return f"train: process {distributed.rank()} of {processes} done; the main process wrote {adapter_dir}"
     with io.atomic_dir(adapter_dir) as tmp:
         if fsdp:
             for f in staging.iterdir():
@@ -316,6 +316,7 @@ def train(cfg: TrainConfig) -> str:
                                     "eval_loss": info["eval_loss"], "train_loss": info["train_loss"],
                                     "adapter_step": selection["step"], "select_checkpoint": cfg.select_checkpoint,
                                     "fingerprint": fp})
+    distributed.barrier()  # the other processes end once the outputs are written
     chosen = (f"; adapter: checkpoint-{selection['step']} ({selection['reason']})"
               if cfg.select_checkpoint != "last" else "")
     return (f"train: wrote {adapter_dir} (adapter, tokenizer, model card, {rundir.TRAIN_INFO}), {log_path}, "
