@@ -225,6 +225,7 @@ def test_num_gpus_shortcut():
     (["--quantization", "int8"], "an int8 base cannot be sharded"),
     (["--fp32-upcast"], "drop it (--no-fp32-upcast)"),
     (["--compute-dtype", "fp16"], "use --compute-dtype bf16"),
+    (["--select-checkpoint", "loss"], "select_checkpoint loss needs --distributed ddp"),
     ([], "there is none here" if not torch.cuda.is_available() else "this is the only one"),
 ])
 def test_fsdp_options_are_checked(tmp_path, options, message):
