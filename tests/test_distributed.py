@@ -277,3 +277,17 @@ def test_checkpoint_choice_and_early_stopping_agree_across_processes(trained, ro
     assert [r["step"] for r in records] == list(range(1, sel[2]["stopped_early_at"] + 1))  # one writer
     a, b = adapter(outs[1]), adapter(outs[2])
     assert all(torch.allclose(a[k], b[k], atol=ADAPTER_ATOL, rtol=0) for k in a)
+
+
+def test_split_generation_with_candidates(rows, tiny_model_dir, make_tiny_adapter, tmp_path):
+    """--candidates under two processes: every row gets its chosen letter and its choice record, once."""
+    out = make_run(tmp_path / "run", rows)
+    adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter", quantization="none")
+    ok(covertune(*generate_args(tiny_model_dir, out, "--models", "fine_tuned", "--adapter", str(adapter),
+                                "--candidates", "2", "--select", "mbr"), processes=2))
+    frame = pd.read_csv(out / "eval.csv", keep_default_na=False)
+    assert len(frame) == 6 and frame["fine_tuned_output"].str.len().gt(0).all()
+    records = io.read_jsonl(out / "candidates" / "test.fine_tuned.jsonl")
+    assert [r["index"] for r in records] == list(range(6))
+    stats = json.loads((out / "generate_stats.json").read_text())["fine_tuned"]
+    assert [p["letters"] for p in stats["per_process"]] == [3, 3]
