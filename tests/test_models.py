@@ -77,8 +77,13 @@ def test_a_pickle_only_folder_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_a_name_the_hub_cannot_serve_is_one_line(tmp_path, monkeypatch):
-    """Offline (as here) or a typo online: one line naming the model, never the hub's traceback."""
+    """Offline (as here) or a typo online: one line naming the model, never the hub's traceback. The hub is
+    switched to offline mode, as on a machine without a network, so that no connection attempt waits."""
+    import huggingface_hub.constants
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError) as err:
         models.load_tokenizer("covertune-no-such-model")
     message = str(err.value)
