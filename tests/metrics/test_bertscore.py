@@ -71,23 +71,9 @@ def test_length_sorted_batches_give_bert_scores_own_scores(reference_dir):
     spec = bertscore.resolve("embedded")
     scorer = bertscore.load_scorer(spec, "cpu", 4)
     p0, r0, f0 = scorer.score(cands, refs, batch_size=64)  # one batch: no padding question
-    for backend, batch_size in (("torch", 3), ("torch", 64), ("onnx", 3), ("onnx", 64)):
-        P, R, F, _ = bertscore.bert_score(cands, refs, spec, device="cpu", batch_size=batch_size, progress=False,
-                                          backend=backend)
+    for batch_size in (3, 64):
+        P, R, F, _ = bertscore.bert_score(cands, refs, spec, device="cpu", batch_size=batch_size, progress=False)
         assert P == pytest.approx(p0.tolist(), abs=1e-5)
         assert R == pytest.approx(r0.tolist(), abs=1e-5)
         assert F == pytest.approx(f0.tolist(), abs=1e-5)
-        assert len(set(F[:8])) == 8 and F[8] == pytest.approx(F[0], abs=1e-6)
-
-
-def test_backend_choice():
-    """auto runs ONNX Runtime on the CPU where it is installed (a dependency), PyTorch on a GPU; onnx on a GPU
-    or an unknown backend is a one-line error."""
-    assert bertscore.onnx_available()
-    assert bertscore.resolve_backend("auto", "cpu") == "onnx"
-    assert bertscore.resolve_backend("auto", "cuda") == "torch"
-    assert bertscore.resolve_backend("torch", "cpu") == "torch"
-    with pytest.raises(ValueError, match="runs on the CPU"):
-        bertscore.resolve_backend("onnx", "cuda")
-    with pytest.raises(ValueError, match="auto, torch, onnx"):
-        bertscore.resolve_backend("tensorrt", "cpu")
+    assert len(set(F[:8])) == 8 and F[8] == pytest.approx(F[0], abs=1e-6)

@@ -16,12 +16,6 @@ machine. No idf weighting, no rescaling with a baseline by default (the embedded
 
 An empty candidate scores 0 (bert-score's own convention; it is not passed to the model, since the
 package's empty-text code path fails under transformers 5).
-
-On the CPU the encoder runs in ONNX Runtime when it is installed (``backend="auto"``): bert-score's
-model, already cut at the scoring layer, is exported to ONNX once per process and run with the same
-token ids and mask; its hidden states agree with PyTorch's to about 1e-4 and the scores to about 1e-6
-(the tests compare them), at about 1.8 times the speed on 2 cores (docs/PERFORMANCE.md).
-``backend="torch"`` keeps PyTorch.
 """
 
 from __future__ import annotations
@@ -30,7 +24,6 @@ import importlib.util
 import json
 import logging
 import os
-import warnings
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -168,88 +161,8 @@ def load_scorer(spec: ScorerSpec, device: str, batch_size: int):
         ) from e
 
 
-BACKENDS = ("auto", "torch", "onnx")
-
-
-def onnx_available() -> bool:
-    return importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
-
-
-def resolve_backend(backend: str, device: str) -> str:
-    """The encoder that runs: onnx (ONNX Runtime, CPU only) or torch; ``auto``: onnx on the CPU when
-    onnxruntime is installed."""
-    if backend not in BACKENDS:
-        raise ValueError(f"bertscore_backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    if backend == "onnx":
-        if device != "cpu":
-            raise ValueError("bertscore_backend onnx runs on the CPU; use --device cpu or --bertscore-backend torch")
-        if not onnx_available():
-            raise ImportError("bertscore_backend onnx needs onnxruntime and onnx (pip install onnxruntime onnx), "
-                              "or use --bertscore-backend torch")
-        return "onnx"
-    if backend == "auto" and device == "cpu" and onnx_available():
-        return "onnx"
-    return "torch"
-
-
-class OnnxEncoder:
-    """bert-score's encoder exported to ONNX and run by ONNX Runtime on the CPU: ``(ids, mask)`` -> the last
-    hidden state of the (already truncated) model, as ``bert_score.utils.bert_encode`` returns it."""
-
-    def __init__(self, model):
-        import tempfile
-
-        import onnxruntime as ort
-        import torch
-
-        class LastHidden(torch.nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, ids, mask):
-                return self.inner(input_ids=ids, attention_mask=mask).last_hidden_state
-
-        wrapper = LastHidden(model).eval()
-        ids = torch.ones(2, 8, dtype=torch.long)
-        axes = {0: "batch", 1: "tokens"}
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the exporter's notes about traced control flow
-            path = os.path.join(tmp, "encoder.onnx")
-            torch.onnx.export(wrapper, (ids, torch.ones_like(ids)), path, input_names=["ids", "mask"],
-                              output_names=["hidden"], dynamic_axes={"ids": axes, "mask": axes, "hidden": axes},
-                              opset_version=17, dynamo=False)
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, ids, mask):
-        import torch
-
-        out = self.session.run(None, {"ids": ids.cpu().numpy(), "mask": mask.cpu().numpy().astype("int64")})[0]
-        return torch.from_numpy(out)
-
-
-@lru_cache(maxsize=2)
-def _onnx_encoder(spec: ScorerSpec, batch_size: int) -> OnnxEncoder:
-    return OnnxEncoder(load_scorer(spec, "cpu", batch_size)._model)
-
-
-def _embed(batch: list[str], scorer, idf, device, encoder: OnnxEncoder | None):
-    """bert-score's ``get_bert_embedding`` for one batch, the encoder run by ``encoder`` when given."""
-    from bert_score.utils import collate_idf, get_bert_embedding
-
-    if encoder is None or scorer.all_layers:
-        return get_bert_embedding(batch, scorer._model, scorer._tokenizer, idf, device=device,
-                                  all_layers=scorer.all_layers)
-    ids, padded_idf, _, mask = collate_idf(batch, scorer._tokenizer, idf, device="cpu")
-    return encoder(ids, mask), mask, padded_idf
-
-
 def bert_score(candidates: list[str], references: list[str], spec: ScorerSpec | None, device: str = "auto",
-               batch_size: int = 32, progress: bool = True,
-               backend: str = "auto") -> tuple[list[float], list[float], list[float], str]:
+               batch_size: int = 32, progress: bool = True) -> tuple[list[float], list[float], list[float], str]:
     """Precision, recall and F1 per pair, and the scorer's hash. With no scorer, NaN everywhere.
 
     The scores are bert-score's (``BERTScorer.score``: its tokenization, embeddings and greedy matching),
@@ -267,14 +180,12 @@ def bert_score(candidates: list[str], references: list[str], spec: ScorerSpec | 
     if batch_size < 1:
         raise ValueError(f"bertscore_batch_size must be >= 1, got {batch_size}")
     import torch
-    from bert_score.utils import greedy_cos_idf, sent_encode
+    from bert_score.utils import get_bert_embedding, greedy_cos_idf, sent_encode
     from torch.nn.utils.rnn import pad_sequence
 
     from covertune.progress import progress_bar
 
-    device = resolve_device(device)
-    encoder = _onnx_encoder(spec, batch_size) if resolve_backend(backend, device) == "onnx" else None
-    scorer = load_scorer(spec, device, batch_size)
+    scorer = load_scorer(spec, resolve_device(device), batch_size)
     tokenizer, model = scorer._tokenizer, scorer._model
     P, R, F = [0.0] * n, [0.0] * n, [0.0] * n
     todo = [i for i in range(n) if candidates[i].strip() and references[i].strip()]
@@ -293,7 +204,8 @@ def bert_score(candidates: list[str], references: list[str], spec: ScorerSpec | 
                                        disable=not progress) as bar:
         for start in batches:
             batch = texts[start:start + batch_size]
-            emb, mask, padded_idf = _embed(batch, scorer, idf, model_device, encoder)
+            emb, mask, padded_idf = get_bert_embedding(batch, model, tokenizer, idf, device=model_device,
+                                                       all_layers=scorer.all_layers)
             emb, mask, padded_idf = emb.cpu(), mask.cpu(), padded_idf.cpu()
             for k, t in enumerate(batch):
                 width = int(mask[k].sum())

@@ -77,8 +77,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
     # in batches sorted by length: a reference shared by the base and fine-tuned letters too)
     t0 = time.time()
     P, R, F, scorer_hash = bertscore.bert_score([r["prediction"] for r in rows], [r["reference"] for r in rows],
-                                                spec, device=cfg.device, batch_size=cfg.bertscore_batch_size,
-                                                backend=cfg.bertscore_backend)
+                                                spec, device=cfg.device, batch_size=cfg.bertscore_batch_size)
     for j, row in enumerate(rows):
         row.update(bert_precision=P[j], bert_recall=R[j], bert_f1=F[j], bertscore_hash=scorer_hash)
     t_bert = time.time() - t0
@@ -94,9 +93,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
         "models": models,
         "bertscore": {"model": cfg.bertscore_model, "hash": scorer_hash,
                       "num_layers": spec.num_layers if spec else None, "idf": False,
-                      "rescale_with_baseline": bool(spec and spec.rescale_with_baseline),
-                      "backend": (bertscore.resolve_backend(cfg.bertscore_backend, bertscore.resolve_device(cfg.device))
-                                  if spec else None)},
+                      "rescale_with_baseline": bool(spec and spec.rescale_with_baseline)},
         "rouge": {"variant": "rougeL", "use_stemmer": False, "summary": "plain mean"},
         "empty_outputs": {m: int(results.loc[results["model"] == m, "empty_output"].sum()) for m in models},
         "prompts_parsed": parsed,
