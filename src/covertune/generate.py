@@ -345,9 +345,9 @@ def uses_candidates(cfg, which: str) -> bool:
     return cfg.candidates > 1 and which == "fine_tuned"
 
 
-def candidate_batch(cfg) -> int:
+def candidate_batch(cfg: GenerateConfig) -> int:
     """Prompts per generation call when choosing among candidates (each call decodes that many x N rows)."""
-    return getattr(cfg, "candidate_batch_size", 0) or cfg.batch_size
+    return cfg.candidate_batch_size or cfg.batch_size
 
 
 def check_candidates(cfg) -> None:
@@ -434,8 +434,8 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
     """The model ``write`` and ``serve`` use, loaded as the fine-tuned pass of ``generate`` loads it: a
     merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
     against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
-    Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, trust_remote_code`` (and
-    ``merge_adapter`` where the config has it) are read."""
+    Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, merge_adapter,
+    trust_remote_code`` are read."""
     check_choice("base_weights", cfg.base_weights, BaseWeights)
     out = Path(cfg.out).expanduser() if cfg.out else None
     if out is not None and not out.is_dir():
@@ -466,7 +466,7 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
             log.info("loading the adapter %s", adapter)
             model = PeftModel.from_pretrained(model, str(adapter))
             source = f"{cfg.model} + adapter {adapter}"
-            if getattr(cfg, "merge_adapter", True):  # as generate's fine-tuned pass: the same letters
+            if cfg.merge_adapter:  # as generate's fine-tuned pass: the same letters
                 model = model.merge_and_unload()
                 source += " (merged in memory)"
         elif out is not None:
