@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from train_7b import SHAPES, VOCAB  # noqa: E402  (Llama-2-shaped: 7b, 13b, 34b, tiny)
+from train_7b import SHAPES, VOCAB, window  # noqa: E402  (shapes: Llama-2-shaped 7b, 13b, 34b, tiny)
 
 PARTS = ("setup", "ddp", "fsdp", "big", "generate")
 # NVLink multicast off in every child, whatever the caller's environment says (docs: gpu.md)
@@ -230,17 +230,6 @@ def copy_data(work: Path, out: Path) -> None:
 
 
 # ---------------------------------------------------------------- one run and its figures
-
-
-def window(log_path: Path, warmup: int) -> dict:
-    """Tokens/s over the optimizer steps after the first ``warmup`` (train_log.jsonl: all processes' tokens)."""
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    steps = [r for r in rows if "interval_tokens" in r and r["step"] > warmup]
-    tokens = sum(r["interval_tokens"] for r in steps)
-    secs = sum(r["interval_seconds"] for r in steps)
-    return {"steps_timed": len(steps), "tokens_timed": tokens, "seconds_timed": round(secs, 2),
-            "tokens_per_s": round(tokens / secs, 1) if secs else None,
-            "final_loss": next((r["loss"] for r in reversed(rows) if "loss" in r), None)}
 
 
 def execute(run: dict, args, logs: Path) -> dict:
