@@ -145,3 +145,30 @@ def flagged_train_records(dataset_dir) -> list[dict]:
     clean_records(rows)
     flag_records(rows)
     return rows
+
+
+def _short_records(dataset_dir, model_dir, rows: int, letter_chars: int, max_prompt_tokens: int, prefix: str):
+    """The first ``rows`` train rows as records, letters cut to ``letter_chars``, keeping those whose prompt is
+    shorter than ``max_prompt_tokens`` under the tokenizer of ``model_dir``."""
+    import pandas as pd
+
+    from covertune import models
+    from covertune.records import from_source_row
+    from covertune.sft_data import encode_example
+
+    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(rows)
+    tok = models.load_tokenizer(str(model_dir))
+    out = []
+    for n, src in enumerate(frame.to_dict("records")):
+        r = from_source_row(src)
+        r.update(id=f"{prefix}-{n}", flags=[], missing_fields=[], cover_letter=r["cover_letter"][:letter_chars])
+        if encode_example(r, tok, 4096)["prompt_length"] < max_prompt_tokens:
+            out.append(r)
+    return out
+
+
+@pytest.fixture(scope="session")
+def make_short_records():
+    """``make_short_records(dataset_dir, model_dir, rows, letter_chars, max_prompt_tokens, prefix)``: real train
+    rows with short letters and prompts, for training a tiny model fast."""
+    return _short_records

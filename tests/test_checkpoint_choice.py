@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from covertune import checkpoint_choice, io, models, rundir
+from covertune import checkpoint_choice, io, rundir
 from covertune.checkpoint_choice import choose
 from covertune.config import EvaluateConfig, GenerateConfig, TrainConfig, build
-from covertune.records import from_source_row
 
 FAST = dict(quantization="none", compute_dtype="fp32", max_length=512, batch_size=2, grad_accum=1,
             logging_steps=1, seed=0, learning_rate=1e-2, target_modules=["all-linear"])
@@ -22,18 +20,9 @@ NEW_TOKENS = 24  # short validation letters: the scores are real, the tests fast
 
 
 @pytest.fixture(scope="module")
-def short_records(dataset_dir, tiny_model_dir):
+def short_records(dataset_dir, tiny_model_dir, make_short_records):
     """Real rows, letters shortened, whose prompts fit max_length 512 with the tiny tokenizer."""
-    from covertune.sft_data import encode_example
-
-    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(40)
-    tok = models.load_tokenizer(str(tiny_model_dir))
-    rows = []
-    for n, src in enumerate(frame.to_dict("records")):
-        r = from_source_row(src)
-        r.update(id=f"train-{n}", flags=[], missing_fields=[], cover_letter=r["cover_letter"][:300])
-        if encode_example(r, tok, 4096)["prompt_length"] < 400:
-            rows.append(r)
+    rows = make_short_records(dataset_dir, tiny_model_dir, 40, 300, 400, "train")
     assert len(rows) >= 8
     return rows
 

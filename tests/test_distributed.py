@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from covertune import distributed, io
-from covertune.records import from_source_row
 
 ROOT = Path(__file__).resolve().parents[1]
 LOSS_RTOL = 1e-4
@@ -45,19 +44,9 @@ def ok(proc: subprocess.CompletedProcess) -> str:
 
 
 @pytest.fixture(scope="module")
-def rows(dataset_dir, tiny_model_dir):
+def rows(dataset_dir, tiny_model_dir, make_short_records):
     """Real rows, letters shortened, whose prompts are short under the tiny tokenizer."""
-    from covertune import models
-    from covertune.sft_data import encode_example
-
-    frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(80)
-    tok = models.load_tokenizer(str(tiny_model_dir))
-    out = []
-    for n, src in enumerate(frame.to_dict("records")):
-        r = from_source_row(src)
-        r.update(id=f"row-{n}", flags=[], missing_fields=[], cover_letter=r["cover_letter"][:200])
-        if encode_example(r, tok, 4096)["prompt_length"] < 300:
-            out.append(r)
+    out = make_short_records(dataset_dir, tiny_model_dir, 80, 200, 300, "row")
     assert len(out) >= 42
     return out
 
