@@ -75,6 +75,24 @@ def test_grounded_mbr_when_all_fail_takes_the_least_bad():
     assert "unsupported organisation: Acme Corporation" in choice.reasons[0]
 
 
+def test_repetition_weight_prefers_the_less_repetitive_of_close_candidates():
+    plain = "I am applying for the analyst role at Brightwave with SQL and Python skills. Sincerely, Ann Lee"
+    echo = ("I am applying for the analyst role at Brightwave with SQL and Python and SQL and Python skills. "
+            "Sincerely, Ann Lee")
+    cands = [plain.replace("skills", "experience"), echo, echo.replace("role", "post"), plain]
+    scores = mbr_scores(cands)
+    assert choose(cands, "grounded-mbr", INPUTS).index in (1, 2)  # the repetitive pair agree most
+    from covertune.metrics.repetition import repetition_ratio
+
+    choice = choose(cands, "grounded-mbr", INPUTS, repetition_weight=2.0)
+    assert choice.index in (0, 3) and choice.scores == scores  # the record keeps the plain MBR scores
+    expected = max(range(4), key=lambda k: (scores[k] - 2.0 * repetition_ratio(cands[k]), -k))
+    assert choice.index == expected
+    # a weight cannot bring back a candidate that fails the grounding check
+    invented = [cands[0], cands[3].replace("Python", "Python for 9 years")]
+    assert choose(invented, "grounded-mbr", INPUTS, repetition_weight=100.0).index == 0
+
+
 def test_failures_and_bad_modes():
     assert grounding_failures("", INPUTS) == ["empty letter"]
     assert grounding_failures("Dear team at Brightwave, hire me. Ann Lee", INPUTS) == []

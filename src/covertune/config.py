@@ -90,6 +90,8 @@ SELECT_HELP = ("How one of the candidates is chosen (with --candidates above 1):
 CLASSIFIER_HELP = ("Letter-quality classifier for --select classifier-mbr: its classifier.json or folder "
                    "(default: <out>/classifier, written by `covertune classify train`)")
 CLASSIFIER_THRESHOLD_HELP = "With --select classifier-mbr: candidates scored below this are dropped before MBR"
+SELECT_REPETITION_HELP = ("With an MBR --select: each candidate's MBR score minus this times its repetition ratio "
+                          "decides (0: plain MBR)")
 
 
 @dataclass
@@ -306,6 +308,7 @@ class GenerateConfig:
     candidate_batch_size: int = opt(0, "Prompts per generation call with --candidates above 1 (each call decodes "
                                     "this many x N sequences); 0: --batch-size", ge=0)
     select: Select = opt("grounded-mbr", SELECT_HELP)
+    select_repetition_weight: float = opt(0.0, SELECT_REPETITION_HELP, ge=0)
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
                                  gt=0, le=1)
@@ -382,6 +385,7 @@ class WriteConfig:
     seed: int = opt(42, "Seed for sampling")
     candidates: int = opt(1, CANDIDATES_HELP, ge=1)
     select: Select = opt("grounded-mbr", SELECT_HELP)
+    select_repetition_weight: float = opt(0.0, SELECT_REPETITION_HELP, ge=0)
     candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
                                  gt=0, le=1)
@@ -418,6 +422,7 @@ class ServeConfig:
                           "'candidates' field): the greedy letter plus N-1 samples in one batch, one chosen by "
                           "select; at most --max-batch-size")
     select: Select = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
+    select_repetition_weight: float = opt(0.0, SELECT_REPETITION_HELP, ge=0)
     classifier: str = opt("", "Letter-quality classifier for select classifier-mbr (a request may ask for it when "
                           "one is loaded): its classifier.json or folder (default with --select classifier-mbr: "
                           "<out>/classifier)")

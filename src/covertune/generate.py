@@ -571,6 +571,7 @@ def generate(cfg: GenerateConfig) -> str:
     tuned: dict = {}  # the fine-tuned pass's own settings: candidates are for its letters only
     if cfg.candidates > 1:
         tuned["candidates"] = {"n": cfg.candidates, "select": cfg.select,
+                               "repetition_weight": cfg.select_repetition_weight,
                                "sampling": candidate_decoding(cfg).identity(),
                                "batch_size": candidate_batch(cfg)}  # batch composition changes the draws
         if cfg.select == "classifier-mbr":  # loaded (and checked) before any model
@@ -637,7 +638,8 @@ def generate(cfg: GenerateConfig) -> str:
                         generate_chosen_letters(
                             model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
-                            classifier=classifier, threshold=cfg.classifier_threshold, progress=main,
+                            classifier=classifier, threshold=cfg.classifier_threshold,
+                            repetition_weight=cfg.select_repetition_weight, progress=main,
                             indices=share)
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,

@@ -17,6 +17,10 @@ candidate is chosen:
   (covertune.classify) scores below a threshold are dropped too before the MBR choice; when none of the
   grounded ones reaches it, the best-scored of them is chosen.
 
+With a ``repetition_weight`` w above 0, the MBR choices take the candidate with the highest MBR score
+minus w times its repetition ratio (covertune.metrics.repetition) instead: among candidates that agree
+about as well with the others, the one that repeats its words least.
+
 Each choice is kept with every candidate's letter, MBR score, failures and (with a classifier) quality
 score, for the report.
 """
@@ -102,11 +106,13 @@ class Choice:
 
 
 def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None,
-           quality: Sequence[float] | None = None, threshold: float = 0.5) -> Choice:
+           quality: Sequence[float] | None = None, threshold: float = 0.5,
+           repetition_weight: float = 0.0) -> Choice:
     """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
     prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
     ``select`` is, when they are given); ``quality`` the letter-quality classifier's score of each
-    candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut."""
+    candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut;
+    ``repetition_weight`` what a point of repetition ratio costs a candidate's MBR score (0: plain MBR)."""
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     candidates = list(candidates)
@@ -134,7 +140,13 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     if select == "classifier-mbr":
         good = [k for k in pool if quality[k] >= threshold]
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
-    best = max(pool, key=lambda k: (scores[k], -k))
+    if repetition_weight:
+        from covertune.metrics.repetition import repetition_ratio
+
+        penalty = {k: repetition_weight * repetition_ratio(candidates[k]) for k in pool}
+        best = max(pool, key=lambda k: (scores[k] - penalty[k], -k))
+    else:
+        best = max(pool, key=lambda k: (scores[k], -k))
     return Choice(best, select, candidates, scores, reasons, quality, threshold_used)
 
 
@@ -226,7 +238,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                             fields: Sequence[dict[str, str] | None], n: int, select: str, decoding,
                             batch_size: int = 8, *, journal=None, stats: dict | None = None,
                             progress: bool = True, desc: str = "letters", classifier=None,
-                            threshold: float = 0.5,
+                            threshold: float = 0.5, repetition_weight: float = 0.0,
                             indices: Sequence[int] | None = None) -> tuple[list[str], list[dict]]:
     """The chosen letter for every prompt (``inputs``: token ids, ``covertune.prompt.prompt_ids``), and
     each prompt's choice record (``Choice.record``).
@@ -236,7 +248,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
     new_tokens (all candidates') and seconds of this call. A ``classifier``
     (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
-    drops those below ``threshold``). ``indices``: the rows to write (default all; the others are left
+    drops those below ``threshold``); ``repetition_weight``: as ``choose``. ``indices``: the rows to write (default all; the others are left
     None), as ``covertune.generate.generate_letters``."""
     from transformers import set_seed
 
@@ -274,7 +286,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
 
                     known = fields[i] if fields[i] is not None else inputs_of({})
                     quality = classifier.score(texts, [known] * len(texts))
-                choice = choose(texts, select, fields[i], quality, threshold)
+                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight)
                 tokens = [len(ids) for ids in group]
                 letters[i], choices[i] = choice.letter, choice.record(tokens)
                 records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),

@@ -59,3 +59,35 @@ def test_classifier_mbr_rows_and_choice(flagged_train_records, tmp_path):
     assert (tmp_path / "chosen.args").read_text().strip() == (
         f"--candidates 4 --select classifier-mbr --candidate-temperature 0.7 --candidate-top-p 0.95 "
         f"--classifier {path} --classifier-threshold 0.5")
+
+
+def test_variants_and_repetition_weights_are_swept_and_the_rule_caps_repetition(tmp_path):
+    inputs = {"job_title": "Data Analyst", "hiring_company": "Brightwave", "preferred_qualifications": "",
+              "applicant_name": "Ann Lee", "current_experience": "Analyst at Foxglove", "past_experience": "",
+              "skillsets": "SQL, Python", "qualifications": ""}
+    truth = "Dear Brightwave team, I am applying for the Data Analyst role with SQL and Python. Sincerely, Ann Lee"
+    io.write_jsonl(tmp_path / "validation.jsonl", [{**inputs, "cover_letter": truth, "id": "v-0"}])
+    echo = ("Dear Brightwave team, I am applying for the Data Analyst role with SQL and Python and SQL and Python. "
+            "Sincerely, Ann Lee")
+    sets = {"a": [echo.replace("role", "post"), echo, truth.replace("Dear", "Hello"), echo.replace("team", "crew")],
+            "b": [truth, truth.replace("team", "crew"), truth.replace("role", "job"), echo]}
+    for name, letters in sets.items():
+        io.write_jsonl(tmp_path / f"{name}.jsonl", [{"index": 0, "candidates": [{"letter": t} for t in letters]}])
+    out = tmp_path / "sweep.json"
+    assert candidate_sweep.main(["--data", str(tmp_path / "validation.jsonl"), "--workers", "1",
+                                 "--set", f"{tmp_path / 'a.jsonl'},0.7,0.95,a", "--set", f"{tmp_path / 'b.jsonl'},1.0,0.9,b",
+                                 "--counts", "1", "4", "--selects", "grounded-mbr", "--repetition-weights", "0", "5",
+                                 "--max-repetition", "0.1", "--json", str(out), "--args", str(tmp_path / "args")]) == 0
+    result = json.loads(out.read_text())
+    keys = {(r["variant"], r["candidates"], r["repetition_weight"]) for r in result["rows"]}
+    assert keys == {("a", 1, 0.0), ("a", 4, 0.0), ("a", 4, 5.0), ("b", 1, 0.0), ("b", 4, 0.0), ("b", 4, 5.0)}
+    by = {(r["variant"], r["candidates"], r["repetition_weight"]): r for r in result["rows"]}
+    # variant a: plain MBR takes a repetitive letter, the weight takes the one that repeats least
+    assert by[("a", 4, 0.0)]["repetition"] > 0.1 >= by[("a", 4, 5.0)]["repetition"]
+    assert result["max_repetition"] == 0.1
+    assert all(result["chosen"]["repetition"] <= 0.1 for _ in [0])
+    assert result["chosen"]["rouge_l"] == max(r["rouge_l"] for r in result["rows"]
+                                              if r["select"] != "greedy" and r["repetition"] <= 0.1)
+    args = (tmp_path / "args").read_text()
+    assert "--select grounded-mbr" in args
+    assert ("--select-repetition-weight 5.0" in args) == (result["chosen"]["repetition_weight"] == 5.0)

@@ -15,7 +15,10 @@ LETTER = f"Dear Hiring Manager,\n\n{BODY}\n\nSincerely,\nSamuel Osei"
 def rec(letter=LETTER, **over):
     r = {k: f"{k} value" for k in INPUT_FIELDS}
     r.update(hiring_company="Northwind Retail", applicant_name="Samuel Osei",
-             preferred_qualifications="SQL, Power BI, 2+ years of analytics experience", cover_letter=letter)
+             preferred_qualifications="SQL, Power BI, 2+ years of analytics experience",
+             current_experience="Data Analyst at ClearCart for two years: SQL pipelines, Power BI dashboards, "
+                                "A/B tests that raised checkout conversion by four percent",
+             past_experience="Junior analyst at Metro Insurance", cover_letter=letter)
     r.update(over)
     r["missing_fields"] = [k for k in INPUT_FIELDS if not r[k].strip()]
     return r
@@ -27,6 +30,15 @@ def flags(r, **kw):
 
 def test_a_good_letter_has_no_flag():
     assert flags(rec()) == {}
+
+
+def test_ungrounded_names_what_the_inputs_do_not_hold():
+    f = flags(rec(LETTER.replace("For two years", "For 8 years").replace("Metro Insurance", "Acme Corporation")))
+    assert set(f) == {"ungrounded"}
+    assert "'8'" in f["ungrounded"] and "Acme Corporation" in f["ungrounded"]
+    # the same claims are grounded when the inputs hold them
+    assert flags(rec(LETTER.replace("For two years", "For 8 years"),
+                     current_experience="Data Analyst at ClearCart for 8 years, conversion up four percent")) == {}
 
 
 def test_too_short():

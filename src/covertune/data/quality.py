@@ -8,6 +8,7 @@
 | ``generic`` | it looks generic or machine-written: a placeholder ("[Your Name]"), an AI disclaimer, heavy repetition, neither the company nor the applicant named, or the same letter text serving rows with different inputs (``REUSE_MIN`` or more) |
 | ``collapsed_bullets`` | "Preferred Qualifications" holds list items run together on one line: inline bullet marks, several numbered items in one line, items glued without a space, or comma-joined capitalised items |
 | ``empty_inputs`` | some input fields are empty |
+| ``ungrounded`` | the letter claims a number or names an organisation that its inputs do not support (the grounding check of covertune.metrics.grounding, as ``evaluate`` scores generated letters) |
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Iterable
 from covertune.records import FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS, TARGET_FIELD
 
 FLAG_NAMES: tuple[str, ...] = ("too_short", "no_greeting", "no_signoff", "generic", "collapsed_bullets",
-                               "empty_inputs")
+                               "empty_inputs", "ungrounded")
 REUSE_MIN = 3  # a letter text that is the target of this many distinct input sets is a template
 REPETITION_MAX = 0.2  # share of repeated word trigrams above which a letter is repetitive
 COLUMN_OF = {v: k for k, v in SOURCE_COLUMNS.items()}
@@ -142,7 +143,26 @@ def flag_record(rec: dict, min_words: int = 50, reuse: int = 1) -> list[dict]:
     missing = rec.get(MISSING_FIELD) or [k for k in INPUT_FIELDS if not rec[k].strip()]
     if missing:
         add("empty_inputs", "empty: " + ", ".join(COLUMN_OF[k] for k in missing))
+    why = ungrounded_reason(rec)
+    if why:
+        add("ungrounded", why)
     return flags
+
+
+def ungrounded_reason(rec: dict) -> str | None:
+    """What the letter claims that its inputs do not support: numbers and organisations (None: nothing)."""
+    from covertune.metrics.grounding import number_claims, unsupported_orgs
+
+    inputs = {k: rec[k] for k in INPUT_FIELDS}
+    letter = rec[TARGET_FIELD]
+    parts = []
+    numbers = [n.text for n in number_claims(letter, inputs)[1]]
+    if numbers:
+        parts.append("numbers " + ", ".join(repr(x) for x in numbers))
+    orgs = unsupported_orgs(letter, inputs)
+    if orgs:
+        parts.append("organisations " + ", ".join(repr(x) for x in orgs))
+    return ("claims " + " and ".join(parts) + " that its inputs do not hold") if parts else None
 
 
 def letter_reuse(records: Iterable[dict]) -> dict[str, int]:

@@ -119,7 +119,8 @@ async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n
             t.cancel()
     letters = [r.letter for r in results]
     quality = classifier.score(letters, [fields] * len(letters)) if classifier is not None else None
-    choice = choose(letters, select, fields, quality, engine.cfg.classifier_threshold)
+    choice = choose(letters, select, fields, quality, engine.cfg.classifier_threshold,
+                    engine.cfg.select_repetition_weight)
     prompt_tokens = results[0].prompt_tokens
     completion = sum(r.completion_tokens for r in results)
     return {"letter": choice.letter, "grounding": ground_json(choice.letter, fields),
