@@ -12,12 +12,15 @@ under the embedded model's tokenizer (bench/lengths.json), a stand-in for Llama-
     python bench/generate_7b.py --new-tokens 128 --ref-prompts 6 --batches 32 64 128
     python bench/generate_7b.py --new-tokens 128 --ref-prompts 0 --batches --engines plain static continuous \
         --engine-batch 128
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True python bench/generate_7b.py --new-tokens 128 --ref-prompts 0 \
+        --batches --engine-runs plain:128 static:349 static:175 --passes 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -93,6 +96,8 @@ def main() -> None:
     ap.add_argument("--engines", nargs="*", default=[], help="covertune engines to time: plain static continuous")
     ap.add_argument("--engine-batch", type=int, nargs="+", default=[128],
                     help="batch sizes for --engines (each engine at each batch)")
+    ap.add_argument("--engine-runs", nargs="+", default=[], metavar="ENGINE:BATCH",
+                    help="instead of --engines x --engine-batch: these (engine, batch) pairs, every pass in turn")
     ap.add_argument("--passes", type=int, default=2, help="passes per engine, taken in turn")
     ap.add_argument("--out", default="bench_generate_7b.json")
     args = ap.parse_args()
@@ -101,6 +106,7 @@ def main() -> None:
     t0 = time.perf_counter()
     model = llama2_7b()
     results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+               "cuda_alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""),
                "transformers": __import__("transformers").__version__, "new_tokens": args.new_tokens,
                "prompts": len(lengths), "model_build_s": round(time.perf_counter() - t0, 1)}
     run(model, lengths[:1], 1, 8, gen)  # warm-up
@@ -122,9 +128,10 @@ def main() -> None:
         print(json.dumps(results[f"batched_{b}"]), flush=True)
         Path(args.out).write_text(json.dumps(results, indent=2))
     prompts = prompt_ids(lengths)
-    for eb in args.engine_batch:
+    runs = [(int(b), e) for e, b in (r.split(":") for r in args.engine_runs)] if args.engine_runs else None
+    for group in ([runs] if runs else [[(eb, e) for e in args.engines] for eb in args.engine_batch]):
         for n in range(args.passes):
-            for engine in args.engines:
+            for eb, engine in group:
                 key = f"engine_{engine}_b{eb}"
                 try:
                     r = run_engine(model, engine, prompts, eb, args.new_tokens)
