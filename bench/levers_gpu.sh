@@ -9,8 +9,8 @@
 #   task        train --select-checkpoint task (the checkpoint chosen by its validation letters)
 #   dpo, rpo    covertune prefer on the base adapter (pairs from the training split only), losses dpo and rpo
 # Every variant's adapter writes 16 candidates per validation prompt (the greedy letter + 15 samples at T 0.7,
-# top-p 0.95); bench/candidate_sweep.py then re-makes grounded-mbr for 8/12/16 candidates and repetition weights
-# 0/0.5/1/2 and picks one setting by its rule (fixed before the run): at most 0.005 unsupported numbers per
+# top-p 0.95); bench/candidate_sweep.py then re-makes grounded-mbr for 12/16 candidates and repetition weights
+# 0/1 and picks one setting by its rule (fixed before the run): at most 0.005 unsupported numbers per
 # letter, no unsupported organisation, name and company rates no lower than the base's greedy letters, a
 # validation repetition ratio at most MAX_REP (0.354: the test letters ran 0.006-0.009 above validation in the
 # run before), then the best ROUGE-L. Variants still running at DEADLINE seconds are stopped and left out.
@@ -22,7 +22,7 @@
 set -uo pipefail
 DATA=$1; ROOT=$2; OUT=$3
 DATA_ARGS=${DATA_ARGS:-}; TRAIN_ARGS=${TRAIN_ARGS:-}; GEN_ARGS=${GEN_ARGS:-}; PREFER_ARGS=${PREFER_ARGS:-}
-WORKERS=${WORKERS:-14}; DEADLINE=${DEADLINE:-500}; MAXJ=${MAXJ:-6}; MAX_REP=${MAX_REP:-0.354}
+WORKERS=${WORKERS:-16}; DEADLINE=${DEADLINE:-470}; MAXJ=${MAXJ:-6}; MAX_REP=${MAX_REP:-0.354}
 VARIANTS=${VARIANTS:-"base ungrounded classifier dora neftune rslora task dpo rpo"}
 export OMP_NUM_THREADS=2 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 mkdir -p "$OUT" "$ROOT"
@@ -115,8 +115,8 @@ sets=(); [ -f "$OUT/cands_base.jsonl" ] || { step "no base candidates"; exit 1; 
 for v in base $VARIANTS; do
   [ -f "$OUT/cands_$v.jsonl" ] && [[ ! " ${sets[*]} " =~ ",$v " ]] && sets+=(--set "$OUT/cands_$v.jsonl,0.7,0.95,$v")
 done
-python3 bench/candidate_sweep.py --data "$ROOT/base/data/validation.jsonl" "${sets[@]}" --counts 1 8 12 16 \
-  --selects grounded-mbr --repetition-weights 0 0.5 1 2 --max-repetition "$MAX_REP" --workers "$WORKERS" \
+python3 bench/candidate_sweep.py --data "$ROOT/base/data/validation.jsonl" "${sets[@]}" --counts 1 12 16 \
+  --selects grounded-mbr --repetition-weights 0 1 --max-repetition "$MAX_REP" --workers "$WORKERS" \
   --json "$OUT/candidate_sweep.json" > "$OUT/candidate_sweep.log" 2>&1 || { step "sweep failed"; exit 1; }
 python3 - "$OUT/candidate_sweep.json" > "$OUT/chosen.sets" <<'EOF'
 import json, sys
