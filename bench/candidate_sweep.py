@@ -59,6 +59,16 @@ def _score_prompt(job):
     return out
 
 
+def _parse_set(spec: str) -> tuple[str, str, str, str]:
+    """``PATH,TEMPERATURE,TOP_P[,VARIANT]`` -> its four parts (VARIANT "" when not given); PATH may hold commas."""
+    head, last = spec.rsplit(",", 1)
+    try:
+        float(last)
+    except ValueError:  # a variant name
+        return (*head.rsplit(",", 2), last)
+    return (*spec.rsplit(",", 2), "")
+
+
 def _key(n, select, threshold=None, weight=0.0) -> str:
     return f"{n}:{select}" + ("" if threshold is None else f"@{threshold}") + (f"~{weight}" if weight else "")
 
@@ -105,8 +115,7 @@ def main(argv=None) -> int:
     truths = [str(r.get("cover_letter_raw") or r.get("cover_letter") or "").strip() for r in records]
     rows = []
     for spec in args.set:
-        path, temperature, top_p, *variant = spec.split(",")
-        variant = variant[0] if variant else ""
+        path, temperature, top_p, variant = _parse_set(spec)
         choices = io.read_jsonl(Path(path))
         if len(choices) != len(records):
             raise SystemExit(f"{path}: {len(choices)} rows, the split has {len(records)}")

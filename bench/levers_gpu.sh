@@ -46,9 +46,9 @@ candidates() {  # NAME RUN [ADAPTER]
   step "$name: done"
 }
 
-trained() {  # NAME [train options]: a copy of the base data, trained with the options, then its candidates
+trained() {  # NAME [train options]: its run's data (else a copy of the base's), trained with the options, then its candidates
   local name=$1; shift; local run=$ROOT/$name
-  if [ "$name" != base ]; then mkdir -p "$run"; cp -r "$ROOT/base/data" "$run/"; fi
+  [ -d "$run/data" ] || { mkdir -p "$run"; cp -r "$ROOT/base/data" "$run/"; }
   gate; step "$name: train $*"
   python3 -m covertune train --preset smol --out "$run" "$@" $TRAIN_ARGS > "$OUT/${name}_train.log" 2>&1 \
     || { step "$name: train failed"; return 1; }
@@ -64,11 +64,7 @@ classifier() {  # the data stage again with the classifier's filter (validation 
     > "$OUT/classifier_data.log" 2>&1 || { step "classifier: data failed"; return 1; }
   cmp -s "$run/data/validation.jsonl" "$ROOT/base/data/validation.jsonl" || { step "classifier: validation differs"; return 1; }
   cp "$run/data/report.md" "$OUT/classifier_data_report.md"
-  gate; step "classifier: train"
-  python3 -m covertune train --preset smol --out "$run" $TRAIN_ARGS > "$OUT/classifier_train.log" 2>&1 \
-    || { step "classifier: train failed"; return 1; }
-  cp "$run/train_log.jsonl" "$OUT/classifier_train_log.jsonl"
-  candidates classifier "$run"
+  trained classifier
 }
 
 preferred() {  # NAME LOSS: covertune prefer on a copy of the base run's data and SFT adapter

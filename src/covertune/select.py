@@ -140,13 +140,12 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     if select == "classifier-mbr":
         good = [k for k in pool if quality[k] >= threshold]
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
+    penalty = dict.fromkeys(pool, 0.0)
     if repetition_weight:
         from covertune.metrics.repetition import repetition_ratio
 
         penalty = {k: repetition_weight * repetition_ratio(candidates[k]) for k in pool}
-        best = max(pool, key=lambda k: (scores[k] - penalty[k], -k))
-    else:
-        best = max(pool, key=lambda k: (scores[k], -k))
+    best = max(pool, key=lambda k: (scores[k] - penalty[k], -k))
     return Choice(best, select, candidates, scores, reasons, quality, threshold_used)
 
 

@@ -91,3 +91,8 @@ def test_variants_and_repetition_weights_are_swept_and_the_rule_caps_repetition(
     args = (tmp_path / "args").read_text()
     assert "--select grounded-mbr" in args
     assert ("--select-repetition-weight 5.0" in args) == (result["chosen"]["repetition_weight"] == 5.0)
+
+
+def test_a_set_names_its_variant_or_not_and_its_path_may_hold_commas():
+    assert candidate_sweep._parse_set("a,b/c.jsonl,0.7,0.95") == ("a,b/c.jsonl", "0.7", "0.95", "")
+    assert candidate_sweep._parse_set("a,b/c.jsonl,1.0,0.9,rslora") == ("a,b/c.jsonl", "1.0", "0.9", "rslora")

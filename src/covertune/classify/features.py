@@ -48,9 +48,9 @@ def examine(letter: str, inputs: dict[str, str], flags: list[dict] | None = None
     are its data-stage flags when known, else computed on the letter alone."""
     from covertune.metrics.grounding import ground_details
 
-    flags = letter_flags(letter, inputs, min_words) if flags is None else flags
-    names = {f["flag"] for f in flags}
     d = ground_details(letter, inputs)
+    flags = letter_flags(letter, inputs, min_words, d) if flags is None else flags
+    names = {f["flag"] for f in flags}
     generic = next((f["reason"] for f in flags if f["flag"] == "generic"), None)
     n_generic = len(generic.split("; ")) if generic else 0
     paragraphs = [p for p in re.split(r"\n\s*\n", letter) if p.strip()]

@@ -24,9 +24,11 @@ from covertune.records import FLAGS_FIELD, TARGET_FIELD, inputs_of
 RULE_FLAGS: tuple[str, ...] = ("too_short", "generic")
 
 
-def letter_flags(letter: str, inputs: dict[str, str], min_words: int = 50) -> list[dict]:
-    """The data stage's flags of a letter on its own (no letter reuse across a dataset)."""
-    return flag_record({**inputs, TARGET_FIELD: letter}, min_words)
+def letter_flags(letter: str, inputs: dict[str, str], min_words: int = 50,
+                 grounding: dict | None = None) -> list[dict]:
+    """The data stage's flags of a letter on its own (no letter reuse across a dataset); ``grounding``: its
+    ground_details when the caller has them (not computed again)."""
+    return flag_record({**inputs, TARGET_FIELD: letter}, min_words, grounding=grounding)
 
 
 def rule_reasons(flags: list[dict], grounding: dict) -> list[str]:
@@ -46,8 +48,9 @@ def label_letter(letter: str, inputs: dict[str, str], flags: list[dict] | None =
     ``flags`` are its data-stage flags when known, else computed on the letter alone."""
     from covertune.metrics.grounding import ground_details
 
-    flags = letter_flags(letter, inputs, min_words) if flags is None else flags
-    reasons = rule_reasons(flags, ground_details(letter, inputs))
+    d = ground_details(letter, inputs)
+    flags = letter_flags(letter, inputs, min_words, d) if flags is None else flags
+    reasons = rule_reasons(flags, d)
     return (0 if reasons else 1), reasons
 
 

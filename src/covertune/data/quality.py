@@ -17,7 +17,7 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
-from covertune.records import FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS, TARGET_FIELD
+from covertune.records import FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS, TARGET_FIELD, inputs_of
 
 FLAG_NAMES: tuple[str, ...] = ("too_short", "no_greeting", "no_signoff", "generic", "collapsed_bullets",
                                "empty_inputs", "ungrounded")
@@ -119,8 +119,9 @@ def bullet_reason(text: str) -> str | None:
     return None
 
 
-def flag_record(rec: dict, min_words: int = 50, reuse: int = 1) -> list[dict]:
-    """The flags of one record: [{"flag": name, "reason": text}], in FLAG_NAMES order."""
+def flag_record(rec: dict, min_words: int = 50, reuse: int = 1, grounding: dict | None = None) -> list[dict]:
+    """The flags of one record: [{"flag": name, "reason": text}], in FLAG_NAMES order. ``grounding``: the
+    letter's grounding findings when the caller has them (covertune.metrics.grounding.ground_details)."""
     letter = rec[TARGET_FIELD]
     flags = []
 
@@ -143,23 +144,26 @@ def flag_record(rec: dict, min_words: int = 50, reuse: int = 1) -> list[dict]:
     missing = rec.get(MISSING_FIELD) or [k for k in INPUT_FIELDS if not rec[k].strip()]
     if missing:
         add("empty_inputs", "empty: " + ", ".join(COLUMN_OF[k] for k in missing))
-    why = ungrounded_reason(rec)
+    why = ungrounded_reason(rec, grounding)
     if why:
         add("ungrounded", why)
     return flags
 
 
-def ungrounded_reason(rec: dict) -> str | None:
-    """What the letter claims that its inputs do not support: numbers and organisations (None: nothing)."""
-    from covertune.metrics.grounding import number_claims, unsupported_orgs
+def ungrounded_reason(rec: dict, grounding: dict | None = None) -> str | None:
+    """What the letter claims that its inputs do not support: numbers and organisations (None: nothing).
+    ``grounding``: its findings already computed (ground_details), else they are computed here."""
+    if grounding is None:
+        from covertune.metrics.grounding import number_claims, unsupported_orgs
 
-    inputs = {k: rec[k] for k in INPUT_FIELDS}
-    letter = rec[TARGET_FIELD]
+        inputs, letter = inputs_of(rec), rec[TARGET_FIELD]
+        numbers = [n.text for n in number_claims(letter, inputs)[1]]
+        orgs = unsupported_orgs(letter, inputs)
+    else:
+        numbers, orgs = grounding["unsupported_numbers"], grounding["unsupported_orgs"]
     parts = []
-    numbers = [n.text for n in number_claims(letter, inputs)[1]]
     if numbers:
         parts.append("numbers " + ", ".join(repr(x) for x in numbers))
-    orgs = unsupported_orgs(letter, inputs)
     if orgs:
         parts.append("organisations " + ", ".join(repr(x) for x in orgs))
     return ("claims " + " and ".join(parts) + " that its inputs do not hold") if parts else None
