@@ -69,6 +69,19 @@ def run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tok
     from covertune import engines
     from covertune.generate import Decoding
 
+    engine, _, caches = engine.partition("@")  # static@1: one static cache for the run (the path before)
+    limit = engines.STATIC_MAX_CACHES
+    engines.STATIC_MAX_CACHES = int(caches) if caches else limit
+    try:
+        return _run_engine(model, engine, prompts, batch, new_tokens)
+    finally:
+        engines.STATIC_MAX_CACHES = limit
+
+
+def _run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tokens: int) -> dict:
+    from covertune import engines
+    from covertune.generate import Decoding
+
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     batches = ((order[s:s + batch], [prompts[i] for i in order[s:s + batch]]) for s in range(0, len(order), batch))
     torch.cuda.synchronize()
@@ -97,10 +110,16 @@ def main() -> None:
     ap.add_argument("--engine-batch", type=int, nargs="+", default=[128],
                     help="batch sizes for --engines (each engine at each batch)")
     ap.add_argument("--engine-runs", nargs="+", default=[], metavar="ENGINE:BATCH",
-                    help="instead of --engines x --engine-batch: these (engine, batch) pairs, every pass in turn")
+                    help="instead of --engines x --engine-batch: these (engine, batch) pairs, every pass in "
+                         "turn; static@N: at most N static caches per pass (static@1: one, sized for the "
+                         "longest prompt, as before caches followed the batches)")
     ap.add_argument("--passes", type=int, default=2, help="passes per engine, taken in turn")
     ap.add_argument("--out", default="bench_generate_7b.json")
     args = ap.parse_args()
+    # every (batch, cache length) is a compiled decoding step; dynamo's default limit would turn later ones eager
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, 64)
     lengths = json.loads((Path(__file__).parent / "lengths.json").read_text())["test_prompt_tokens"]
     gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()

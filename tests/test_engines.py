@@ -79,6 +79,36 @@ def test_greedy_letters_equal_the_plain_path(tiny, prompts, early_stops, engine,
     assert _ids(model, tok, prompts, engine, batch_size) == plain
 
 
+def test_static_caches_follow_the_batches(tiny, prompts, early_stops, monkeypatch):
+    """With a short rounding step, later (shorter) batches get shorter static caches, and the letters
+    are still plain's."""
+    model, tok = tiny
+    monkeypatch.setattr(engines, "STATIC_CACHE_STEP", 4)
+    monkeypatch.setattr(engines, "STATIC_SHRINK", 0.999)
+    made = []
+    real = engines._static_cache
+    monkeypatch.setattr(engines, "_static_cache",
+                        lambda model, caches, length: made.append(length) or real(model, caches, length))
+    widths = sorted((len(p) for p in prompts), reverse=True)
+    assert widths[0] - widths[-1] >= 8, widths  # the rows differ enough for two cache lengths
+    plain = _ids(model, tok, prompts, "plain", 2)
+    assert _ids(model, tok, prompts, "static", 2) == plain
+    assert made[0] == widths[0] + 20  # the first batch: its widest prompt + 20 new tokens, not rounded past
+    assert len(set(made)) >= 2 and made == sorted(made, reverse=True)
+
+
+@pytest.mark.parametrize("need,made,longest,expected", [
+    (446, [], 446, 446),  # the first batch: rounded up, but never past the run's longest
+    (245, [446], 446, 256),  # much shorter: a new, shorter cache
+    (400, [446], 446, 446),  # not short enough to be worth a compilation: the one that fits
+    (200, [256, 446], 446, 256),  # a made one fits and a new one (256) would not be shorter
+    (130, [192, 256, 446], 446, 192),  # three caches made: the shortest that fits
+    (500, [446], 446, 500),  # none fits: a new one, whatever the count
+])
+def test_cache_length(need, made, longest, expected):
+    assert engines.cache_length(need, made, longest) == expected
+
+
 def test_auto_is_plain_on_the_cpu(tiny, prompts, monkeypatch):
     model, tok = tiny
     assert engines.resolve("auto", model) == "plain"

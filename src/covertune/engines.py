@@ -4,11 +4,15 @@ Every engine is an existing one from transformers, driven with settings that kee
 
 - ``plain``: ``model.generate`` on each left-padded batch with its default dynamic KV cache (the cache
   grows by concatenation at every step). Works everywhere, with every decoding option.
-- ``static``: ``model.generate`` with one ``StaticCache`` sized once for the longest prompt plus
-  ``max_new_tokens`` and a fixed batch size (a short last batch is filled with copies of its last row,
-  whose outputs are dropped), so that every decoding step has the same shapes; on a CUDA GPU transformers
-  then compiles the decoding step once (torch.compile, CUDA graphs) and replays it for every batch. The
-  first batch pays for the compilation.
+- ``static``: ``model.generate`` with a ``StaticCache`` and a fixed batch size (a short last batch is
+  filled with copies of its last row, whose outputs are dropped), so that every decoding step has the same
+  shapes; on a CUDA GPU transformers then compiles the decoding step (torch.compile, CUDA graphs) and
+  replays it for every batch of that shape. Every step reads the whole cache, so its length follows the
+  batches (longest prompts first): the first batch's cache fits its prompt plus ``max_new_tokens``; a
+  later batch gets a shorter cache (rounded up to ``STATIC_CACHE_STEP``) when it needs at most
+  ``STATIC_SHRINK`` of the shortest one made so far, up to ``STATIC_MAX_CACHES`` caches per run, each
+  compiled once; otherwise it reuses the shortest that fits. The first batch of each length pays for
+  its compilation.
 - ``continuous``: transformers' continuous batching (``model.generate_batch``: a paged KV cache, a row
   that stops frees its place for the next prompt at once). Greedy or sampling without a repetition
   penalty (its logits processors do not cover every option; asked for with one, it refuses rather than
@@ -17,10 +21,13 @@ Every engine is an existing one from transformers, driven with settings that kee
 - ``auto``: ``static`` for a model of at least ``STATIC_MIN_PARAMS`` (1e9) parameters on a CUDA GPU,
   else ``plain`` (docs/PERFORMANCE.md, one H200, transformers 5.17). On a 7B-shaped model, 349 prompts x
   128 new tokens in batches of 128, ``static`` took 46.8 s on its first pass, compilation included,
-  against ``plain``'s 51.3 s, and 7.6 s against 13.0 s once warm. On the 135M embedded model the
-  compilation (about 45 s) is never won back in one pass over a split: all 349 fine-tuned letters in one
-  batch took 16.0 s with ``plain``, 67.6 s with ``static`` on its first pass and 21.3 s on its second.
-  The 1e9 threshold lies between those two measured sizes; it is not measured more finely.
+  against ``plain``'s 51.3 s, and 7.6 s against 13.0 s once warm (with caches that follow the batches,
+  batch 175: 7,217 tokens/s against plain's 3,784 at 128). On the 135M embedded model the compilation
+  (about 30-45 s) is never won back in one pass over a split: all 349 fine-tuned letters in one batch took
+  16.0 s with ``plain``, 67.6 s with ``static`` on its first pass and 21.3 s on its second (transformers
+  5.17; with 5.24, whose eager decoding no longer copies the key/value heads, plain took 8.8-11.2 s and
+  static at batch 175 21.0 s warm). The 1e9 threshold lies between those two measured sizes; it is not
+  measured more finely.
 
 Greedy letters are the same token for token as ``plain``'s in exact arithmetic (the tests compare them on
 a tiny model in fp32); in bf16 on a GPU, different kernels round differently and a near-tie can tip a
@@ -80,35 +87,63 @@ def generate_batches(model, batches: Iterable[tuple[list[int], list[list[int]]]]
     """Yield ``(row indices, new token ids per row)`` for each ``(row indices, prompt ids)`` batch, decoded
     with ``decoding`` (a ``covertune.generate.Decoding``).
 
-    ``max_prompt_tokens`` (the longest prompt of the whole run) sizes the static cache once;
-    ``batch_size`` is the fixed batch of ``static`` and the number of sequences ``continuous`` keeps
-    in flight."""
+    ``max_prompt_tokens`` (the longest prompt of the whole run) bounds the static caches' length
+    (``cache_length``); ``batch_size`` is the fixed batch of ``static`` and the number of sequences
+    ``continuous`` keeps in flight."""
     from covertune.generate import generate_batch
 
     if engine == "continuous":
         yield from _continuous(model, batches, stop=stop, pad=pad, decoding=decoding, batch_size=batch_size)
         return
     extra: dict = {}
+    caches: dict = {}  # static: cache length -> StaticCache
     if engine == "static":
-        from transformers import StaticCache
         from transformers.generation.configuration_utils import CompileConfig
 
-        cache = StaticCache(config=model.config, max_cache_len=max_prompt_tokens + decoding.max_new_tokens)
-        extra = dict(past_key_values=cache)
-        if _device(model).type == "cuda":  # transformers compiles the decoding step once (CUDA graphs)
+        if _device(model).type == "cuda":  # transformers compiles the decoding step (CUDA graphs)
             extra["compile_config"] = CompileConfig(fullgraph=True, dynamic=False)
     for batch, rows in batches:
         fill = 0
         if engine == "static":
             fill = max(batch_size - len(rows), 0)
             rows = list(rows) + [rows[-1]] * fill
-            with torch.inference_mode():
-                extra["past_key_values"].reset()
+            need = max(len(r) for r in rows) + decoding.max_new_tokens
+            extra["past_key_values"] = _static_cache(model, caches, cache_length(
+                need, sorted(caches), max_prompt_tokens + decoding.max_new_tokens))
         with warnings.catch_warnings():
             # newer transformers call the argument `cache`; 5.17 knows only `past_key_values`
             warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
             new = generate_batch(model, rows, decoding, stop, pad, **extra)
         yield batch, new[:len(new) - fill]
+
+
+STATIC_CACHE_STEP = 64  # static cache lengths are rounded up to a multiple of this
+STATIC_SHRINK = 0.75  # a shorter cache is made only for a batch that needs at most this share of one
+STATIC_MAX_CACHES = 3  # static caches (compiled decoding steps) per run at most
+
+
+def cache_length(need: int, made: Sequence[int], longest: int) -> int:
+    """The static cache length for a batch that needs ``need`` positions (its widest prompt plus
+    ``max_new_tokens``), given the lengths ``made`` so far in this run (ascending) and ``longest``, the run's
+    longest prompt plus ``max_new_tokens``: the shortest made one that fits, unless a new one (``need``
+    rounded up to ``STATIC_CACHE_STEP``, at most ``longest``) would be at most ``STATIC_SHRINK`` of it and
+    fewer than ``STATIC_MAX_CACHES`` exist. When none fits, a new one, whatever the count."""
+    fits = [n for n in made if n >= need]
+    new = min(-(-need // STATIC_CACHE_STEP) * STATIC_CACHE_STEP, max(longest, need))
+    if fits and (len(made) >= STATIC_MAX_CACHES or new > STATIC_SHRINK * fits[0]):
+        return fits[0]
+    return new
+
+
+def _static_cache(model, caches: dict, length: int):
+    """The run's ``StaticCache`` of ``length`` positions, made on first use and emptied for each batch."""
+    from transformers import StaticCache
+
+    if length not in caches:
+        caches[length] = StaticCache(config=model.config, max_cache_len=length)
+    with torch.inference_mode():
+        caches[length].reset()
+    return caches[length]
 
 
 def _continuous(model, batches, *, stop, pad, decoding, batch_size):
