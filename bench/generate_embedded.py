@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -35,8 +36,13 @@ def main() -> None:
     ap.add_argument("--json", default="bench_generate_embedded.json")
     ap.add_argument("--letters", default="letters.json")
     ap.add_argument("--variants", nargs="*", default=[],
-                    help="ENGINE:BATCH:WEIGHTS[:PASSES] (WEIGHTS: adapter = unmerged on the base, merged = merged "
-                         "in memory), all in --dtypes[0]; the first is the baseline the others are compared with")
+                    help="ENGINE:BATCH:WEIGHTS[:PASSES[:ATTENTION]] (WEIGHTS: adapter = unmerged on the base, "
+                         "merged = merged in memory; ATTENTION: sdpa (default), eager, flex_attention, or sdpa-gqa: "
+                         "SDPA told to handle the key/value groups itself, TRANSFORMERS_SDPA_FORCE_GQA=1), all in "
+                         "--dtypes[0]; the first is the baseline the others are compared with. A static "
+                         "variant's compiled step may be reused by a later static variant of the same shape "
+                         "whatever its ATTENTION: time static variants that differ only there in separate "
+                         "processes")
     args = ap.parse_args()
 
     import torch
@@ -83,11 +89,9 @@ def compare(results: dict, letters: dict, base_key: str, key: str, name: str | N
 def run_variants(args, tok, inputs, results, letters, save, run) -> None:
     """Each variant in turn in one process (the model loaded once; merged after the unmerged variants),
     compared with the first variant's letters."""
-    import torch
     from peft import PeftModel
 
     from covertune import models
-    from covertune.generate import Decoding, generate_letters
 
     dtype = args.dtypes[0]
     specs = []
@@ -95,42 +99,77 @@ def run_variants(args, tok, inputs, results, letters, save, run) -> None:
         parts = v.split(":")
         engine, batch, weights = parts[0], int(parts[1]), parts[2]
         passes = int(parts[3]) if len(parts) > 3 else 1
+        attention = parts[4] if len(parts) > 4 else "sdpa"
         if weights not in ("adapter", "merged"):
             raise SystemExit(f"variant {v!r}: weights must be adapter or merged")
-        specs.append((engine, batch, weights, passes, v))
+        if attention not in ATTENTION:
+            raise SystemExit(f"variant {v!r}: attention must be one of {', '.join(ATTENTION)}")
+        specs.append((engine, batch, weights, passes, attention, v))
     # unmerged variants first: merging changes the loaded model in place
     order = sorted(range(len(specs)), key=lambda k: specs[k][2] == "merged")
     model = models.load_model(args.model, "none", dtype, tokenizer=tok)
     model = PeftModel.from_pretrained(model, str(run / "adapter")).eval()
     merged = False
     for k in order:
-        engine, batch, weights, passes, key = specs[k]
+        engine, batch, weights, passes, attention, key = specs[k]
         if weights == "merged" and not merged:
             model = model.merge_and_unload().eval()
             merged = True
-        for n in range(passes):
-            st: dict = {}
-            cuda = torch.cuda.is_available()
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            try:
-                out = generate_letters(model, tok, inputs, batch, Decoding(max_new_tokens=args.max_new_tokens),
-                                       stats=st, progress=False, engine=engine)
-            except Exception as e:  # keep the other variants' figures
-                results["runs"].setdefault(key, []).append({"error": f"{type(e).__name__}: {e}"[:2000]})
-                print(key, "failed:", e, flush=True)
-                save()
-                break
-            st.update(tokens_per_s=round(st["new_tokens"] / st["seconds"], 1), dtype=dtype,
-                      peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None, pass_=n + 1)
-            results["runs"].setdefault(key, []).append(st)
-            letters[key] = out
-            print(key, json.dumps(st), flush=True)
-            save()
-    base_key = specs[0][4]
+        with attention_implementation(model, attention):
+            run_variant(args, tok, inputs, results, letters, save, model, engine, batch, passes, dtype, key)
+    base_key = specs[0][-1]
     for *_, key in specs[1:]:
         compare(results, letters, base_key, key)
+
+
+ATTENTION = ("sdpa", "eager", "flex_attention", "sdpa-gqa")
+
+
+@contextmanager
+def attention_implementation(model, attention: str):
+    """The model's attention set to ``attention`` (ATTENTION) while the block runs, then back to sdpa."""
+    import os
+
+    old = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    model.set_attn_implementation("sdpa" if attention == "sdpa-gqa" else attention)
+    if attention == "sdpa-gqa":
+        os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
+        else:
+            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
+        model.set_attn_implementation("sdpa")
+
+
+def run_variant(args, tok, inputs, results, letters, save, model, engine, batch, passes, dtype, key) -> None:
+    """``passes`` timed passes of one variant; its last letters kept under ``key``."""
+    import torch
+
+    from covertune.generate import Decoding, generate_letters
+
+    for n in range(passes):
+        st: dict = {}
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            out = generate_letters(model, tok, inputs, batch, Decoding(max_new_tokens=args.max_new_tokens),
+                                   stats=st, progress=False, engine=engine)
+        except Exception as e:  # keep the other variants' figures
+            results["runs"].setdefault(key, []).append({"error": f"{type(e).__name__}: {e}"[:2000]})
+            print(key, "failed:", e, flush=True)
+            save()
+            break
+        st.update(tokens_per_s=round(st["new_tokens"] / st["seconds"], 1), dtype=dtype,
+                  peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None, pass_=n + 1)
+        results["runs"].setdefault(key, []).append(st)
+        letters[key] = out
+        print(key, json.dumps(st), flush=True)
+        save()
 
 
 def run_engines(args, tok, inputs, results, letters, save, run) -> None:
