@@ -67,7 +67,6 @@ def prompt_ids(lengths: list[int], seed: int = 0) -> list[list[int]]:
 def run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tokens: int) -> dict:
     """One pass of covertune's engine over every prompt (sorted by length, as generate does)."""
     from covertune import engines
-    from covertune.generate import Decoding
 
     engine, _, caches = engine.partition("@")  # static@1: one static cache for the run (the path before)
     limit = engines.STATIC_MAX_CACHES

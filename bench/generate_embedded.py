@@ -127,10 +127,10 @@ ATTENTION = ("sdpa", "eager", "flex_attention", "sdpa-gqa")
 
 @contextmanager
 def attention_implementation(model, attention: str):
-    """The model's attention set to ``attention`` (ATTENTION) while the block runs, then back to sdpa."""
+    """The model's attention set to ``attention`` (ATTENTION) while the block runs, then back to what it was."""
     import os
 
-    old = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    old, before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA"), model.config._attn_implementation
     model.set_attn_implementation("sdpa" if attention == "sdpa-gqa" else attention)
     if attention == "sdpa-gqa":
         os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
@@ -141,7 +141,7 @@ def attention_implementation(model, attention: str):
             os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
         else:
             os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
-        model.set_attn_implementation("sdpa")
+        model.set_attn_implementation(before)
 
 
 def run_variant(args, tok, inputs, results, letters, save, model, engine, batch, passes, dtype, key) -> None:

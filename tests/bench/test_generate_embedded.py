@@ -54,3 +54,18 @@ def test_a_bad_variant_is_refused(run_dir, tiny_model_dir, monkeypatch):
                                       "--variants", "plain:5:merged:1:flash"])
     with pytest.raises(SystemExit, match="attention must be one of"):
         generate_embedded.main()
+
+
+def test_attention_is_set_for_the_variant_and_put_back(tiny_model_dir, monkeypatch):
+    import os
+
+    from covertune.models import load_model, load_tokenizer
+
+    monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
+    tok = load_tokenizer(str(tiny_model_dir), padding_side="left")
+    model = load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok, attn_implementation="eager")
+    with generate_embedded.attention_implementation(model, "sdpa-gqa"):
+        assert model.config._attn_implementation == "sdpa"
+        assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
+    assert model.config._attn_implementation == "eager"  # what it was, not sdpa
+    assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
