@@ -37,8 +37,9 @@ def main() -> None:
     ap.add_argument("--letters", default="letters.json")
     ap.add_argument("--variants", nargs="*", default=[],
                     help="ENGINE:BATCH:WEIGHTS[:PASSES[:ATTENTION]] (WEIGHTS: adapter = unmerged on the base, "
-                         "merged = merged in memory; ATTENTION: sdpa (default), eager, flex_attention, or sdpa-gqa: "
-                         "SDPA told to handle the key/value groups itself, TRANSFORMERS_SDPA_FORCE_GQA=1), all in "
+                         "merged = merged in memory; ATTENTION: sdpa (default), eager, flex_attention, sdpa-gqa: "
+                         "SDPA told to handle the key/value groups itself, TRANSFORMERS_SDPA_FORCE_GQA=1, or "
+                         "sdpa-repeat: static keeps SDPA's key/value copies), all in "
                          "--dtypes[0]; the first is the baseline the others are compared with. A static "
                          "variant's compiled step may be reused by a later static variant of the same shape "
                          "whatever its ATTENTION: time static variants that differ only there in separate "
@@ -122,18 +123,25 @@ def run_variants(args, tok, inputs, results, letters, save, run) -> None:
         compare(results, letters, base_key, key)
 
 
-ATTENTION = ("sdpa", "eager", "flex_attention", "sdpa-gqa")
+ATTENTION = ("sdpa", "eager", "flex_attention", "sdpa-gqa", "sdpa-repeat")
 
 
 @contextmanager
 def attention_implementation(model, attention: str):
-    """The model's attention set to ``attention`` (ATTENTION) while the block runs, then back to what it was."""
+    """The model's attention set to ``attention`` (ATTENTION) while the block runs, then back to what it was.
+    ``sdpa-gqa``: SDPA told to handle the key/value groups itself (TRANSFORMERS_SDPA_FORCE_GQA=1);
+    ``sdpa-repeat``: SDPA, and the static engine keeps it as it is (compiled, it copies the key/value heads)
+    instead of switching to covertune.gqa_attention."""
     import os
 
+    from covertune import engines
+
     old, before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA"), model.config._attn_implementation
-    model.set_attn_implementation("sdpa" if attention == "sdpa-gqa" else attention)
+    pack = engines.STATIC_PACK_GQA
+    model.set_attn_implementation("sdpa" if attention.startswith("sdpa") else attention)
     if attention == "sdpa-gqa":
         os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
+    engines.STATIC_PACK_GQA = attention != "sdpa-repeat"
     try:
         yield
     finally:
@@ -141,6 +149,7 @@ def attention_implementation(model, attention: str):
             os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
         else:
             os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
+        engines.STATIC_PACK_GQA = pack
         model.set_attn_implementation(before)
 
 

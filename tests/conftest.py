@@ -100,6 +100,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return path
 
 
+def varied_tiny_llama(model_dir, seed: int = 1):
+    """(model, tokenizer): the tiny Llama in fp32 with larger random weights (std 0.15), left padding. At the
+    usual 0.02 init its greedy letters repeat one token, which would not tell decoding paths apart."""
+    import torch
+
+    from covertune.models import load_model, load_tokenizer
+
+    tok = load_tokenizer(str(model_dir), padding_side="left")
+    model = load_model(str(model_dir), "none", "fp32", tokenizer=tok).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.copy_(torch.randn(param.shape, generator=g) * 0.15)
+    return model, tok
+
+
 def _make_tiny_adapter(model_dir, path, prompt_format="raw", quantization="nf4"):
     """A non-zero LoRA adapter (r=4 on q_proj/v_proj) on the tiny model, with the train stage's config."""
     import json

@@ -11,25 +11,14 @@ import pytest
 from covertune import engines, records
 from covertune.generate import Decoding, generate_token_ids
 from covertune.prompt import prompt_ids
-from covertune.models import load_model, load_tokenizer
+from conftest import varied_tiny_llama
 
 N_ROWS = 7
 
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    """The tiny Llama with larger random weights: at the usual 0.02 init its greedy letters repeat one
-    token, which would not tell engines apart."""
-    import torch
-
-    tok = load_tokenizer(str(tiny_model_dir), padding_side="left")
-    model = load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in model.parameters():
-            if param.dim() == 2:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.15)
-    return model, tok
+    return varied_tiny_llama(tiny_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ Every engine is an existing one from transformers, driven with settings that kee
   later batch gets a shorter cache (rounded up to ``STATIC_CACHE_STEP``) when it needs at most
   ``STATIC_SHRINK`` of the shortest one made so far, up to ``STATIC_MAX_CACHES`` caches per run, each
   compiled once; otherwise it reuses the shortest that fits. The first batch of each length pays for
-  its compilation.
+  its compilation. A model with SDPA attention decodes with ``covertune.gqa_attention`` meanwhile: compiled,
+  transformers' SDPA would copy the key/value heads once per query head that shares them at every step.
 - ``continuous``: transformers' continuous batching (``model.generate_batch``: a paged KV cache, a row
   that stops frees its place for the next prompt at once). Greedy or sampling without a repetition
   penalty (its logits processors do not cover every option; asked for with one, it refuses rather than
@@ -25,9 +26,9 @@ Every engine is an existing one from transformers, driven with settings that kee
   batch 175: 7,217 tokens/s against plain's 3,784 at 128). On the 135M embedded model the compilation
   (about 30-45 s) is never won back in one pass over a split: all 349 fine-tuned letters in one batch took
   16.0 s with ``plain``, 67.6 s with ``static`` on its first pass and 21.3 s on its second (transformers
-  5.17; with 5.24, whose eager decoding no longer copies the key/value heads, plain took 8.8-11.2 s and
-  static at batch 175 21.0 s warm). The 1e9 threshold lies between those two measured sizes; it is not
-  measured more finely.
+  5.17; with 5.24, whose eager decoding no longer copies the key/value heads, plain took 8.3-11.4 s, and
+  static at batch 349 without the copies 7.8-7.95 s warm, after 18-47 s for its first pass). The 1e9
+  threshold lies between those two measured sizes; it is not measured more finely.
 
 Greedy letters are the same token for token as ``plain``'s in exact arithmetic (the tests compare them on
 a tiny model in fp32); in bf16 on a GPU, different kernels round differently and a near-tie can tip a
@@ -38,10 +39,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import nullcontext
 from typing import Iterable, Iterator, Sequence
 
 import torch
 
+from covertune import gqa_attention
 from covertune.config import Engine, choices
 
 log = logging.getLogger(__name__)
@@ -90,18 +93,25 @@ def generate_batches(model, batches: Iterable[tuple[list[int], list[list[int]]]]
     ``max_prompt_tokens`` (the longest prompt of the whole run) bounds the static caches' length
     (``cache_length``); ``batch_size`` is the fixed batch of ``static`` and the number of sequences
     ``continuous`` keeps in flight."""
-    from covertune.generate import generate_batch
-
     if engine == "continuous":
         yield from _continuous(model, batches, stop=stop, pad=pad, decoding=decoding, batch_size=batch_size)
         return
     extra: dict = {}
-    caches: dict = {}  # static: cache length -> StaticCache
     if engine == "static":
         from transformers.generation.configuration_utils import CompileConfig
 
         if _device(model).type == "cuda":  # transformers compiles the decoding step (CUDA graphs)
             extra["compile_config"] = CompileConfig(fullgraph=True, dynamic=False)
+    # static: compiled decoding would copy the key/value heads at every step (covertune.gqa_attention)
+    with gqa_attention.packed(model) if engine == "static" and STATIC_PACK_GQA else nullcontext():
+        yield from _batches(model, batches, engine=engine, stop=stop, pad=pad, decoding=decoding,
+                            batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, extra=extra)
+
+
+def _batches(model, batches, *, engine, stop, pad, decoding, batch_size, max_prompt_tokens, extra):
+    from covertune.generate import generate_batch
+
+    caches: dict = {}  # static: cache length -> StaticCache
     for batch, rows in batches:
         fill = 0
         if engine == "static":
@@ -117,6 +127,7 @@ def generate_batches(model, batches: Iterable[tuple[list[int], list[list[int]]]]
         yield batch, new[:len(new) - fill]
 
 
+STATIC_PACK_GQA = True  # static: SDPA attention without key/value copies (covertune.gqa_attention)
 STATIC_CACHE_STEP = 64  # static cache lengths are rounded up to a multiple of this
 STATIC_SHRINK = 0.75  # a shorter cache is made only for a batch that needs at most this share of one
 STATIC_MAX_CACHES = 3  # static caches (compiled decoding steps) per run at most

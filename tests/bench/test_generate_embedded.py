@@ -32,13 +32,13 @@ def run_dir(tmp_path, tiny_model_dir, dataset_dir, make_tiny_adapter):
 def test_variants_in_one_process(run_dir, tiny_model_dir, monkeypatch):
     out = run_dir / "bench.json"
     variants = ["plain:5:merged", "plain:2:adapter", "static:2:merged:2", "plain:5:merged:1:eager",
-                "plain:5:merged:1:sdpa-gqa"]
+                "plain:5:merged:1:sdpa-gqa", "static:2:merged:1:sdpa-repeat"]
     monkeypatch.setattr(sys, "argv", ["generate_embedded.py", "--run", str(run_dir), "--model", str(tiny_model_dir),
                                       "--max-new-tokens", "6", "--json", str(out),
                                       "--letters", str(run_dir / "letters.json"), "--variants", *variants])
     generate_embedded.main()
     got = json.loads(out.read_text())
-    assert [len(got["runs"][v]) for v in variants] == [1, 1, 2, 1, 1]  # passes per variant
+    assert [len(got["runs"][v]) for v in variants] == [1, 1, 2, 1, 1, 1]  # passes per variant
     for v in variants:
         assert all(p["letters"] == 5 and p["new_tokens"] > 0 and "error" not in p for p in got["runs"][v])
     letters = json.loads((run_dir / "letters.json").read_text())
@@ -59,6 +59,7 @@ def test_a_bad_variant_is_refused(run_dir, tiny_model_dir, monkeypatch):
 def test_attention_is_set_for_the_variant_and_put_back(tiny_model_dir, monkeypatch):
     import os
 
+    from covertune import engines
     from covertune.models import load_model, load_tokenizer
 
     monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
@@ -69,3 +70,6 @@ def test_attention_is_set_for_the_variant_and_put_back(tiny_model_dir, monkeypat
         assert os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] == "1"
     assert model.config._attn_implementation == "eager"  # what it was, not sdpa
     assert "TRANSFORMERS_SDPA_FORCE_GQA" not in os.environ
+    with generate_embedded.attention_implementation(model, "sdpa-repeat"):
+        assert model.config._attn_implementation == "sdpa" and not engines.STATIC_PACK_GQA
+    assert model.config._attn_implementation == "eager" and engines.STATIC_PACK_GQA
