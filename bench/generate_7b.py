@@ -66,15 +66,13 @@ def prompt_ids(lengths: list[int], seed: int = 0) -> list[list[int]]:
 
 def run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tokens: int) -> dict:
     """One pass of covertune's engine over every prompt (sorted by length, as generate does)."""
+    from unittest import mock
+
     from covertune import engines
 
     engine, _, caches = engine.partition("@")  # static@1: one static cache for the run (the path before)
-    limit = engines.STATIC_MAX_CACHES
-    engines.STATIC_MAX_CACHES = int(caches) if caches else limit
-    try:
+    with mock.patch.object(engines, "STATIC_MAX_CACHES", int(caches) if caches else engines.STATIC_MAX_CACHES):
         return _run_engine(model, engine, prompts, batch, new_tokens)
-    finally:
-        engines.STATIC_MAX_CACHES = limit
 
 
 def _run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tokens: int) -> dict:

@@ -133,23 +133,18 @@ def attention_implementation(model, attention: str):
     ``sdpa-repeat``: SDPA, and the static engine keeps it as it is (compiled, it copies the key/value heads)
     instead of switching to covertune.gqa_attention."""
     import os
+    from unittest import mock
 
     from covertune import engines
 
-    old, before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA"), model.config._attn_implementation
-    pack = engines.STATIC_PACK_GQA
+    before = model.config._attn_implementation
+    force_gqa = {"TRANSFORMERS_SDPA_FORCE_GQA": "1"} if attention == "sdpa-gqa" else {}
     model.set_attn_implementation("sdpa" if attention.startswith("sdpa") else attention)
-    if attention == "sdpa-gqa":
-        os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = "1"
-    engines.STATIC_PACK_GQA = attention != "sdpa-repeat"
     try:
-        yield
+        with mock.patch.dict(os.environ, force_gqa), \
+                mock.patch.object(engines, "STATIC_PACK_GQA", attention != "sdpa-repeat"):
+            yield
     finally:
-        if old is None:
-            os.environ.pop("TRANSFORMERS_SDPA_FORCE_GQA", None)
-        else:
-            os.environ["TRANSFORMERS_SDPA_FORCE_GQA"] = old
-        engines.STATIC_PACK_GQA = pack
         model.set_attn_implementation(before)
 
 

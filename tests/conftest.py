@@ -117,6 +117,20 @@ def varied_tiny_llama(model_dir, seed: int = 1):
     return model, tok
 
 
+def engine_token_ids(model, tok, prompts, engine, batch_size, max_new_tokens=20, **decoding):
+    """Every prompt's new token ids through covertune's ``engine`` (covertune.generate.generate_token_ids),
+    in prompt order; each batch's rows and the whole set of prompts checked on the way."""
+    from covertune.generate import Decoding, generate_token_ids
+
+    got = {}
+    for batch, rows in generate_token_ids(model, tok, prompts, batch_size, Decoding(max_new_tokens, **decoding),
+                                          engine=engine):
+        assert len(batch) == len(rows)
+        got.update(zip(batch, rows))
+    assert sorted(got) == list(range(len(prompts)))
+    return [got[i] for i in range(len(prompts))]
+
+
 def _make_tiny_adapter(model_dir, path, prompt_format="raw", quantization="nf4"):
     """A non-zero LoRA adapter (r=4 on q_proj/v_proj) on the tiny model, with the train stage's config."""
     import json

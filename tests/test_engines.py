@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from covertune import engines, records
-from covertune.generate import Decoding, generate_token_ids
+from covertune.generate import Decoding
 from covertune.prompt import prompt_ids
-from conftest import varied_tiny_llama
+from conftest import engine_token_ids, varied_tiny_llama
 
 N_ROWS = 7
 
@@ -29,22 +29,12 @@ def prompts(tiny, dataset_dir):
     return [prompt_ids(r, tok, "raw") for r in recs]
 
 
-def _ids(model, tok, prompts, engine, batch_size, max_new_tokens=20, **decoding):
-    got = {}
-    for batch, rows in generate_token_ids(model, tok, prompts, batch_size, Decoding(max_new_tokens, **decoding),
-                                          engine=engine):
-        assert len(batch) == len(rows)
-        got.update(zip(batch, rows))
-    assert sorted(got) == list(range(len(prompts)))
-    return [got[i] for i in range(len(prompts))]
-
-
 @pytest.fixture
 def early_stops(tiny, prompts):
     """Make a token that the plain path writes at different steps of several rows a stop token, so that
     rows end at different steps (a random tiny model rarely writes its EOS); restored afterwards."""
     model, tok = tiny
-    plain = _ids(model, tok, prompts, "plain", N_ROWS)
+    plain = engine_token_ids(model, tok, prompts, "plain", N_ROWS)
 
     def spread(token):  # distinct first positions after the first step
         return len({row.index(token) for row in plain if token in row[1:] and row.index(token) > 0})
@@ -61,11 +51,11 @@ def early_stops(tiny, prompts):
                                                ("continuous", 2)])
 def test_greedy_letters_equal_the_plain_path(tiny, prompts, early_stops, engine, batch_size):
     model, tok = tiny
-    plain = _ids(model, tok, prompts, "plain", batch_size)
+    plain = engine_token_ids(model, tok, prompts, "plain", batch_size)
     lengths = {len(r) for r in plain}
     assert len(lengths) > 1 and min(lengths) < 20  # some rows stopped early, at different steps
     assert all(r[-1] in early_stops for r in plain if len(r) < 20)
-    assert _ids(model, tok, prompts, engine, batch_size) == plain
+    assert engine_token_ids(model, tok, prompts, engine, batch_size) == plain
 
 
 def test_static_caches_follow_the_batches(tiny, prompts, early_stops, monkeypatch):
@@ -80,8 +70,8 @@ def test_static_caches_follow_the_batches(tiny, prompts, early_stops, monkeypatc
                         lambda model, caches, length: made.append(length) or real(model, caches, length))
     widths = sorted((len(p) for p in prompts), reverse=True)
     assert widths[0] - widths[-1] >= 8, widths  # the rows differ enough for two cache lengths
-    plain = _ids(model, tok, prompts, "plain", 2)
-    assert _ids(model, tok, prompts, "static", 2) == plain
+    plain = engine_token_ids(model, tok, prompts, "plain", 2)
+    assert engine_token_ids(model, tok, prompts, "static", 2) == plain
     assert made[0] == widths[0] + 20  # the first batch: its widest prompt + 20 new tokens, not rounded past
     assert len(set(made)) >= 2 and made == sorted(made, reverse=True)
 
@@ -104,7 +94,8 @@ def test_auto_is_plain_on_the_cpu(tiny, prompts, monkeypatch):
     # the size rule picks static only on a CUDA GPU: even a model above the threshold stays plain here
     monkeypatch.setattr(engines, "STATIC_MIN_PARAMS", 1)
     assert engines._parameters(model) > 1 and engines.resolve("auto", model) == "plain"
-    assert _ids(model, tok, prompts[:3], "auto", 2) == _ids(model, tok, prompts[:3], "plain", 2)
+    assert (engine_token_ids(model, tok, prompts[:3], "auto", 2)
+            == engine_token_ids(model, tok, prompts[:3], "plain", 2))
 
 
 def test_engine_errors(tiny):

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from covertune import engines, gqa_attention
-from covertune.generate import Decoding, generate_token_ids
-from conftest import varied_tiny_llama
+from conftest import engine_token_ids, varied_tiny_llama
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +52,7 @@ def test_one_query_matches_sdpa(mask):
 
 
 def _ids(model, tok, engine):
-    got = dict()
-    for batch, rows in generate_token_ids(model, tok, _prompt_ids(tok), 2, Decoding(12), engine=engine):
-        got.update(zip(batch, rows))
-    return [got[i] for i in range(len(PROMPTS))]
+    return engine_token_ids(model, tok, _prompt_ids(tok), engine, 2, max_new_tokens=12)
 
 
 def test_static_engine_uses_it_and_writes_plain_letters(tiny, monkeypatch):
