@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
 def run(model, tok, inputs, batch_size, decoding) -> tuple[dict[int, list[int]], dict]:
-    from covertune.generate import generate_token_ids
+    from covertune.generation.letters import generate_token_ids
 
     out, t0 = {}, time.perf_counter()
     for batch, rows in generate_token_ids(model, tok, inputs, batch_size, decoding):
@@ -44,12 +44,13 @@ def main() -> None:
 
     import torch
 
-    from covertune import io, models
-    from covertune.config import DataConfig
-    from covertune.data.stage import run_data
-    from covertune.generate import Decoding
-    from covertune.prompt import prompt_ids
-    from covertune.rundir import read_split
+    from covertune.core import io
+    from covertune.models import load as models
+    from covertune.config.stages import DataConfig
+    from covertune.stages.data import run_data
+    from covertune.generation.decoding import Decoding
+    from covertune.core.prompt import prompt_ids
+    from covertune.core.rundir import read_split
 
     work = Path(args.work)
     if not (work / "data" / "test.jsonl").exists():

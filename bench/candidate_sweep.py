@@ -5,7 +5,7 @@ Each ``--set PATH,TEMPERATURE,TOP_P[,VARIANT]`` is a candidates file that ``cove
 --models fine_tuned --candidates N`` wrote (``<out>/candidates/validation.fine_tuned.jsonl``) with that
 sampling temperature and top-p (VARIANT names the adapter that wrote it when several are compared). For every set, every candidate count n in ``--counts`` (a prompt's first n
 candidates: the greedy letter and the first n-1 samples, as ``--candidates n`` draws them) and every rule
-in ``--selects``, the choice is made again with ``covertune.select.choose`` and the chosen letters are
+in ``--selects``, the choice is made again with ``covertune.generation.select.choose`` and the chosen letters are
 scored against the split's letters (``<out>/data/validation.jsonl``): ROUGE-L F1, repetition ratio,
 unsupported numbers and organisations per letter, name and company mention rates. n = 1 is the greedy
 letter alone. With ``--classifier`` (a ``classify train`` classifier.json), every candidate is scored by
@@ -39,7 +39,7 @@ def _score_prompt(job):
     from covertune.metrics.grounding import ground_details
     from covertune.metrics.repetition import repetition_ratio
     from covertune.metrics.rouge import rouge_l
-    from covertune.select import choose
+    from covertune.generation.select import choose
 
     letters, inputs, truth, counts, selects, classifier, thresholds, weights = job
     quality = _classifier(classifier).score(letters, [inputs] * len(letters)) if classifier else None
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--args", help="write the chosen setting here as covertune generate options")
     args = ap.parse_args(argv)
 
-    from covertune import io
-    from covertune.records import inputs_of
+    from covertune.core import io
+    from covertune.core.records import inputs_of
 
     records = io.read_jsonl(Path(args.data))
     truths = [str(r.get("cover_letter_raw") or r.get("cover_letter") or "").strip() for r in records]

@@ -45,10 +45,12 @@ def main(argv=None) -> int:
     import pandas as pd
     import torch
 
-    from covertune import io, models, records
-    from covertune.generate import Decoding, generate_letters
-    from covertune.prompt import prompt_ids
-    from covertune.select import generate_candidate_ids
+    from covertune.core import io, records
+    from covertune.models import load as models
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_letters
+    from covertune.core.prompt import prompt_ids
+    from covertune.generation.select import generate_candidate_ids
 
     frame = pd.read_csv(Path(args.data) / "test.csv", dtype=str, keep_default_na=False).head(args.rows)
     recs = [records.from_source_row(r) for r in frame.to_dict("records")]

@@ -3,7 +3,7 @@
 
 Compares the reference's loop (one prompt at a time) with the batching covertune's generate uses
 (prompts sorted by length, left-padded, large batches), and, with --engines, covertune's generation
-engines (covertune.engines: plain, static, continuous) on the same prompts, each timed twice in turn
+engines (covertune.generation.engines: plain, static, continuous) on the same prompts, each timed twice in turn
 (the first pass of ``static`` and ``continuous`` includes compiling and capturing CUDA graphs). Every
 row generates exactly --new-tokens tokens (no stop token can end it: random weights would otherwise stop
 at random), so tokens/s compare like for like. Prompt lengths are the 349 test prompts' token counts
@@ -68,7 +68,7 @@ def run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tok
     """One pass of covertune's engine over every prompt (sorted by length, as generate does)."""
     from unittest import mock
 
-    from covertune import engines
+    from covertune.generation import engines
 
     engine, _, caches = engine.partition("@")  # static@1: one static cache for the run (the path before)
     with mock.patch.object(engines, "STATIC_MAX_CACHES", int(caches) if caches else engines.STATIC_MAX_CACHES):
@@ -76,8 +76,8 @@ def run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tok
 
 
 def _run_engine(model, engine: str, prompts: list[list[int]], batch: int, new_tokens: int) -> dict:
-    from covertune import engines
-    from covertune.generate import Decoding
+    from covertune.generation import engines
+    from covertune.generation.decoding import Decoding
 
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     batches = ((order[s:s + batch], [prompts[i] for i in order[s:s + batch]]) for s in range(0, len(order), batch))

@@ -3,7 +3,7 @@
 
 Reads a run directory where ``covertune data`` and ``covertune train`` have run (an adapter trained on
 the original base, as the ``smol`` preset does), loads the base and the adapter as ``covertune generate``
-does for such an adapter, and writes the 349 fine-tuned letters with each engine (covertune.engines)
+does for such an adapter, and writes the 349 fine-tuned letters with each engine (covertune.generation.engines)
 and dtype, in turn, with covertune's own ``generate_letters`` (greedy, max 512 new tokens, batch 128).
 Each (engine, dtype) runs --passes times in the same process: the first pass of ``static`` and
 ``continuous`` includes compiling the decoding step and capturing CUDA graphs; later passes reuse them.
@@ -49,8 +49,9 @@ def main() -> None:
     import torch
     import transformers
 
-    from covertune import io, models
-    from covertune.prompt import prompt_ids
+    from covertune.core import io
+    from covertune.models import load as models
+    from covertune.core.prompt import prompt_ids
 
     run = Path(args.run)
     records = io.read_jsonl(run / "data" / "test.jsonl")
@@ -92,7 +93,7 @@ def run_variants(args, tok, inputs, results, letters, save, run) -> None:
     compared with the first variant's letters."""
     from peft import PeftModel
 
-    from covertune import models
+    from covertune.models import load as models
 
     dtype = args.dtypes[0]
     specs = []
@@ -131,11 +132,11 @@ def attention_implementation(model, attention: str):
     """The model's attention set to ``attention`` (ATTENTION) while the block runs, then back to what it was.
     ``sdpa-gqa``: SDPA told to handle the key/value groups itself (TRANSFORMERS_SDPA_FORCE_GQA=1);
     ``sdpa-repeat``: SDPA, and the static engine keeps it as it is (compiled, it copies the key/value heads)
-    instead of switching to covertune.gqa_attention."""
+    instead of switching to covertune.generation.gqa_attention."""
     import os
     from unittest import mock
 
-    from covertune import engines
+    from covertune.generation import engines
 
     before = model.config._attn_implementation
     force_gqa = {"TRANSFORMERS_SDPA_FORCE_GQA": "1"} if attention == "sdpa-gqa" else {}
@@ -152,7 +153,8 @@ def run_variant(args, tok, inputs, results, letters, save, model, engine, batch,
     """``passes`` timed passes of one variant; its last letters kept under ``key``."""
     import torch
 
-    from covertune.generate import Decoding, generate_letters
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_letters
 
     for n in range(passes):
         st: dict = {}
@@ -181,8 +183,9 @@ def run_engines(args, tok, inputs, results, letters, save, run) -> None:
     import torch
     from peft import PeftModel
 
-    from covertune import models
-    from covertune.generate import Decoding, generate_letters
+    from covertune.models import load as models
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_letters
 
     for dtype in args.dtypes:
         model = models.load_model(args.model, "none", dtype, tokenizer=tok)

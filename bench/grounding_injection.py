@@ -166,7 +166,7 @@ def control_sentences(inputs: dict[str, str]) -> list[tuple[str, str, str]]:
 def load_rows(data: Path) -> list[tuple[str, dict[str, str], str]]:
     import pandas as pd
 
-    from covertune.records import from_source_row, inputs_of
+    from covertune.core.records import from_source_row, inputs_of
 
     rows = []
     for split in ("train", "test"):
@@ -263,7 +263,7 @@ def main(argv=None) -> int:
               f"flagged {r['untouched_flag_rate']:.3f} ({r['untouched_letters_flagged']}/{result['letters']}), "
               f"controls flagged {r['controls_flagged']}/{r['controls']}")
     if args.json:
-        from covertune import io
+        from covertune.core import io
 
         path = Path(args.json)
         doc = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -106,7 +106,7 @@ def child_env() -> dict:
 
 def command(processes: int, args: list[str]) -> list[str]:
     """``covertune args`` in one process, or in ``processes`` through torch.distributed.run."""
-    from covertune.distributed import launch_command
+    from covertune.core.distributed import launch_command
 
     return launch_command(processes, args) if processes > 1 else [sys.executable, "-m", "covertune", *args]
 
@@ -180,7 +180,8 @@ def setup(args, results: dict) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from covertune import io, models
+    from covertune.core import io
+    from covertune.models import load as models
 
     work = Path(args.work)
     run = work / "run"

@@ -40,8 +40,9 @@ def main() -> None:
     import torch
     import transformers
 
-    from covertune import io, models
-    from covertune.prompt import prompt_ids
+    from covertune.core import io
+    from covertune.models import load as models
+    from covertune.core.prompt import prompt_ids
 
     records = io.read_jsonl(Path(args.run) / "data" / "test.jsonl")
     tok = models.load_tokenizer(args.model, padding_side="left")

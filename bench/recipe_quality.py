@@ -39,7 +39,8 @@ def parse_spec(spec: str) -> tuple[str, dict]:
     coerced to its TrainConfig field's type as a config file's would be (padding_free=off is 'off')."""
     import yaml
 
-    from covertune.config import TrainConfig, coerce, field_types
+    from covertune.config.stages import TrainConfig
+    from covertune.config.build import coerce, field_types
 
     kinds = field_types(TrainConfig)
     name, _, rest = spec.partition(":")
@@ -54,9 +55,9 @@ def parse_spec(spec: str) -> tuple[str, dict]:
 
 def validation_letters(run: Path):
     """The embedded tokenizer and the run's validation split encoded with the loss on the letter only."""
-    from covertune import models
-    from covertune.sft_data import encode_records
-    from covertune.rundir import read_split
+    from covertune.models import load as models
+    from covertune.training.sft_data import encode_records
+    from covertune.core.rundir import read_split
 
     tok = models.load_tokenizer(QUALITY["model"])
     return tok, encode_records(read_split(run, "validation"), tok, 768, "raw", "letter", "validation")
@@ -70,8 +71,8 @@ def letter_val_loss(letters, adapter: Path, quantization: str = "none", base_wei
     import torch
     from peft import PeftModel
 
-    from covertune import models
-    from covertune.sft_data import IGNORE_INDEX, PadCollator
+    from covertune.models import load as models
+    from covertune.training.sft_data import IGNORE_INDEX, PadCollator
 
     tok, enc = letters
     model = models.load_adapter_base(QUALITY["model"], quantization, base_weights, "bf16", tokenizer=tok)
@@ -96,8 +97,8 @@ def run_dir(work: Path, spec: str, seed: int) -> Path:
 
 def child_train(spec: str, seed: int, work: Path, resume: bool = False) -> None:
     """Train one run; with ``resume``, continue it from its last checkpoint (a finished run is left be)."""
-    from covertune.rundir import last_checkpoint
-    from covertune.train import train
+    from covertune.core.rundir import last_checkpoint
+    from covertune.stages.train import train
 
     name, fields = parse_spec(spec)
     out = run_dir(work, spec, seed)
@@ -116,7 +117,7 @@ def child_train(spec: str, seed: int, work: Path, resume: bool = False) -> None:
 
 def child_score(spec: str, seed: int, work: Path, result: Path) -> None:
     """Both yardsticks on every epoch checkpoint of one run."""
-    from covertune import models
+    from covertune.models import load as models
 
     name, fields = parse_spec(spec)
     out = run_dir(work, spec, seed)
@@ -185,14 +186,14 @@ def main() -> None:
     if args._score:
         return child_score(args._score[0], int(args._score[1]), work, Path(args._score[2]))
 
-    from covertune import io
-    from covertune.config import DataConfig
-    from covertune.data.stage import run_data
+    from covertune.core import io
+    from covertune.config.stages import DataConfig
+    from covertune.stages.data import run_data
 
     t0 = time.monotonic()
     if not (work / "run" / "data" / "validation.jsonl").exists():
         print(run_data(DataConfig(data=args.data, out=str(work / "run"))), flush=True)
-    from covertune import models
+    from covertune.models import load as models
 
     models.resolve_model(args.model)  # converted once here, not by every child at the same time
     jobs = [(spec, seed) for spec in args.recipes for seed in args.seeds]

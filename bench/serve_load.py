@@ -31,7 +31,7 @@ def applications(data: str, n: int) -> list[dict]:
     """``n`` requests' fields: the dataset's test rows (cycled), or the packaged sample."""
     import pandas as pd
 
-    from covertune import records
+    from covertune.core import records
 
     if data:
         path = Path(data) / "test.csv"
@@ -122,8 +122,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from covertune.config import GenerateConfig, ServeConfig
-    from covertune.generate import load_letter_model
+    from covertune.config.stages import GenerateConfig, ServeConfig
+    from covertune.models.letter_model import load_letter_model
     from covertune.serve.app import create_app
     from covertune.serve.engine import Engine
 

@@ -8,7 +8,7 @@ on the weights' values. The tokenizer is the embedded model's BPE cut to its fir
 (``tokenizer`` below), a stand-in for Llama-2's, so the sequences have the real train split's length
 distribution under a 32k vocabulary.
 
-Each recipe runs in its own process (clean peak-memory counters) through ``covertune.train.train``
+Each recipe runs in its own process (clean peak-memory counters) through ``covertune.stages.train.train``
 with ``max_steps`` set; the measured window skips the first ``--warmup`` optimizer steps. Peers:
 TRL's SFTTrainer (PEFT + bitsandbytes) and Unsloth, with the same model, data and LoRA settings.
 
@@ -64,7 +64,7 @@ def recipe(quantization, dtype, batch, accum, checkpointing, grouped, liger, upc
 # name -> TrainConfig fields on top of COMMON. "covertune" is the train stage's defaults; "reference" is
 # the reference run's recipe (LLM.int8 base, fp16, batch 1 x 4, checkpointing, right padding, LoRA dropout
 # 0.05, lr 2e-4, loss on the whole sequence); the others change one lever at a time ("packed":
-# padding-free batches, covertune.padding_free).
+# padding-free batches, covertune.training.padding_free).
 RECIPES = {
     "covertune": {},
     "covertune_padded": {"padding_free": "off"},
@@ -94,7 +94,7 @@ PEER_BASIS = {"trl": "covertune", "unsloth": "covertune"}
 
 def recipe_config(name: str, **fields):
     """The TrainConfig a recipe name stands for (the stage's defaults under COMMON and the recipe)."""
-    from covertune.config import TrainConfig
+    from covertune.config.stages import TrainConfig
 
     return TrainConfig(**{**COMMON, **RECIPES[name], **fields})
 
@@ -105,7 +105,7 @@ def recipe_config(name: str, **fields):
 def cut_tokenizer(out: Path, vocab: int = VOCAB) -> None:
     """The embedded model's byte-level BPE with only its first ``vocab`` tokens and the merges that
     build them: a valid tokenizer (every text still encodes) with a Llama-2-sized vocabulary."""
-    from covertune import models
+    from covertune.models import load as models
 
     src = models.resolve_model("embedded")
     spec = json.loads((Path(src) / "tokenizer.json").read_text())
@@ -139,11 +139,11 @@ def measured_bf16_tflops() -> float:
 
 
 def varlen_check(lengths: list[int], heads: int = 32, dim: int = 128) -> dict:
-    """The padding-free attention's fused kernel against SDPA run once per example (covertune.padding_free),
+    """The padding-free attention's fused kernel against SDPA run once per example (covertune.training.padding_free),
     forward and input gradients, in bf16 on one packed micro-batch of real example lengths."""
     import torch
 
-    from covertune import padding_free
+    from covertune.training import padding_free
 
     if not padding_free.kernel_available():
         return {"kernel": None}
@@ -167,11 +167,12 @@ def setup(args) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from covertune import io, models
-    from covertune.config import DataConfig
-    from covertune.data.stage import run_data
-    from covertune.sft_data import encode_records
-    from covertune.rundir import read_split
+    from covertune.core import io
+    from covertune.models import load as models
+    from covertune.config.stages import DataConfig
+    from covertune.stages.data import run_data
+    from covertune.training.sft_data import encode_records
+    from covertune.core.rundir import read_split
 
     work = Path(args.work)
     run = work / "run"
@@ -226,7 +227,7 @@ def copy_splits(work: Path, out: Path) -> None:
 
 def window(log_path: Path, warmup: int) -> dict:
     """Tokens/s over the optimizer steps after the first ``warmup`` (from train_log.jsonl)."""
-    from covertune import io
+    from covertune.core import io
 
     rows = io.read_jsonl(log_path)
     steps = [r for r in rows if "interval_tokens" in r and r["step"] > warmup]
@@ -247,8 +248,8 @@ def peak_memory() -> dict:
 
 
 def run_recipe(args) -> dict:
-    from covertune.config import to_dict
-    from covertune.train import train
+    from covertune.config.build import to_dict
+    from covertune.stages.train import train
 
     work = Path(args.work)
     out = work / "runs" / args.name
@@ -270,9 +271,9 @@ def run_recipe(args) -> dict:
 
 def peer_data(work: Path):
     """The train split as prompt/completion text (what TRL and Unsloth users feed SFTTrainer)."""
-    from covertune.prompt import LETTER_SEPARATOR, format_prompt
-    from covertune.sft_data import letter_of
-    from covertune.rundir import read_split
+    from covertune.core.prompt import LETTER_SEPARATOR, format_prompt
+    from covertune.training.sft_data import letter_of
+    from covertune.core.rundir import read_split
 
     rows = read_split(work / "run", "train")
     return [{"prompt": format_prompt(r), "completion": LETTER_SEPARATOR + letter_of(r)} for r in rows]
@@ -284,7 +285,7 @@ def run_peer(args) -> dict:
     import torch
 
     work = Path(args.work)
-    from covertune.config import to_dict
+    from covertune.config.build import to_dict
 
     basis = to_dict(recipe_config(PEER_BASIS[args.name]))
     out = work / "runs" / args.name
@@ -298,7 +299,7 @@ def run_peer(args) -> dict:
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-    from covertune.train_log import JsonlLogger
+    from covertune.training.train_log import JsonlLogger
 
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -397,7 +398,7 @@ def combine(runs: list[dict], setup_info: dict) -> dict:
 def drive(args) -> None:
     """Runs each recipe in its own process, ``--rounds`` times in turn (so that no recipe owns the
     first-use compilation of shared kernels, and noise shows), merging into --json after each run."""
-    from covertune import io
+    from covertune.core import io
 
     work = Path(args.work)
     for name in args.recipes:

@@ -81,7 +81,7 @@ def _sample_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A folder holding a tiny random Llama (2 layers, hidden 64) and its BPE tokenizer."""
-    from covertune.prompt import TEMPLATE
+    from covertune.core.prompt import TEMPLATE
 
     texts = [TEMPLATE] * 5
     try:
@@ -105,7 +105,7 @@ def varied_tiny_llama(model_dir, seed: int = 1):
     usual 0.02 init its greedy letters repeat one token, which would not tell decoding paths apart."""
     import torch
 
-    from covertune.models import load_model, load_tokenizer
+    from covertune.models.load import load_model, load_tokenizer
 
     tok = load_tokenizer(str(model_dir), padding_side="left")
     model = load_model(str(model_dir), "none", "fp32", tokenizer=tok).eval()
@@ -120,7 +120,8 @@ def varied_tiny_llama(model_dir, seed: int = 1):
 def engine_token_ids(model, tok, prompts, engine, batch_size, max_new_tokens=20, **decoding):
     """Every prompt's new token ids through covertune's ``engine`` (covertune.generate.generate_token_ids),
     in prompt order; each batch's rows and the whole set of prompts checked on the way."""
-    from covertune.generate import Decoding, generate_token_ids
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_token_ids
 
     got = {}
     for batch, rows in generate_token_ids(model, tok, prompts, batch_size, Decoding(max_new_tokens, **decoding),
@@ -163,7 +164,7 @@ def flagged_train_records(dataset_dir) -> list[dict]:
     ``train-<row>``, quality flags set (letter reuse counted over these rows)."""
     import pandas as pd
 
-    from covertune import records
+    from covertune.core import records
     from covertune.data.clean import clean_records
     from covertune.data.quality import flag_records
 
@@ -183,9 +184,9 @@ def _short_records(dataset_dir, model_dir, rows: int, letter_chars: int, max_pro
     shorter than ``max_prompt_tokens`` under the tokenizer of ``model_dir``."""
     import pandas as pd
 
-    from covertune import models
-    from covertune.records import from_source_row
-    from covertune.sft_data import encode_example
+    from covertune.models import load as models
+    from covertune.core.records import from_source_row
+    from covertune.training.sft_data import encode_example
 
     frame = pd.read_csv(dataset_dir / "train.csv", dtype=str, keep_default_na=False).head(rows)
     tok = models.load_tokenizer(str(model_dir))

@@ -1,7 +1,8 @@
 """The command line: flags, YAML files and presets -> a stage config -> the stage function.
 
-Flags are generated from the stage config dataclasses (covertune.config), so every option is
-documented with its default in ``covertune <stage> --help``.
+The subcommands come from the stage table (covertune.registry) and their flags from the stage config
+dataclasses (covertune.config.stages), so every option is documented with its default in
+``covertune <stage> --help``.
 """
 
 from __future__ import annotations
@@ -12,30 +13,13 @@ import logging
 import sys
 import typing
 
-from covertune import __version__, distributed
-from covertune.config import STAGE_CONFIGS, build, choices, field_types, load_preset, load_yaml, preset_names
-from covertune.pipeline import pipeline_from_args, stage_function
-from covertune.progress import quiet_library_bars
+from covertune import __version__
+from covertune.core import distributed
+from covertune.config.build import STAGE_CONFIGS, build, field_types, load_preset, load_yaml, preset_names
+from covertune.config.options import choices
+from covertune import registry
+from covertune.core.progress import quiet_library_bars
 
-STAGE_HELP = {
-    "data": "load, validate, clean, flag and split a cover-letter dataset",
-    "train": "QLoRA fine-tuning of a base model on the data stage's splits",
-    "prefer": "preference tuning for grounding after SFT (TRL's DPO): pairs from the SFT model's own letters on "
-              "the training split, grounded (chosen) vs with invented facts (rejected); writes <out>/preference_adapter",
-    "merge": "merge the adapter into the base model in fp16/bf16",
-    "generate": "write base and fine-tuned letters for the test split to eval.csv",
-    "evaluate": "score an eval.csv: ROUGE-L, BERTScore, repetition, grounding",
-    "report": "plots, report.md and a self-contained report.html",
-    "write": "write one letter from the 8 fields (flags, a YAML/JSON file, or a posting and a resume)",
-    "serve": "HTTP server: /v1/cover-letter, OpenAI- and Ollama-compatible routes, dynamic batching",
-    "export": "the fine-tuned model as GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile, "
-              "or as a merged safetensors folder with a model card",
-    "sweep": "train a grid of recipe variants, rank them on the validation split, optionally test the winner",
-    "compare": "several runs' evaluate outputs side by side: compare.md, compare.csv, compare.html",
-    "classify": "the letter-quality classifier: train it on a run's train split (with its precision/recall "
-                "report) or score letters with it",
-    "run": "all stages end to end in one run directory, resuming where a run stopped",
-}
 
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> None:
@@ -77,17 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"covertune {__version__}")
     sub = parser.add_subparsers(dest="stage", metavar="STAGE")
     for stage, cls in STAGE_CONFIGS.items():
-        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=STAGE_HELP[stage],
+        help_text = registry.stage(stage).help
+        p = sub.add_parser(stage, help=help_text, description=help_text,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         _add_common(p)
         kinds = field_types(cls)
         for f in dataclasses.fields(cls):
             _add_field(p, f, kinds[f.name])
-        if stage in distributed.DISTRIBUTED_STAGES:
+        if registry.stage(stage).distributed:
             p.add_argument("--num-gpus", type=int, default=None, metavar="N",
                            help="run in N processes, one per GPU, through torch.distributed.run (the same as "
                                 "`torchrun --standalone --nproc-per-node N -m covertune " + stage + " ...`)")
-    p = sub.add_parser("run", help=STAGE_HELP["run"], description=STAGE_HELP["run"])
+    run = registry.stage("run")
+    p = sub.add_parser("run", help=run.help, description=run.help)
     _add_common(p)
     p.add_argument("--out", help="run directory (default: the preset's, else runs/default)")
     p.add_argument("--data", help="dataset (see `covertune data --help`)")
@@ -135,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        if distributed.is_distributed() and args.stage not in distributed.DISTRIBUTED_STAGES:
+        if distributed.is_distributed() and args.stage not in registry.distributed_stages():
             raise ValueError(f"this is one of {distributed.world_size()} processes started by a launcher, and "
                              f"covertune {args.stage} runs in one; launch only "
-                             f"{' and '.join(distributed.DISTRIBUTED_STAGES)} with torchrun / accelerate launch")
+                             f"{' and '.join(registry.distributed_stages())} with torchrun / accelerate launch")
         if args.stage != "run" and getattr(args, "num_gpus", None) is not None:
+            registry.check_distributed(args.stage)
             distributed.check_num_gpus(args.num_gpus, args.stage)
             if args.num_gpus > 1:
                 stage_config(args)  # a bad option is named here, before N processes start
@@ -150,11 +137,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"# {name}\n{yaml.safe_dump(load_preset(name), sort_keys=False)}")
             return 0
         if args.stage == "run":
-            result = pipeline_from_args(args, _layers(args))
+            result = registry.stage("run").function()(args, _layers(args))
         else:
             cfg = stage_config(args)
             # a sweep layers each variant over the same preset/--config recipe
-            result = stage_function(args.stage)(cfg, _layers(args)) if args.stage == "sweep" else stage_function(args.stage)(cfg)
+            run_stage = registry.stage(args.stage).function()
+            result = run_stage(cfg, _layers(args)) if args.stage == "sweep" else run_stage(cfg)
         distributed.finish()
         if isinstance(result, str):
             print(result)

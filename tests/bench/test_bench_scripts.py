@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from covertune import models
-from covertune.config import TrainConfig
+from covertune.models import load as models
+from covertune.config.stages import TrainConfig
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))

@@ -7,9 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from covertune import io
+from covertune.core import io
 from covertune.classify.model import LetterClassifier, examine_all
-from covertune.records import inputs_of
+from covertune.core.records import inputs_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from covertune import io, records
+from covertune.core import io, records
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -59,8 +59,8 @@ def test_a_bad_variant_is_refused(run_dir, tiny_model_dir, monkeypatch):
 def test_attention_is_set_for_the_variant_and_put_back(tiny_model_dir, monkeypatch):
     import os
 
-    from covertune import engines
-    from covertune.models import load_model, load_tokenizer
+    from covertune.generation import engines
+    from covertune.models.load import load_model, load_tokenizer
 
     monkeypatch.delenv("TRANSFORMERS_SDPA_FORCE_GQA", raising=False)
     tok = load_tokenizer(str(tiny_model_dir), padding_side="left")

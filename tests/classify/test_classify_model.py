@@ -8,9 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from covertune.classify.model import (CLASSIFIER_FILE, LetterClassifier, examine_all, out_of_fold,
-                                      precision_recall)
-from covertune.records import inputs_of
+from covertune.classify.model import CLASSIFIER_FILE, LetterClassifier, examine_all, out_of_fold, precision_recall
+from covertune.core.records import inputs_of
 
 FIT_ROWS = 250  # fitted on the first rows; the rest are held out
 

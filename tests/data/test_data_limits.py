@@ -9,10 +9,10 @@ import json
 import pandas as pd
 import pytest
 
-from covertune import io
-from covertune.config import DataConfig
+from covertune.core import io
+from covertune.config.stages import DataConfig
 from covertune.data.sample import sample_path
-from covertune.data.stage import run_data
+from covertune.stages.data import run_data
 
 BIG = "word " * 200_000  # 1 MB
 
@@ -69,9 +69,9 @@ def test_over_limit_train_rows_are_dropped_and_reported(tmp_path, tiny_model_dir
 
 
 def test_prompt_token_limit_on_every_split(tmp_path, tiny_model_dir):
-    from covertune.models import load_tokenizer
-    from covertune.prompt import prompt_ids
-    from covertune.records import from_source_row
+    from covertune.models.load import load_tokenizer
+    from covertune.core.prompt import prompt_ids
+    from covertune.core.records import from_source_row
 
     long_field = "experienced engineer " * 150  # 3,150 characters: under the field limit
     data = _dataset(tmp_path, train_edits=[(1, "Past Working Experience", long_field)])

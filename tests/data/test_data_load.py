@@ -8,7 +8,7 @@ import json
 import pytest
 
 from covertune.data.load import load, read_table, to_records
-from covertune.records import RECORD_FIELDS, SOURCE_COLUMNS
+from covertune.core.records import RECORD_FIELDS, SOURCE_COLUMNS
 
 COLS = list(SOURCE_COLUMNS)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from covertune.data.quality import FLAG_NAMES, bullet_reason, flag_record, flag_records, repetition
-from covertune.records import INPUT_FIELDS
+from covertune.core.records import INPUT_FIELDS
 
 BODY = ("I am applying for the Data Analyst role at Northwind Retail. For two years at ClearCart I have built "
         "SQL pipelines and Power BI dashboards that the sales team uses every morning, and I ran the A/B tests "

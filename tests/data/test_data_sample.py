@@ -8,7 +8,7 @@ from covertune.data.clean import clean_records
 from covertune.data.load import load
 from covertune.data.quality import flag_records
 from covertune.data.sample import sample_dir, sample_path
-from covertune.records import SOURCE_COLUMNS
+from covertune.core.records import SOURCE_COLUMNS
 
 
 def test_sample_files_have_the_nine_columns():

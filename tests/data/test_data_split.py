@@ -6,10 +6,8 @@ import pytest
 
 from covertune.data.clean import clean_records
 from covertune.data.load import load
-from covertune.data.split import (
-    carve_validation, dedupe, drop_flagged, input_overlap, validation_count,
-)
-from covertune.records import RECORD_FIELDS
+from covertune.data.split import carve_validation, dedupe, drop_flagged, input_overlap, validation_count
+from covertune.core.records import RECORD_FIELDS
 
 
 def make(i, **over):

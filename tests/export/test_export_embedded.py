@@ -24,13 +24,14 @@ import numpy as np
 import pytest
 import torch
 
-from covertune.config import ExportConfig, MergeConfig
-from covertune.export import export
+from covertune.config.stages import ExportConfig, MergeConfig
+from covertune.stages.export import export
 from covertune.export.gguf_llama import permute_rotary
-from covertune.generate import Decoding, generate_token_ids
-from covertune.merge import merge
-from covertune.prompt import prompt_ids, render_prompt, separator_ids
-from covertune.records import from_source_row
+from covertune.generation.decoding import Decoding
+from covertune.generation.letters import generate_token_ids
+from covertune.stages.merge import merge
+from covertune.core.prompt import prompt_ids, render_prompt, separator_ids
+from covertune.core.records import from_source_row
 
 N_TEST_ROWS = 349
 
@@ -51,7 +52,7 @@ def run(tmp_path_factory, test_rows):
         pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
     from peft import LoraConfig, get_peft_model
 
-    from covertune import models
+    from covertune.models import load as models
 
     run = tmp_path_factory.mktemp("embedded-run")
     torch.manual_seed(7)
@@ -79,7 +80,7 @@ def run(tmp_path_factory, test_rows):
 
 @pytest.fixture(scope="module")
 def merged(run):
-    from covertune import models
+    from covertune.models import load as models
 
     folder = str(run["dir"] / "merged")
     return (models.load_model(folder, "none", "fp32", device="cpu").eval(),
@@ -165,7 +166,7 @@ def test_tokenizer_round_trip_on_the_test_prompts(merged, f16, test_rows):
 
 @pytest.fixture(scope="module")
 def readers(run):
-    from covertune.models import embedded_gguf_path
+    from covertune.models.load import embedded_gguf_path
 
     return (gguf.GGUFReader(str(run["dir"] / "export" / "gguf-f16" / "model.gguf")),
             gguf.GGUFReader(str(embedded_gguf_path())))

@@ -9,8 +9,9 @@ import shutil
 import pytest
 
 from covertune.cli import main
-from covertune.config import ExportConfig, build
-from covertune.export import export
+from covertune.config.stages import ExportConfig
+from covertune.config.build import build
+from covertune.stages.export import export
 
 
 def make_run(tmp_path, model_dir):

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from covertune.config import ExportConfig
-from covertune.export import export
+from covertune.config.stages import ExportConfig
+from covertune.stages.export import export
 from covertune.export.gguf_llama import llama3_rope_factors, permute_rotary
 from covertune.export.modelfile import runtime_ids, template_of
-from covertune.generate import Decoding, generate_token_ids
-from covertune.prompt import render_prompt, separator_ids, text_ids, wrap_chat
+from covertune.generation.decoding import Decoding
+from covertune.generation.letters import generate_token_ids
+from covertune.core.prompt import render_prompt, separator_ids, text_ids, wrap_chat
 
 PROMPTS = ["Job Title: Data Scientist\nCompany: Acme Corp", "Dear Hiring Manager, I am writing to apply for",
            "Skills: Python, SQL, 2023 certifications {{ braces }}", "Qualifications: MSc in Statistics"]
@@ -164,7 +165,7 @@ def test_quantized_round_trip(tiny_model_dir, tmp_path, quant, atol):
 def test_same_greedy_tokens_through_covertune_generation(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from covertune.models import load_tokenizer
+    from covertune.models.load import load_tokenizer
 
     run = make_run(tmp_path, tiny_model_dir)
     export(ExportConfig(out=str(run)))
@@ -265,8 +266,8 @@ def test_adapter_merged_on_the_fly_as_the_merge_stage_merges_it(tiny_model_dir, 
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from covertune.config import MergeConfig
-    from covertune.merge import merge
+    from covertune.config.stages import MergeConfig
+    from covertune.stages.merge import merge
 
     run = tmp_path / "run"
     torch.manual_seed(5)
@@ -300,7 +301,7 @@ def test_llama3_style_tokenizer_with_bos(tmp_path):
     from transformers import PreTrainedTokenizerFast
 
     from covertune.export.gguf_vocab import LLAMA3_SPLIT
-    from covertune.prompt import TEMPLATE
+    from covertune.core.prompt import TEMPLATE
 
     from conftest import CHATML, make_tiny_llama
 

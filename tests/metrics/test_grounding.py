@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from covertune.metrics import grounding as g
-from covertune.prompt import render_prompt
-from covertune.records import INPUT_FIELDS, from_source_row, inputs_of
+from covertune.core.prompt import render_prompt
+from covertune.core.records import INPUT_FIELDS, from_source_row, inputs_of
 
 
 def inputs(**kw) -> dict:

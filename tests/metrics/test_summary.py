@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covertune.config import EvaluateConfig
+from covertune.config.stages import EvaluateConfig
 from covertune.metrics import summary
-from covertune.metrics.evaluate import evaluate
+from covertune.stages.evaluate import evaluate
 
 
 def _letter(n: int) -> str:

@@ -41,8 +41,8 @@ def serve_model_dir(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_lm(serve_model_dir):
-    from covertune.config import GenerateConfig
-    from covertune.generate import load_letter_model
+    from covertune.config.stages import GenerateConfig
+    from covertune.models.letter_model import load_letter_model
 
     return load_letter_model(GenerateConfig(model=str(serve_model_dir), out="", dtype="fp32"))
 
@@ -52,7 +52,7 @@ def make_client(tiny_lm, monkeypatch):
     """``make_client(**ServeConfig options)`` -> a started TestClient (its worker stops with the test)."""
     from fastapi.testclient import TestClient
 
-    from covertune.config import ServeConfig
+    from covertune.config.stages import ServeConfig
     from covertune.serve.app import create_app
     from covertune.serve.engine import Engine
 
@@ -90,7 +90,7 @@ def make_server(tiny_lm, monkeypatch):
 
     import uvicorn
 
-    from covertune.config import ServeConfig
+    from covertune.config.stages import ServeConfig
     from covertune.serve.app import create_app
     from covertune.serve.engine import Engine
 

@@ -6,8 +6,9 @@ import threading
 
 import httpx
 
-from covertune.generate import Decoding, generate_token_ids
-from covertune.prompt import extract_letter, prompt_ids
+from covertune.generation.decoding import Decoding
+from covertune.generation.letters import generate_token_ids
+from covertune.core.prompt import extract_letter, prompt_ids
 from covertune.serve.batching import Batcher, Job, LetterText
 
 from serve_fixtures import FIELDS, make_server, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
@@ -129,7 +130,7 @@ def test_concurrent_http_requests(make_server, tiny_lm):
 
 
 def test_letter_text_releases_only_what_the_letter_keeps():
-    from covertune.prompt import COVER_LETTER_HEADER, INSTRUCTION
+    from covertune.core.prompt import COVER_LETTER_HEADER, INSTRUCTION
 
     def stream(outputs):  # the decoded output after each step
         lt = LetterText()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from covertune.config import ServeConfig
-from covertune.select import choose, mbr_scores
+from covertune.config.stages import ServeConfig
+from covertune.generation.select import choose, mbr_scores
 from covertune.serve.app import check_config
 
 from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
@@ -69,8 +69,8 @@ def test_candidate_errors(make_client):
 
 def test_classifier_mbr_scores_every_candidate(make_client, flagged_train_records, tmp_path):
     from covertune.classify.model import LetterClassifier, examine_all
-    from covertune.records import inputs_of
-    from covertune.serve.app import build_engine
+    from covertune.core.records import inputs_of
+    from covertune.stages.serve import build_engine
 
     c = make_client(max_batch_size=4)
     r = c.post("/v1/cover-letter", json={**FIELDS, "candidates": 3, "select": "classifier-mbr"})

@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 
-from covertune import io, records
-from covertune.config import GenerateConfig
-from covertune.generate import generate
+from covertune.core import io, records
+from covertune.config.stages import GenerateConfig
+from covertune.stages.generate import generate
 from covertune.metrics.grounding import ground_json
 
 from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
@@ -98,9 +98,11 @@ def test_chat_prompt_format(serve_model_dir):
     """A model trained on chat prompts is fed the schema inside its chat template, as generate feeds it."""
     from fastapi.testclient import TestClient
 
-    from covertune.config import ServeConfig
-    from covertune.generate import Decoding, generate_letters, load_letter_model
-    from covertune.prompt import prompt_ids, wrap_chat, render_prompt
+    from covertune.config.stages import ServeConfig
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_letters
+    from covertune.models.letter_model import load_letter_model
+    from covertune.core.prompt import prompt_ids, wrap_chat, render_prompt
     from covertune.serve.app import create_app
     from covertune.serve.engine import Engine
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from covertune.generate import Decoding
+from covertune.generation.decoding import Decoding
 from covertune.serve.batching import Job
 
 from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from covertune.prompt import render_prompt
+from covertune.core.prompt import render_prompt
 
 from serve_fixtures import FIELDS, client, make_client, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 

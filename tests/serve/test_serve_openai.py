@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from covertune.prompt import render_prompt
+from covertune.core.prompt import render_prompt
 
 from serve_fixtures import FIELDS, make_client, make_server, serve_model_dir, tiny_lm  # noqa: F401  (fixtures)
 

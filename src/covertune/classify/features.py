@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from covertune.classify.labels import letter_flags, rule_reasons
 from covertune.data.quality import repetition, word_count
 from covertune.metrics.summary import is_nan
+from covertune.metrics.grounding import ground_details
 
 CHECKS: tuple[str, ...] = (
     "log_words", "log_paragraphs", "repetition", "too_short", "no_greeting", "no_signoff", "generic",
@@ -46,7 +47,6 @@ def _present(value: float) -> float:
 def examine(letter: str, inputs: dict[str, str], flags: list[dict] | None = None, min_words: int = 50) -> Examined:
     """The checks and the rule's label of ``letter`` written for ``inputs`` (the eight fields); ``flags``
     are its data-stage flags when known, else computed on the letter alone."""
-    from covertune.metrics.grounding import ground_details
 
     d = ground_details(letter, inputs)
     flags = letter_flags(letter, inputs, min_words, d) if flags is None else flags

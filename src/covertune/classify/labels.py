@@ -19,7 +19,8 @@ other letter (a generated candidate) from flags computed on it alone.
 from __future__ import annotations
 
 from covertune.data.quality import flag_record
-from covertune.records import FLAGS_FIELD, TARGET_FIELD, inputs_of
+from covertune.core.records import FLAGS_FIELD, TARGET_FIELD, inputs_of
+from covertune.metrics.grounding import ground_details
 
 RULE_FLAGS: tuple[str, ...] = ("too_short", "generic")
 
@@ -46,7 +47,6 @@ def label_letter(letter: str, inputs: dict[str, str], flags: list[dict] | None =
                  min_words: int = 50) -> tuple[int, list[str]]:
     """(1 positive / 0 negative, the reasons it is negative) for a letter written for ``inputs``;
     ``flags`` are its data-stage flags when known, else computed on the letter alone."""
-    from covertune.metrics.grounding import ground_details
 
     d = ground_details(letter, inputs)
     flags = letter_flags(letter, inputs, min_words, d) if flags is None else flags

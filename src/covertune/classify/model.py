@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from covertune import io
+from covertune.core import io
 from covertune.classify.features import CHECKS, examine
 
 FORMAT = "covertune-letter-classifier"
@@ -198,3 +198,22 @@ def precision_recall(labels: Sequence[int], scores: Sequence[float], threshold: 
                                 "f1": 2 * p * r / (p + r) if p and r else (0.0 if p is not None and r is not None else None),
                                 "true": tp, "predicted": predicted, "actual": actual}
     return out
+
+
+def load_classifier(path: str, out) -> tuple[object, Path]:
+    """The letter-quality classifier for --select classifier-mbr: ``path`` (its classifier.json or folder),
+    else ``<out>/classifier``; with the file it was read from."""
+
+    target = Path(path).expanduser() if path else classifier_dir(out) if out else None
+    if target is None:
+        raise ValueError("--select classifier-mbr needs --classifier (a classifier.json from `covertune classify "
+                         "train`) or --out with a trained classifier")
+    file = target / CLASSIFIER_FILE if target.is_dir() else target
+    return LetterClassifier.load(file), file
+
+
+CLASSIFIER_DIR = "classifier"
+
+
+def classifier_dir(out) -> Path:
+    return Path(out) / CLASSIFIER_DIR

@@ -29,7 +29,7 @@ import re
 from collections import Counter
 from typing import Callable, Iterable
 
-from covertune.records import TARGET_FIELD
+from covertune.core.records import TARGET_FIELD
 
 RAW_FIELD = "cover_letter_raw"  # the letter as loaded, kept beside the cleaned one
 SAMPLE_MARKER = "\n### Sample"

@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from covertune.records import (
-    ID_FIELD, INPUT_FIELDS, MISSING_FIELD, RECORD_FIELDS, SOURCE_COLUMNS,
-)
+from covertune.core.records import ID_FIELD, INPUT_FIELDS, MISSING_FIELD, RECORD_FIELDS, SOURCE_COLUMNS
+from covertune.data.sample import sample_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +72,6 @@ def load(spec: str, *, seed: int = 42, test_size: float = 0.3) -> tuple[dict[str
     if not spec:
         raise ValueError("no dataset given: pass --data (a file, a folder, a hub id or 'sample')")
     if spec == "sample":
-        from covertune.data.sample import sample_dir
 
         return _load_folder(sample_dir(), seed, test_size)
     path = Path(spec).expanduser()

@@ -17,7 +17,8 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
-from covertune.records import FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS, TARGET_FIELD, inputs_of
+from covertune.core.records import FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS, TARGET_FIELD, inputs_of
+from covertune.metrics.grounding import number_claims, unsupported_orgs
 
 FLAG_NAMES: tuple[str, ...] = ("too_short", "no_greeting", "no_signoff", "generic", "collapsed_bullets",
                                "empty_inputs", "ungrounded")
@@ -154,7 +155,6 @@ def ungrounded_reason(rec: dict, grounding: dict | None = None) -> str | None:
     """What the letter claims that its inputs do not support: numbers and organisations (None: nothing).
     ``grounding``: its findings already computed (ground_details), else they are computed here."""
     if grounding is None:
-        from covertune.metrics.grounding import number_claims, unsupported_orgs
 
         inputs, letter = inputs_of(rec), rec[TARGET_FIELD]
         numbers = [n.text for n in number_claims(letter, inputs)[1]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from covertune.records import ID_FIELD, INPUT_FIELDS, RECORD_FIELDS
+from covertune.core.records import ID_FIELD, INPUT_FIELDS, RECORD_FIELDS
 from covertune.data.quality import flag_names
 
 

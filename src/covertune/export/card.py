@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from covertune.prompt import LETTER_SEPARATOR, TEMPLATE
+from covertune.core.prompt import LETTER_SEPARATOR, TEMPLATE
 
 TRAIN_KEYS = ("quantization", "lora_r", "lora_alpha", "target_modules", "epochs", "max_steps", "learning_rate",
               "batch_size", "grad_accum", "max_length", "loss_on", "prompt_format", "seed")

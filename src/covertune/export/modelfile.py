@@ -2,7 +2,7 @@
 
 A runtime tokenizes the whole templated text at once (adding BOS when the file says to), while covertune
 feeds the prompt's ids and then the separator's ids as training tokenized them before a letter
-(covertune.prompt.prompt_ids). The template is built so the two agree, token for token:
+(covertune.core.prompt.prompt_ids). The template is built so the two agree, token for token:
 - chat format: the model's chat template rendered around a placeholder user message, split at the
   placeholder (``{{ .Prompt }}`` takes its place), less a leading BOS the runtime adds itself;
 - raw format: ``{{ .Prompt }}`` and the separator. Where the separator's text, tokenized after the
@@ -14,7 +14,7 @@ The check is made on a rendered prompt when the file is written; a template that
 
 from __future__ import annotations
 
-from covertune.prompt import separator_ids, text_ids, wrap_chat
+from covertune.core.prompt import separator_ids, text_ids, wrap_chat
 
 PLACEHOLDER = "<<covertune-prompt>>"
 MODEL_FILE = "model.gguf"

@@ -1,5 +1,4 @@
-"""Metrics for generated cover letters: ROUGE-L, BERTScore, repetition, grounding, and their summaries.
+"""Metrics for generated cover letters: ROUGE-L, BERTScore, repetition, grounding, their summaries, and
+one letter's scores and reading an eval.csv (evaluate). The command is ``covertune.stages.evaluate``."""
 
-``evaluate.py`` is the stage function that reads an eval.csv and writes the per-example results, the
-summary table and metrics.json; the other modules are its components.
-"""
+__all__ = ["rouge", "bertscore", "repetition", "grounding", "summary", "evaluate"]

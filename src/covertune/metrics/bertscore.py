@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from covertune.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ def bert_score(candidates: list[str], references: list[str], spec: ScorerSpec | 
     import torch
     from bert_score.utils import get_bert_embedding, greedy_cos_idf, sent_encode
     from torch.nn.utils.rnn import pad_sequence
-
-    from covertune.progress import progress_bar
 
     scorer = load_scorer(spec, resolve_device(device), batch_size)
     tokenizer, model = scorer._tokenizer, scorer._model

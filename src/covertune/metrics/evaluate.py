@@ -10,110 +10,27 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
 from io import StringIO
 from pathlib import Path
 
 import pandas as pd
 
-from covertune import io, rundir, tracking
-from covertune.io import read_utf8
-from covertune.config import EvaluateConfig, validate
-from covertune.metrics import bertscore, grounding, summary
+from covertune.core import rundir
+from covertune.core.io import read_utf8
+from covertune.metrics import grounding
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.rouge import rouge_l
-from covertune.prompt import COVER_LETTER_HEADER
-from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, not_a_letter
+from covertune.core.prompt import COVER_LETTER_HEADER
+from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS, not_a_letter
 
 log = logging.getLogger(__name__)
 
-STAGE = "evaluate"
 RESULTS_FILE, SUMMARY_FILE, METRICS_FILE = rundir.RESULTS_FILE, rundir.SUMMARY_FILE, rundir.METRICS_FILE
 RESULT_COLUMNS: tuple[str, ...] = (
     "model", "prediction", "reference", "rougeL_f", "bert_precision", "bert_recall", "bert_f1",
     "repetition_ratio", "example", "length_chars", "empty_output", *grounding.GROUNDING_COLUMNS,
     "bertscore_hash", "prompt",
 )
-
-
-def evaluate(cfg: EvaluateConfig) -> str:
-    validate(cfg)
-    rundir.check_out(cfg.out)
-    out = Path(cfg.out)
-    path = Path(cfg.eval_csv) if cfg.eval_csv else rundir.eval_csv(out)
-    if not path.is_file():
-        hint = ("check --eval-csv" if cfg.eval_csv else
-                f"run `covertune generate --out {out}` first, or pass --eval-csv")
-        raise FileNotFoundError(f"{path} does not exist; {hint} (a CSV with the columns {', '.join(EVAL_COLUMNS)})")
-    spec = bertscore.resolve(cfg.bertscore_model, cfg.bertscore_layers, cfg.bertscore_rescale)
-    key = {"input": _file_id(path), "bertscore_hash": bertscore.scorer_hash(spec)}
-    if not cfg.force and _complete(out, key):
-        return f"evaluate: {out} already scored {path} (use --force to score again)"
-
-    # ---- read and check
-    frame, models = read_eval_csv(path)
-    n = len(frame)
-    log.info("scoring %d examples x %d model(s) from %s", n, len(models), path)
-    inputs = [grounding.try_parse_prompt(p) for p in frame["prompt"]]
-    parsed = sum(x is not None for x in inputs)
-    if parsed < n:
-        log.warning("%d of %d prompts are not in covertune's prompt schema: their grounding metrics are NaN",
-                    n - parsed, n)
-
-    # ---- score: text overlap, repetition and grounding per letter
-    from covertune.progress import progress_bar
-
-    t0 = time.time()
-    rows = []
-    for model in models:
-        col = MODEL_COLUMNS[model]
-        for i in progress_bar(range(n), desc=f"ROUGE-L + grounding ({model})", unit="letter"):
-            letter, reference = frame.at[i, col], frame.at[i, "ground_truth"]
-            rows.append({"model": model, "prediction": letter, "reference": reference, "example": i,
-                         **letter_scores(letter, reference, inputs[i]), "prompt": frame.at[i, "prompt"]})
-    t_overlap = time.time() - t0
-
-    # ---- BERTScore: every (letter, reference) pair in one pass (each distinct text is encoded once,
-    # in batches sorted by length: a reference shared by the base and fine-tuned letters too)
-    t0 = time.time()
-    P, R, F, scorer_hash = bertscore.bert_score([r["prediction"] for r in rows], [r["reference"] for r in rows],
-                                                spec, device=cfg.device, batch_size=cfg.bertscore_batch_size)
-    for j, row in enumerate(rows):
-        row.update(bert_precision=P[j], bert_recall=R[j], bert_f1=F[j], bertscore_hash=scorer_hash)
-    t_bert = time.time() - t0
-
-    # ---- summarise and write
-    results = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
-    masks = summary.subset_masks(frame, [MODEL_COLUMNS[m] for m in models])
-    subsets = {name: [int(i) for i in frame.index[mask]] for name, mask in masks.items()}
-    table = summary.summarize(results, subsets, models)
-    table.insert(3, "bertscore_hash", scorer_hash)
-    metrics = {
-        "input": {**key["input"], "rows": n},
-        "models": models,
-        "bertscore": {"model": cfg.bertscore_model, "hash": scorer_hash,
-                      "num_layers": spec.num_layers if spec else None, "idf": False,
-                      "rescale_with_baseline": bool(spec and spec.rescale_with_baseline)},
-        "rouge": {"variant": "rougeL", "use_stemmer": False, "summary": "plain mean"},
-        "empty_outputs": {m: int(results.loc[results["model"] == m, "empty_output"].sum()) for m in models},
-        "prompts_parsed": parsed,
-        "subsets": summary.summary_json(table, subsets, models),
-        "metric_info": {k: {"label": m.label, "higher_is_better": m.higher_is_better}
-                        for k, m in summary.METRICS.items()},
-        "seconds": {"overlap_and_grounding": round(t_overlap, 2), "bertscore": round(t_bert, 2)},
-    }
-    io.write_csv(out / RESULTS_FILE, results)
-    io.write_csv(out / SUMMARY_FILE, table)
-    io.write_json(out / METRICS_FILE, metrics)
-    rundir.mark_done(out, STAGE, key)
-    tracking.log_results(out, tracking.evaluation_scalars(metrics))  # the training's tracker runs, if any
-
-    full = metrics["subsets"]["full"]["models"]
-    headline = ", ".join(f"{m} {summary.fmt(full[m]['rougeL_f']['mean'])}" for m in models)
-    bert = ", ".join(f"{m} {summary.fmt(full[m]['bert_f1']['mean'])}" for m in models) if spec else "skipped"
-    return (f"evaluate: scored {n} examples x {len(models)} model(s) from {path} -> {out / RESULTS_FILE}, "
-            f"{SUMMARY_FILE}, {METRICS_FILE}\n  ROUGE-L F1 (full): {headline}\n  BERTScore F1 (full): {bert} "
-            f"[{scorer_hash}]")
 
 
 def letter_scores(letter: str, reference: str, inputs: dict[str, str] | None) -> dict:
@@ -177,7 +94,7 @@ def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         echoed = int(frame[col].str.lstrip().str.startswith("### Job Description").sum())
         if echoed:
             log.warning("%s: %d %s cell(s) start with the prompt: they are scored as they are, which lowers every "
-                        "score. Keep only the letter (covertune.prompt.extract_letter)", path, echoed, col)
+                        "score. Keep only the letter (covertune.core.prompt.extract_letter)", path, echoed, col)
         headers = int(frame[col].str.contains(COVER_LETTER_HEADER, regex=False).sum()) - echoed
         if headers > 0:
             log.info("%s: %d %s cell(s) contain a %r section after the letter (the model went on writing); "
@@ -187,21 +104,4 @@ def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise ValueError(f"{path}: the model column(s) {', '.join(cols)} are empty in every row; nothing to score")
     return frame, models
 
-
-def _file_id(path: Path) -> dict:
-    st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _complete(out: Path, key: dict) -> bool:
-    if not rundir.is_done(out, STAGE):
-        return False
-    if not all((out / f).is_file() for f in (RESULTS_FILE, SUMMARY_FILE, METRICS_FILE)):
-        return False
-    try:
-        import json
-
-        return json.loads(rundir.stage_marker(out, STAGE).read_text(encoding="utf-8")) == key
-    except (OSError, ValueError):
-        return False
 

@@ -1,7 +1,7 @@
 """Grounding: does a letter use the applicant's facts, and does it invent any?
 
 The inputs come from the ``prompt`` column, parsed back into the record's fields (:func:`parse_prompt`
-inverts :func:`covertune.prompt.render_prompt`; a field rendered as "None" parses as empty). Every rule
+inverts :func:`covertune.core.prompt.render_prompt`; a field rendered as "None" parses as empty). Every rule
 is a documented heuristic, case-insensitive unless said otherwise; phrases match whole words only, with
 spaces and hyphens interchangeable ("problem-solving" = "problem solving"; a one-word skill like
 "problemsolving" also matches "problem-solving"); phrases of one or two characters ("R", "Go") match
@@ -53,8 +53,8 @@ import re
 from dataclasses import dataclass
 
 from covertune.metrics.summary import is_nan
-from covertune.prompt import INSTRUCTION, REFERENCE_MISSING_TEXT, TEMPLATE
-from covertune.records import INPUT_FIELDS
+from covertune.core.prompt import INSTRUCTION, REFERENCE_MISSING_TEXT, TEMPLATE
+from covertune.core.records import INPUT_FIELDS
 
 GROUNDING_COLUMNS: tuple[str, ...] = (
     "name_mentioned", "company_mentioned", "job_title_mentioned",
@@ -80,7 +80,7 @@ _PROMPT_RE = _template_regex()
 
 
 def parse_prompt(prompt: str, missing_text: str = REFERENCE_MISSING_TEXT) -> dict[str, str]:
-    """The eight input fields of a prompt rendered by covertune.prompt.render_prompt (also when wrapped
+    """The eight input fields of a prompt rendered by covertune.core.prompt.render_prompt (also when wrapped
     in a chat template). A field rendered as ``missing_text`` ("None") comes back as ""."""
     m = _PROMPT_RE.search(prompt)
     if m is None:

@@ -27,8 +27,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from covertune.config import GenerateConfig, ServeConfig
+from covertune.config.stages import ServeConfig
 from covertune.serve.errors import APIError
+from covertune.generation.select import SELECT_MODES
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ ROUTES = {"/health", "/metrics", "/v1/cover-letter", "/v1/chat/completions", "/v
 
 def create_app(engine, cfg: ServeConfig) -> FastAPI:
     """The application around a loaded ``Engine``; the batcher's worker runs while the app's lifespan does."""
-    from covertune.serve import ollama_compat, openai_compat, routes
+    from covertune.serve import ollama_compat, openai_compat, routes  # torch and transformers, through the engine
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -137,7 +138,6 @@ def check_config(cfg: ServeConfig) -> None:
         raise ValueError("--batch-window-ms, --retry-after-s and --graceful-timeout-s must not be negative")
     if not cfg.model_name.strip():
         raise ValueError("--model-name must not be empty")
-    from covertune.select import SELECT_MODES
 
     if not 1 <= cfg.candidates <= cfg.max_batch_size:
         raise ValueError(f"--candidates must be 1 to --max-batch-size ({cfg.max_batch_size}), got {cfg.candidates}")
@@ -147,32 +147,3 @@ def check_config(cfg: ServeConfig) -> None:
         raise ValueError("--candidate-temperature must be > 0 and --candidate-top-p in (0, 1]")
 
 
-def build_engine(cfg: ServeConfig):
-    from covertune.generate import load_letter_model
-    from covertune.serve.engine import Engine
-
-    check_config(cfg)
-    classifier = None
-    if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads
-        from covertune.generate import load_classifier
-
-        classifier, _ = load_classifier(cfg.classifier, cfg.out)
-    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
-                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
-                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
-    engine = Engine(lm, cfg)
-    engine.classifier = classifier
-    return engine
-
-
-def serve(cfg: ServeConfig) -> str:
-    import uvicorn
-
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        key = cfg.api_key or os.environ.get(API_KEY_ENV, "")
-        log.warning("binding %s: the server is reachable from other machines%s", cfg.host,
-                    "" if key else " and has no API key (set COVERTUNE_API_KEY)")
-    app = create_app(build_engine(cfg), cfg)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
-                timeout_graceful_shutdown=cfg.graceful_timeout_s)
-    return "serve: stopped"

@@ -1,7 +1,7 @@
 """Dynamic batching: one worker thread owns the model and generates queued requests together.
 
 The worker takes the oldest waiting request, then keeps taking requests for ``window_s`` (or until
-``max_batch_size``) and generates them as one left-padded batch with ``covertune.generate.generate_batch``,
+``max_batch_size``) and generates them as one left-padded batch with ``covertune.generation.decoding.generate_batch``,
 the function ``covertune generate`` uses. Only requests with the same decoding settings share a batch:
 greedy requests batch together (each with its own ``max_new_tokens``: greedy tokens do not depend on how
 long the batch runs); a sampling request is generated alone, seeded, so its letter depends only on its
@@ -28,8 +28,9 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from covertune.generate import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
-from covertune.prompt import COVER_LETTER_HEADER, INSTRUCTION, extract_letter
+from covertune.generation.decoding import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
+from covertune.core.prompt import COVER_LETTER_HEADER, INSTRUCTION, extract_letter
+from covertune.generation.select import hold_greedy
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +272,6 @@ class Batcher:
         extra = {}
         if held:
             from transformers import LogitsProcessorList
-
-            from covertune.select import hold_greedy
 
             extra["logits_processor"] = LogitsProcessorList([hold_greedy(held)])
         rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id,

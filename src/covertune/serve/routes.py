@@ -24,6 +24,7 @@ from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
 from covertune.serve.engine import GenerationFailed
 from covertune.serve.errors import APIError
 from covertune.serve.schemas import CoverLetterRequest
+from covertune.generation.select import SELECT_MODES, choose
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -89,8 +90,7 @@ async def cover_letter(request: Request):
 
 
 async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n: int) -> dict:
-    """The letter chosen among ``n`` candidates (covertune.select), with every candidate under "candidates"."""
-    from covertune.select import SELECT_MODES, choose
+    """The letter chosen among ``n`` candidates (covertune.generation.select), with every candidate under "candidates"."""
 
     select = req.select or engine.cfg.select
     if select not in SELECT_MODES:

@@ -9,7 +9,7 @@ from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from covertune.records import INPUT_FIELDS
+from covertune.core.records import INPUT_FIELDS
 
 
 class _Body(BaseModel):

@@ -1,0 +1,41 @@
+"""`covertune serve`: the model loaded once and served over HTTP (covertune.serve.app).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from covertune.config.stages import GenerateConfig, ServeConfig
+from covertune.serve.app import API_KEY_ENV, check_config, create_app
+from covertune.models.letter_model import load_letter_model
+from covertune.serve.engine import Engine
+from covertune.classify.model import load_classifier
+
+log = logging.getLogger(__name__)
+
+def build_engine(cfg: ServeConfig):
+
+    check_config(cfg)
+    classifier = None
+    if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads
+
+        classifier, _ = load_classifier(cfg.classifier, cfg.out)
+    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
+                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
+                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
+    engine = Engine(lm, cfg)
+    engine.classifier = classifier
+    return engine
+
+
+def serve(cfg: ServeConfig) -> str:
+    import uvicorn
+
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        key = cfg.api_key or os.environ.get(API_KEY_ENV, "")
+        log.warning("binding %s: the server is reachable from other machines%s", cfg.host,
+                    "" if key else " and has no API key (set COVERTUNE_API_KEY)")
+    app = create_app(build_engine(cfg), cfg)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level,
+                timeout_graceful_shutdown=cfg.graceful_timeout_s)
+    return "serve: stopped"

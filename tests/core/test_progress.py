@@ -1,0 +1,67 @@
+"""Progress bars: tqdm on a terminal, a few plain log lines in a log file."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from covertune.core import progress
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+@pytest.fixture
+def not_a_terminal(monkeypatch):
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "log")
+
+
+def test_is_terminal(monkeypatch):
+    monkeypatch.delenv("COVERTUNE_PROGRESS", raising=False)
+    assert not progress.is_terminal(io.StringIO())
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress.is_terminal(Tty())
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "log")
+    assert not progress.is_terminal(Tty())
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "bar")
+    assert progress.is_terminal(io.StringIO())
+
+
+def test_log_lines_at_most_every_interval(not_a_terminal, monkeypatch, caplog):
+    clock = _Clock()
+    monkeypatch.setattr("tqdm.std.time", clock)
+    caplog.set_level(logging.INFO, logger="covertune.core.progress")
+    bar = progress.progress_bar(total=1000, desc="letters", unit="letter", log_every=30)
+    assert isinstance(bar, progress.LogLineBar)
+    for _ in range(1000):  # 1000 updates over 100 simulated seconds
+        clock.t += 0.1
+        bar.update(1)
+    bar.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "covertune.progress"]
+    # the opening line, one about every 30 s, and the last: a handful, not a thousand
+    assert 3 <= len(lines) <= 6, lines
+    assert lines[0].startswith("letters: 0/1000")
+    assert lines[-1].startswith("letters: 1000/1000 (100%)")
+    assert all("\r" not in line and "\n" not in line for line in lines)
+
+
+def test_disabled_and_terminal_bars_are_tqdm(monkeypatch):
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "bar")
+    bar = progress.progress_bar(total=3, file=io.StringIO())
+    assert not isinstance(bar, progress.LogLineBar)
+    bar.close()
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "log")
+    bar = progress.progress_bar(total=3, disable=True)
+    assert not isinstance(bar, progress.LogLineBar) and bar.disable
+    bar.close()
