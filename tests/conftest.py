@@ -204,3 +204,20 @@ def make_short_records():
     """``make_short_records(dataset_dir, model_dir, rows, letter_chars, max_prompt_tokens, prefix)``: real train
     rows with short letters and prompts, for training a tiny model fast."""
     return _short_records
+
+
+class CountGenerate:
+    """Wraps LlamaForCausalLM.generate: counts calls and can fail on the n-th one (an interruption)."""
+
+    def __init__(self, monkeypatch, fail_on: int | None = None):
+        from transformers import LlamaForCausalLM
+
+        self.calls, self.fail_on, original = 0, fail_on, LlamaForCausalLM.generate
+
+        def wrapped(model, *args, **kwargs):
+            self.calls += 1
+            if self.fail_on is not None and self.calls == self.fail_on:
+                raise KeyboardInterrupt("simulated interruption")
+            return original(model, *args, **kwargs)
+
+        monkeypatch.setattr(LlamaForCausalLM, "generate", wrapped)

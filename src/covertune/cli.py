@@ -15,11 +15,14 @@ import typing
 
 from covertune import __version__
 from covertune.core import distributed
-from covertune.config.build import STAGE_CONFIGS, build, field_types, load_preset, load_yaml, preset_names
+from covertune.config.build import STAGE_CONFIGS, build, field_types, load_preset, load_yaml, preset_names, type_name
 from covertune.config.options import choices
 from covertune import registry
 from covertune.core.progress import quiet_library_bars
 
+
+
+RANGE_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
 def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> None:
@@ -27,13 +30,15 @@ def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> N
     for a choice option) otherwise; values are coerced and validated by config.build."""
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+    bounds = " and ".join(f"{sign} {f.metadata[k]}" for k, sign in RANGE_SIGNS.items() if k in f.metadata)
+    accepts = type_name(kind) + (f" {bounds}" if bounds else "")  # "an integer >= 1", "one of raw, chat"
+    help_text = f"{f.metadata.get('help', '')} ({accepts}; default: {default!r})".replace("%", "%%")
     if f.metadata.get("positional") and typing.get_origin(kind) is typing.Literal:  # one word of a few
-        parser.add_argument(f.name, choices=choices(kind), help=f.metadata.get("help", ""))
+        parser.add_argument(f.name, choices=choices(kind), help=f"{f.metadata.get('help', '')} ({accepts})")
         return
     if f.metadata.get("positional"):
         parser.add_argument(f.name, nargs="+", metavar=f.name.upper().rstrip("S") + "_DIR",
-                            help=f.metadata.get("help", ""))
+                            help=f"{f.metadata.get('help', '')} ({accepts})")
         return
     if kind is bool:
         parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,

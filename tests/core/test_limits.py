@@ -7,6 +7,7 @@ import json
 import pytest
 
 from covertune.core import limits
+from covertune.models.load import context_length
 from covertune.core.records import RECORD_FIELDS
 
 
@@ -18,13 +19,13 @@ def _record(i: int, **fields) -> dict:
 
 
 def test_context_length_from_config(tmp_path, tiny_model_dir):
-    assert limits.context_length(str(tiny_model_dir)) == 2048  # the tiny Llama's max_position_embeddings
+    assert context_length(str(tiny_model_dir)) == 2048  # the tiny Llama's max_position_embeddings
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_positions": 1024}))
-    assert limits.context_length(str(tmp_path)) == 1024
+    assert context_length(str(tmp_path)) == 1024
     (tmp_path / "config.json").write_text(json.dumps({"text_config": {"max_position_embeddings": 4096}}))
-    assert limits.context_length(str(tmp_path)) == 4096
+    assert context_length(str(tmp_path)) == 4096
     (tmp_path / "config.json").unlink()  # a folder holding only a tokenizer: unknown
-    assert limits.context_length(str(tmp_path)) is None
+    assert context_length(str(tmp_path)) is None
 
 
 def test_check_rows_first_problem_per_row(tiny_model_dir):

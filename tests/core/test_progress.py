@@ -48,7 +48,7 @@ def test_log_lines_at_most_every_interval(not_a_terminal, monkeypatch, caplog):
         clock.t += 0.1
         bar.update(1)
     bar.close()
-    lines = [r.getMessage() for r in caplog.records if r.name == "covertune.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "covertune.core.progress"]
     # the opening line, one about every 30 s, and the last: a handful, not a thousand
     assert 3 <= len(lines) <= 6, lines
     assert lines[0].startswith("letters: 0/1000")

@@ -21,10 +21,7 @@ from covertune.generation.select import (
     summarise,
 )
 
-try:
-    from test_generate import CountGenerate
-except ImportError:  # tests/ imported as a package
-    from tests.test_generate import CountGenerate
+from conftest import CountGenerate
 
 INPUTS = {"job_title": "Data Analyst", "hiring_company": "Brightwave", "preferred_qualifications": "",
           "applicant_name": "Ann Lee", "current_experience": "Data Analyst at Foxglove for 3 years",

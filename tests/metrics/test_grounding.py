@@ -1,58 +1,15 @@
-"""Grounding rules on hand-made cases, and the prompt parser against real rows."""
+"""Grounding rules on hand-made cases."""
 
 from __future__ import annotations
 
 import math
 
-import pandas as pd
-import pytest
-
 from covertune.metrics import grounding as g
-from covertune.core.prompt import render_prompt
-from covertune.core.records import INPUT_FIELDS, from_source_row, inputs_of
+from covertune.core.records import INPUT_FIELDS
 
 
 def inputs(**kw) -> dict:
     return {k: kw.get(k, "") for k in INPUT_FIELDS}
-
-
-# ---------------------------------------------------------------- parse_prompt
-
-
-def _no_none(record: dict) -> dict:
-    # a field that is literally "None" renders like an empty one; both parse back as ""
-    return {k: "" if v == "None" else v for k, v in record.items()}
-
-
-def test_parse_inverts_render_on_real_rows(dataset_dir):
-    n = 0
-    for split in ("train", "test"):
-        frame = pd.read_csv(dataset_dir / f"{split}.csv", dtype=str, keep_default_na=False)
-        for row in frame.to_dict("records"):
-            record = inputs_of(from_source_row(row))
-            assert g.parse_prompt(render_prompt(record)) == _no_none(record)
-            n += record == _no_none(record)
-    assert n > 1100  # all but a handful of rows round-trip exactly
-
-
-def test_parse_reads_the_reference_prompts(reference_dir, dataset_dir):
-    ref = pd.read_csv(reference_dir / "cleaned_eval.csv", dtype=str, keep_default_na=False)
-    test = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False)
-    for prompt, row in zip(ref.prompt, test.to_dict("records")):
-        assert g.parse_prompt(prompt) == _no_none(inputs_of(from_source_row(row)))
-
-
-def test_parse_none_fields_and_chat_wrapping():
-    record = inputs(job_title="Data Scientist", hiring_company="XYZ Corp", applicant_name="Ann Lee",
-                    skillsets="Python\nSQL")
-    prompt = render_prompt(record)
-    assert "Qualifications: None" in prompt
-    assert g.parse_prompt(prompt) == record
-    wrapped = "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n"
-    assert g.parse_prompt(wrapped) == record
-    with pytest.raises(ValueError, match="prompt schema"):
-        g.parse_prompt("Write a cover letter for a data scientist.")
-    assert g.try_parse_prompt("") is None
 
 
 # ---------------------------------------------------------------- mentions

@@ -16,6 +16,7 @@ from covertune.generation.letters import Journal, generate_letters, generate_tok
 from covertune.stages.generate import generate
 from covertune.models.load import load_model, load_tokenizer
 from covertune.core.prompt import LETTER_SEPARATOR, prompt_ids, render_prompt, wrap_chat
+from conftest import CountGenerate
 
 N_ROWS = 6
 
@@ -61,23 +62,6 @@ def _cfg(run_dir, tiny_model_dir, adapter_dir=None, **kw):
     base = dict(model=str(tiny_model_dir), out=str(run_dir), adapter=str(adapter_dir) if adapter_dir else "",
                 max_new_tokens=10, batch_size=2, dtype="fp32")
     return GenerateConfig(**{**base, **kw})
-
-
-class CountGenerate:
-    """Wraps LlamaForCausalLM.generate: counts calls and can fail on the n-th one (an interruption)."""
-
-    def __init__(self, monkeypatch, fail_on: int | None = None):
-        from transformers import LlamaForCausalLM
-
-        self.calls, self.fail_on, original = 0, fail_on, LlamaForCausalLM.generate
-
-        def wrapped(model, *args, **kwargs):
-            self.calls += 1
-            if self.fail_on is not None and self.calls == self.fail_on:
-                raise KeyboardInterrupt("simulated interruption")
-            return original(model, *args, **kwargs)
-
-        monkeypatch.setattr(LlamaForCausalLM, "generate", wrapped)
 
 
 def test_eval_csv_contract(run_dir, tiny_model_dir, adapter_dir, test_records, monkeypatch):

@@ -15,7 +15,8 @@ from typing import Any, Literal
 import yaml
 
 from covertune.config.options import ModelName, check_choice, choices
-from covertune.config.stages import GenerateConfig, PreferConfig, TrainConfig
+from covertune.config.groups import check_decoding
+from covertune.config.stages import GenerateConfig, PreferConfig, TrainConfig, WriteConfig
 from covertune.registry import stage_configs
 
 
@@ -94,11 +95,11 @@ def field_types(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _type_name(kind) -> str:
+def type_name(kind) -> str:
     if typing.get_origin(kind) is Literal:
         return "one of " + ", ".join(choices(kind))
     if typing.get_origin(kind) is list:
-        return "a list of " + _type_name(typing.get_args(kind)[0])
+        return "a list of " + type_name(typing.get_args(kind)[0])
     return {bool: "true or false", int: "an integer", float: "a number", str: "text"}.get(kind, str(kind))
 
 
@@ -145,33 +146,41 @@ def coerce(name: str, value: Any, kind) -> Any:
         return "" if value is None else str(value)
     except (TypeError, ValueError, OverflowError):
         hint = "; quote it in YAML" if isinstance(value, bool) and kind is str else ""
-        raise ValueError(f"option {name!r} expects {_type_name(kind)}, got {value!r}{hint}") from None
+        raise ValueError(f"option {name!r} expects {type_name(kind)}, got {value!r}{hint}") from None
 
 
 def validate(cfg) -> None:
     """Check every value of a stage config against its field's type and range, in one place, before any
     model loads: a ValueError naming the first bad option and what it accepts."""
+    check_fields(cfg, [f.name for f in dataclasses.fields(cfg)])
+    check = _STAGE_CHECKS.get(type(cfg))
+    if check is not None:
+        check(cfg)
+
+
+def check_fields(cfg, names) -> None:
+    """The named fields of ``cfg`` checked against their declared type, choices and range (an option group's
+    fields, covertune.config.groups, carry their range wherever they are used)."""
     hints = field_types(type(cfg))
-    for f in dataclasses.fields(cfg):
+    fields = {f.name: f for f in dataclasses.fields(cfg)}
+    for name in names:
+        f = fields[name]
         value, kind, meta = getattr(cfg, f.name), hints[f.name], f.metadata
         if typing.get_origin(kind) is Literal:
             check_choice(f.name, value, kind)
         elif typing.get_origin(kind) is list:
             inner = typing.get_args(kind)[0]
             if not isinstance(value, list):
-                raise ValueError(f"option {f.name!r} expects {_type_name(kind)}, got {value!r}")
+                raise ValueError(f"option {f.name!r} expects {type_name(kind)}, got {value!r}")
             if typing.get_origin(inner) is Literal:
                 for v in value:
                     check_choice(f.name, v, inner)
         elif kind in (int, float) and not isinstance(value, bool):
             if not isinstance(value, (int, float)):
-                raise ValueError(f"option {f.name!r} expects {_type_name(kind)}, got {value!r}")
+                raise ValueError(f"option {f.name!r} expects {type_name(kind)}, got {value!r}")
             if not math.isfinite(value):
                 raise ValueError(f"{f.name} must be a finite number, got {value!r}")
             _check_range(f.name, value, meta)
-    check = _STAGE_CHECKS.get(type(cfg))
-    if check is not None:
-        check(cfg)
 
 
 _BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
@@ -182,8 +191,13 @@ def _check_range(name: str, value, meta) -> None:
     """``value`` within the field's bounds (metadata ge, gt, le, lt)."""
     bounds = {k: meta[k] for k in _BOUNDS if k in meta}
     if not all(_BOUNDS[k][1](value, b) for k, b in bounds.items()):
-        wanted = " and ".join(f"{_BOUNDS[k][0]} {b:g}" for k, b in bounds.items())
-        raise ValueError(f"{name} must be {wanted}, got {value:g}")
+        wanted = " and ".join(f"{_BOUNDS[k][0]} {_number(b)}" for k, b in bounds.items())
+        raise ValueError(f"{name} must be {wanted}, got {_number(value)}")
+
+
+def _number(x) -> str:
+    """An integer in full (a seed's 4294967295), any other number short (0.001, 1e-05)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def _check_train(cfg: TrainConfig) -> None:
@@ -237,8 +251,7 @@ def _check_generate(cfg: GenerateConfig) -> None:
         raise ValueError(f"models must be a non-empty subset of {', '.join(choices(ModelName))}")
     if len(set(cfg.models)) != len(cfg.models):
         raise ValueError(f"models lists a model twice: {cfg.models}")
-    if cfg.do_sample and cfg.temperature <= 0:
-        raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
+    check_decoding(cfg)
 
 
 def _check_prefer(cfg: PreferConfig) -> None:
@@ -250,7 +263,8 @@ def _check_prefer(cfg: PreferConfig) -> None:
                          f"got {cfg.lr_scheduler!r}")
 
 
-_STAGE_CHECKS = {TrainConfig: _check_train, GenerateConfig: _check_generate, PreferConfig: _check_prefer}
+_STAGE_CHECKS = {TrainConfig: _check_train, GenerateConfig: _check_generate, PreferConfig: _check_prefer,
+                 WriteConfig: check_decoding}
 
 
 def to_dict(cfg) -> dict:

@@ -1,22 +1,23 @@
-"""Stage configs (one dataclass per stage), their option types and ranges, and named presets.
+"""Stage configs: one dataclass per stage, flat (a field is a flag and a YAML key).
 
 Every field carries its help text in ``metadata["help"]`` and, for numbers, its allowed range
-(``ge``/``gt``/``le``/``lt``); a choice option's values are its ``Literal`` type (``choices``). The CLI
-builds its flags from these dataclasses. Values come from (lowest to highest precedence): the dataclass
-default, a named preset, a YAML file (``--config``), command-line flags; ``build`` coerces them to the
-field's type (YAML's ``off``/``no`` booleans back to the choice they spell) and ``validate`` checks every
-value, before any model loads.
+(``ge``/``gt``/``le``/``lt``); a choice option's values are its ``Literal`` type (covertune.config.options).
+The fields generate, write and serve share come from the option groups (covertune.config.groups), declared
+there once with their ranges. The CLI builds its flags from these dataclasses; covertune.config.build
+layers, coerces and validates the values before any model loads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-
-from covertune.config.options import MAX_FIELD_CHARS, MAX_PROMPT_TOKENS
-from covertune.config.options import AutoOnOff, BASE_WEIGHTS_HELP, BaseWeights, CANDIDATES_HELP, CLASSIFIER_HELP, CLASSIFIER_THRESHOLD_HELP, CheckpointChoice, ChosenFallback, ClassifierFeatures, ClassifyAction, DEFAULT_DATASET, Distributed, Dtype, EMBEDDED_MODEL, Engine, ExportFormat, GgufQuant, LogLevel, LossOn, MODEL_SOURCE_HELP, ModelName, PreferenceLoss, PromptFormat, PromptFormatOrAuto, Quantization, Reject, SELECT_HELP, SELECT_REPETITION_HELP, Select, Split, SplitAny, Strategy, Tracker, opt
-
-# ---------------------------------------------------------------- choice options: one type each
+from covertune.config.groups import CANDIDATES, DECODING, MODEL_SOURCE
+from covertune.config.options import (
+    BASE_WEIGHTS_HELP, CANDIDATES_HELP, DEFAULT_DATASET, EMBEDDED_MODEL, MAX_FIELD_CHARS, MAX_PROMPT_TOKENS, AutoOnOff,
+    BaseWeights, CheckpointChoice, ChosenFallback, ClassifierFeatures, ClassifyAction, Distributed, Dtype, Engine,
+    ExportFormat, GgufQuant, LogLevel, LossOn, ModelName, PreferenceLoss, PromptFormat, PromptFormatOrAuto,
+    Quantization, Reject, SELECT_HELP, Select, Split, SplitAny, Strategy, Tracker, opt,
+)
 
 
 @dataclass
@@ -205,8 +206,9 @@ class GenerateConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/data/test.jsonl, writes <out>/eval.csv")
     adapter: str = opt("", "Adapter folder (default: <out>/adapter if present)")
     merged: str = opt("", "Merged model folder for the fine-tuned pass (instead of base + adapter)")
-    base_weights: BaseWeights = opt("auto", "Base weights under the adapter in the fine-tuned pass (the base "
-                                    f"pass always uses the original): {BASE_WEIGHTS_HELP}")
+    base_weights: BaseWeights = MODEL_SOURCE.field("base_weights", help="Base weights under the adapter in the "
+                                                   "fine-tuned pass (the base pass always uses the original): "
+                                                   f"{BASE_WEIGHTS_HELP}")
     split: Split = opt("test", "Split to generate for: test or validation")
     models: list[ModelName] = opt(["base", "fine_tuned"], "Which outputs to generate: base, fine_tuned "
                                   "(a column not generated is written empty)")
@@ -222,25 +224,25 @@ class GenerateConfig:
     merge_adapter: bool = opt(True, "Fold the adapter into the base weights for the fine-tuned pass when it "
                               "runs on the original base (undone afterwards): the same letters, fewer operations "
                               "per token; --no-merge-adapter runs the LoRA layers unmerged")
-    max_new_tokens: int = opt(512, "Max new tokens per letter", ge=1)
-    do_sample: bool = opt(False, "Sample instead of greedy decoding")
-    temperature: float = opt(1.0, "Sampling temperature (> 0 when sampling)", ge=0)
-    top_p: float = opt(1.0, "Nucleus sampling p", gt=0, le=1)
-    top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample", ge=0)
-    repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)", gt=0)
-    seed: int = opt(42, "Seed for sampling", ge=0)
-    candidates: int = opt(1, CANDIDATES_HELP + " (generate: the fine-tuned letters; the base pass stays greedy)", ge=1)
+    max_new_tokens: int = DECODING.field("max_new_tokens")
+    do_sample: bool = DECODING.field("do_sample")
+    temperature: float = DECODING.field("temperature")
+    top_p: float = DECODING.field("top_p")
+    top_k: int = DECODING.field("top_k")
+    repetition_penalty: float = DECODING.field("repetition_penalty")
+    seed: int = DECODING.field("seed")
+    candidates: int = CANDIDATES.field("candidates", help=CANDIDATES_HELP + " (generate: the fine-tuned letters; "
+                                       "the base pass stays greedy)")
     candidate_batch_size: int = opt(0, "Prompts per generation call with --candidates above 1 (each call decodes "
                                     "this many x N sequences); 0: --batch-size", ge=0)
-    select: Select = opt("grounded-mbr", SELECT_HELP)
-    select_repetition_weight: float = opt(0.0, SELECT_REPETITION_HELP, ge=0)
-    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
-    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
-                                 gt=0, le=1)
-    classifier: str = opt("", CLASSIFIER_HELP)
-    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
-    dtype: Dtype = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
-                       "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
+    select: Select = CANDIDATES.field("select")
+    select_repetition_weight: float = CANDIDATES.field("select_repetition_weight")
+    candidate_temperature: float = CANDIDATES.field("candidate_temperature")
+    candidate_top_p: float = CANDIDATES.field("candidate_top_p")
+    classifier: str = CANDIDATES.field("classifier")
+    classifier_threshold: float = CANDIDATES.field("classifier_threshold")
+    dtype: Dtype = MODEL_SOURCE.field("dtype", help="auto (as train's compute_dtype: bf16 on GPUs and CPUs with "
+                                      "native bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)", ge=0)
     output_file: str = opt("eval.csv", "File name of the output inside the run directory (a name leading "
                            "out of it is refused; an absolute path is written where it says)")
@@ -273,12 +275,12 @@ class ReportConfig:
 
 @dataclass
 class WriteConfig:
-    model: str = opt(EMBEDDED_MODEL, MODEL_SOURCE_HELP["model"])
-    out: str = opt("", MODEL_SOURCE_HELP["out"])
-    adapter: str = opt("", MODEL_SOURCE_HELP["adapter"])
-    merged: str = opt("", MODEL_SOURCE_HELP["merged"])
-    base_weights: BaseWeights = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
-    prompt_format: PromptFormatOrAuto = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
+    model: str = MODEL_SOURCE.field("model")
+    out: str = MODEL_SOURCE.field("out")
+    adapter: str = MODEL_SOURCE.field("adapter")
+    merged: str = MODEL_SOURCE.field("merged")
+    base_weights: BaseWeights = MODEL_SOURCE.field("base_weights")
+    prompt_format: PromptFormatOrAuto = MODEL_SOURCE.field("prompt_format")
     input: str = opt("", "YAML or JSON file holding the 8 fields by their names (job_title, "
                      "hiring_company, ...); flags override it")
     job_posting: str = opt("", "Plain-text job posting file: becomes preferred_qualifications")
@@ -292,35 +294,34 @@ class WriteConfig:
     skillsets: str = opt("", "Applicant's skills, comma-separated")
     qualifications: str = opt("", "Applicant's qualifications (degrees, certificates)")
     json: bool = opt(False, "Print JSON: the letter, its grounding check and token counts")
-    max_new_tokens: int = opt(512, "Max new tokens")
-    do_sample: bool = opt(False, "Sample instead of greedy decoding")
-    temperature: float = opt(1.0, "Sampling temperature")
-    top_p: float = opt(1.0, "Nucleus sampling p")
-    top_k: int = opt(50, "Top-k sampling (0: off); only with --do-sample")
-    repetition_penalty: float = opt(1.0, "Repetition penalty (1.0: off)")
-    seed: int = opt(42, "Seed for sampling")
-    candidates: int = opt(1, CANDIDATES_HELP, ge=1)
-    select: Select = opt("grounded-mbr", SELECT_HELP)
-    select_repetition_weight: float = opt(0.0, SELECT_REPETITION_HELP, ge=0)
-    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first", gt=0)
-    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)",
-                                 gt=0, le=1)
-    classifier: str = opt("", CLASSIFIER_HELP)
-    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
-    dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
-    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    max_new_tokens: int = DECODING.field("max_new_tokens")
+    do_sample: bool = DECODING.field("do_sample")
+    temperature: float = DECODING.field("temperature")
+    top_p: float = DECODING.field("top_p")
+    top_k: int = DECODING.field("top_k")
+    repetition_penalty: float = DECODING.field("repetition_penalty")
+    seed: int = DECODING.field("seed")
+    candidates: int = CANDIDATES.field("candidates")
+    select: Select = CANDIDATES.field("select")
+    select_repetition_weight: float = CANDIDATES.field("select_repetition_weight")
+    candidate_temperature: float = CANDIDATES.field("candidate_temperature")
+    candidate_top_p: float = CANDIDATES.field("candidate_top_p")
+    classifier: str = CANDIDATES.field("classifier")
+    classifier_threshold: float = CANDIDATES.field("classifier_threshold")
+    dtype: Dtype = MODEL_SOURCE.field("dtype")
+    trust_remote_code: bool = MODEL_SOURCE.field("trust_remote_code")
 
 
 @dataclass
 class ServeConfig:
-    model: str = opt(EMBEDDED_MODEL, MODEL_SOURCE_HELP["model"])
-    out: str = opt("", MODEL_SOURCE_HELP["out"])
-    adapter: str = opt("", MODEL_SOURCE_HELP["adapter"])
-    merged: str = opt("", MODEL_SOURCE_HELP["merged"])
-    base_weights: BaseWeights = opt("auto", f"Base weights under the adapter: {BASE_WEIGHTS_HELP}")
-    prompt_format: PromptFormatOrAuto = opt("auto", "auto (the adapter's training format, else raw), raw or chat")
-    dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
-    trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    model: str = MODEL_SOURCE.field("model")
+    out: str = MODEL_SOURCE.field("out")
+    adapter: str = MODEL_SOURCE.field("adapter")
+    merged: str = MODEL_SOURCE.field("merged")
+    base_weights: BaseWeights = MODEL_SOURCE.field("base_weights")
+    prompt_format: PromptFormatOrAuto = MODEL_SOURCE.field("prompt_format")
+    dtype: Dtype = MODEL_SOURCE.field("dtype")
+    trust_remote_code: bool = MODEL_SOURCE.field("trust_remote_code")
     host: str = opt("127.0.0.1", "Address to bind (127.0.0.1: this machine only)")
     port: int = opt(8000, "Port")
     model_name: str = opt("covertune", "Name clients use for the served model (OpenAI 'model', Ollama name)")
@@ -332,21 +333,21 @@ class ServeConfig:
     batch_window_ms: float = opt(20.0, "How long the batcher waits for more requests after the first")
     max_queue: int = opt(64, "Requests waiting for the model at most; more get 503 with Retry-After")
     retry_after_s: int = opt(2, "Retry-After seconds sent with a 503")
-    max_new_tokens: int = opt(512, "New tokens per letter when a request does not say")
+    max_new_tokens: int = DECODING.field("max_new_tokens", help="New tokens per letter when a request does not say")
     max_new_tokens_cap: int = opt(1024, "Largest max_new_tokens a request may ask for (larger is capped)")
-    candidates: int = opt(1, "Candidate letters per /v1/cover-letter request that does not say (its "
-                          "'candidates' field): the greedy letter plus N-1 samples in one batch, one chosen by "
-                          "select; at most --max-batch-size")
-    select: Select = opt("grounded-mbr", SELECT_HELP + "; a request's 'select' field wins")
-    select_repetition_weight: float = opt(0.0, SELECT_REPETITION_HELP, ge=0)
-    classifier: str = opt("", "Letter-quality classifier for select classifier-mbr (a request may ask for it when "
-                          "one is loaded): its classifier.json or folder (default with --select classifier-mbr: "
-                          "<out>/classifier)")
-    classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
-    candidate_temperature: float = opt(0.7, "Sampling temperature of the candidates after the first (a "
-                                       "request's 'temperature' wins)")
-    candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (a request's "
-                                 "'top_p' wins)")
+    candidates: int = CANDIDATES.field("candidates", help="Candidate letters per /v1/cover-letter request that does "
+                                       "not say (its 'candidates' field): the greedy letter plus N-1 samples in one "
+                                       "batch, one chosen by select; at most --max-batch-size")
+    select: Select = CANDIDATES.field("select", help=SELECT_HELP + "; a request's 'select' field wins")
+    select_repetition_weight: float = CANDIDATES.field("select_repetition_weight")
+    classifier: str = CANDIDATES.field("classifier", help="Letter-quality classifier for select classifier-mbr (a "
+                                       "request may ask for it when one is loaded): its classifier.json or folder "
+                                       "(default with --select classifier-mbr: <out>/classifier)")
+    classifier_threshold: float = CANDIDATES.field("classifier_threshold")
+    candidate_temperature: float = CANDIDATES.field("candidate_temperature", help="Sampling temperature of the "
+                                                    "candidates after the first (a request's 'temperature' wins)")
+    candidate_top_p: float = CANDIDATES.field("candidate_top_p", help="Nucleus sampling p of the candidates after "
+                                              "the first (a request's 'top_p' wins)")
     max_body_bytes: int = opt(65536, "Largest request body; larger gets 413")
     max_field_chars: int = opt(8000, "Longest input field or message, in characters; longer gets 422")
     graceful_timeout_s: int = opt(60, "On shutdown, seconds to let in-flight requests finish")

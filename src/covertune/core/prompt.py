@@ -12,7 +12,9 @@ fine-tuned model always continues from exactly the ids it learned to continue fr
 
 from __future__ import annotations
 
-from covertune.core.records import inputs_of
+import re
+
+from covertune.core.records import INPUT_FIELDS, inputs_of
 
 COVER_LETTER_HEADER = "### Cover Letter"
 INSTRUCTION = "Using the information above, write a professional, personalized cover letter."
@@ -127,3 +129,34 @@ def extract_letter(output: str) -> str:
     text = output[idx + len(COVER_LETTER_HEADER):] if idx >= 0 else output
     text = text.replace(INSTRUCTION, "", 1) if INSTRUCTION in text[: len(INSTRUCTION) + 8] else text
     return text.strip()
+
+
+# ---------------------------------------------------------------- the prompt, parsed back (render_prompt's inverse)
+
+
+def _template_regex() -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", TEMPLATE)  # literal, field, literal, field, ..., literal
+    pattern = ""
+    for i, part in enumerate(parts):
+        pattern += f"(?P<{part}>.*?)" if i % 2 else re.escape(part)
+    return re.compile(pattern, re.DOTALL)
+
+
+_PROMPT_RE = _template_regex()
+
+
+def parse_prompt(prompt: str, missing_text: str = REFERENCE_MISSING_TEXT) -> dict[str, str]:
+    """The eight input fields of a prompt rendered by covertune.core.prompt.render_prompt (also when wrapped
+    in a chat template). A field rendered as ``missing_text`` ("None") comes back as ""."""
+    m = _PROMPT_RE.search(prompt)
+    if m is None:
+        raise ValueError("the prompt is not in covertune's prompt schema (\"### Job Description ... "
+                         f"### Cover Letter\\n{INSTRUCTION}\")")
+    return {k: ("" if m.group(k) == missing_text else m.group(k)) for k in INPUT_FIELDS}
+
+
+def try_parse_prompt(prompt: str) -> dict[str, str] | None:
+    try:
+        return parse_prompt(prompt)
+    except ValueError:
+        return None

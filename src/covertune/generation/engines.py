@@ -17,18 +17,15 @@ Every engine is an existing one from transformers, driven with settings that kee
 - ``continuous``: transformers' continuous batching (``model.generate_batch``: a paged KV cache, a row
   that stops frees its place for the next prompt at once). Greedy or sampling without a repetition
   penalty (its logits processors do not cover every option; asked for with one, it refuses rather than
-  drop it). Opt-in only: on an H200 with transformers 5.17 it wrote other letters than ``plain`` for 84
-  of the embedded model's 349 fine-tuned test prompts in fp32, most of them off-topic (docs/PERFORMANCE.md).
+  drop it). Opt-in only: in a measurement it wrote other letters than ``plain`` for part of the embedded
+  model's test prompts, most of them off-topic.
 - ``auto``: ``static`` for a model of at least ``STATIC_MIN_PARAMS`` (1e9) parameters on a CUDA GPU,
-  else ``plain`` (docs/PERFORMANCE.md, one H200, transformers 5.17). On a 7B-shaped model, 349 prompts x
-  128 new tokens in batches of 128, ``static`` took 46.8 s on its first pass, compilation included,
-  against ``plain``'s 51.3 s, and 7.6 s against 13.0 s once warm (with caches that follow the batches,
-  batch 175: 7,217 tokens/s against plain's 3,784 at 128). On the 135M embedded model the compilation
-  (about 30-45 s) is never won back in one pass over a split: all 349 fine-tuned letters in one batch took
-  16.0 s with ``plain``, 67.6 s with ``static`` on its first pass and 21.3 s on its second (transformers
-  5.17; with 5.24, whose eager decoding no longer copies the key/value heads, plain took 8.3-11.4 s, and
-  static at batch 349 without the copies 7.8-7.95 s warm, after 18-47 s for its first pass). The 1e9
-  threshold lies between those two measured sizes; it is not measured more finely.
+  else ``plain``: on a 7B-shaped model ``static`` was faster from its first pass, compilation included; on
+  the 135M embedded model the compilation is never won back in one pass over a split. The threshold lies
+  between those two measured sizes.
+
+The measurements behind these choices (engines, batch sizes, transformers versions, GPUs) are in
+docs/PERFORMANCE.md, "Generation engines"; they live there, not here, so that this text does not go stale.
 
 Greedy letters are the same token for token as ``plain``'s in exact arithmetic (the tests compare them on
 a tiny model in fp32); in bf16 on a GPU, different kernels round differently and a near-tie can tip a

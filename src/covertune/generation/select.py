@@ -31,6 +31,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Sequence
 
+from covertune.config.build import check_fields
+from covertune.config.groups import CANDIDATES
 from covertune.config.options import Select, choices
 from covertune.config.stages import GenerateConfig
 from covertune.metrics.grounding import ground_details
@@ -318,18 +320,12 @@ def candidate_batch(cfg: GenerateConfig) -> int:
 
 
 def check_candidates(cfg) -> None:
-    """The candidate options of a generate or write config, checked."""
-
-    if cfg.candidates < 1:
-        raise ValueError(f"candidates must be at least 1, got {cfg.candidates}")
-    if cfg.select not in SELECT_MODES:
-        raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {cfg.select!r}")
-    if cfg.candidates > 1:
-        if cfg.do_sample:
-            raise ValueError("--candidates already samples (all but the first candidate): drop --do-sample and "
-                             "set --candidate-temperature and --candidate-top-p instead")
-        if cfg.candidate_temperature <= 0 or not 0 < cfg.candidate_top_p <= 1:
-            raise ValueError("candidate_temperature must be > 0 and candidate_top_p in (0, 1]")
+    """The candidate options of a generate or write config: their declared ranges and choices
+    (covertune.config.groups.CANDIDATES) and the rule across them."""
+    check_fields(cfg, CANDIDATES.names())
+    if cfg.candidates > 1 and cfg.do_sample:
+        raise ValueError("--candidates already samples (all but the first candidate): drop --do-sample and "
+                         "set --candidate-temperature and --candidate-top-p instead")
 
 
 def candidate_decoding(cfg) -> Decoding:

@@ -1,7 +1,7 @@
 """Grounding: does a letter use the applicant's facts, and does it invent any?
 
-The inputs come from the ``prompt`` column, parsed back into the record's fields (:func:`parse_prompt`
-inverts :func:`covertune.core.prompt.render_prompt`; a field rendered as "None" parses as empty). Every rule
+The inputs come from the ``prompt`` column, parsed back into the record's fields (covertune.core.prompt's
+``parse_prompt`` inverts its ``render_prompt``; a field rendered as "None" parses as empty). Every rule
 is a documented heuristic, case-insensitive unless said otherwise; phrases match whole words only, with
 spaces and hyphens interchangeable ("problem-solving" = "problem solving"; a one-word skill like
 "problemsolving" also matches "problem-solving"); phrases of one or two characters ("R", "Go") match
@@ -53,7 +53,6 @@ import re
 from dataclasses import dataclass
 
 from covertune.metrics.summary import is_nan
-from covertune.core.prompt import INSTRUCTION, REFERENCE_MISSING_TEXT, TEMPLATE
 from covertune.core.records import INPUT_FIELDS
 
 GROUNDING_COLUMNS: tuple[str, ...] = (
@@ -64,37 +63,6 @@ GROUNDING_COLUMNS: tuple[str, ...] = (
 )
 LIST_SEP = "; "
 NAN = float("nan")
-
-# ------------------------------------------------------------------ the prompt, parsed back
-
-
-def _template_regex() -> re.Pattern:
-    parts = re.split(r"\{(\w+)\}", TEMPLATE)  # literal, field, literal, field, ..., literal
-    pattern = ""
-    for i, part in enumerate(parts):
-        pattern += f"(?P<{part}>.*?)" if i % 2 else re.escape(part)
-    return re.compile(pattern, re.DOTALL)
-
-
-_PROMPT_RE = _template_regex()
-
-
-def parse_prompt(prompt: str, missing_text: str = REFERENCE_MISSING_TEXT) -> dict[str, str]:
-    """The eight input fields of a prompt rendered by covertune.core.prompt.render_prompt (also when wrapped
-    in a chat template). A field rendered as ``missing_text`` ("None") comes back as ""."""
-    m = _PROMPT_RE.search(prompt)
-    if m is None:
-        raise ValueError("the prompt is not in covertune's prompt schema (\"### Job Description ... "
-                         f"### Cover Letter\\n{INSTRUCTION}\")")
-    return {k: ("" if m.group(k) == missing_text else m.group(k)) for k in INPUT_FIELDS}
-
-
-def try_parse_prompt(prompt: str) -> dict[str, str] | None:
-    try:
-        return parse_prompt(prompt)
-    except ValueError:
-        return None
-
 
 # ------------------------------------------------------------------ phrase matching
 

@@ -1,14 +1,22 @@
-"""The adapter's model card: README.md in the Hugging Face format (YAML metadata, then data,
-hyperparameters, validation loss, and how to use it, with the prompt encoded as ``covertune generate``
-encodes it)."""
+"""Model cards (README.md), one home for the three covertune writes:
+
+- ``adapter_card``: the train stage's adapter, in the Hugging Face format (YAML metadata, then data,
+  hyperparameters, validation loss, and how to use it, with the prompt encoded as ``covertune generate``
+  encodes it);
+- ``preference_card``: the prefer stage's preference adapter (what it was trained from, how to use it);
+- ``export_card``: an exported model (GGUF or merged safetensors): what it is, how it was trained, how to
+  prompt it.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from covertune.core import rundir
 from covertune.config.options import EMBEDDED_MODEL
-from covertune.config.stages import TrainConfig
+from covertune.config.stages import PreferConfig, TrainConfig
+from covertune.core import rundir
+from covertune.core.prompt import LETTER_SEPARATOR, TEMPLATE
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantized from
 
@@ -20,7 +28,7 @@ def hub_id(cfg: TrainConfig) -> str | None:
     return None if Path(cfg.model).expanduser().exists() else cfg.model
 
 
-def model_card(cfg: TrainConfig, info: dict) -> str:
+def adapter_card(cfg: TrainConfig, info: dict) -> str:
     """README.md in the Hugging Face format: YAML metadata, then data, hyperparameters, results, use."""
     base = hub_id(cfg)
     tags = ["lora", "transformers", "covertune", "cover-letter"]
@@ -153,3 +161,76 @@ def _selection_lines(sel: dict | None) -> list[str]:
 
 def _fmt(x, spec: str = "{:.4f}") -> str:
     return "n/a" if x is None else spec.format(x)
+
+
+# ---------------------------------------------------------------- the preference adapter
+
+
+def preference_card(cfg: PreferConfig, summary: dict, sft_adapter: Path, train_cfg: dict) -> str:
+    """A short card for the preference adapter: what it was trained from and how to use it."""
+    base = train_cfg.get("base_model_name") or train_cfg.get("model") or cfg.model
+    return (f"# covertune preference adapter\n\nA LoRA adapter for `{base}`: the SFT adapter `{sft_adapter}` trained "
+            f"further with TRL's DPOTrainer ({cfg.loss}, beta {cfg.beta}, {cfg.epochs:g} epoch(s), learning rate "
+            f"{cfg.learning_rate:g}) on {summary['pairs_trained']} pairs of its own letters on the training split: "
+            "grounded letters (chosen) against letters with invented facts (rejected). Chosen-minus-rejected "
+            f"log-probability margin on the pairs: {summary['margin_before']:.3f} (SFT) -> {summary['margin_after']:.3f}.\n\n"
+            "Use it as the fine-tuned model, prompts encoded as training encoded them (covertune_train.json):\n\n"
+            "```bash\ncovertune generate --out RUN --adapter RUN/preference_adapter\n"
+            "covertune write --out RUN --adapter RUN/preference_adapter --input application.yaml --json\n```\n")
+
+
+# ---------------------------------------------------------------- an exported model
+
+
+TRAIN_KEYS = ("quantization", "lora_r", "lora_alpha", "target_modules", "epochs", "max_steps", "learning_rate",
+              "batch_size", "grad_accum", "max_length", "loss_on", "prompt_format", "seed")
+
+
+def export_card(name: str, base_model: str, train_cfg: dict, prompt_format: str, *, fmt: str,
+               files: str, usage: str) -> str:
+    """README.md of an exported model (GGUF or merged safetensors): what it is, its files, how to prompt
+    and use it, the training settings."""
+    settings = {k: train_cfg[k] for k in TRAIN_KEYS if k in train_cfg}
+    base = base_model or "unknown"
+    front = ["---", f"base_model: {json.dumps(base)}", "library_name: transformers",
+             "pipeline_tag: text-generation", "tags:", "  - covertune", "  - lora", "  - cover-letter", "---", ""]
+    if prompt_format == "chat":
+        prompt_text = ("The schema below is the user message inside the model's chat template "
+                       "(`tokenizer.apply_chat_template(..., add_generation_prompt=True)`); the letter is the "
+                       "assistant's reply.")
+    else:
+        prompt_text = (f"The schema below as plain text (the tokenizer's own special tokens added), then "
+                       f"the separator {LETTER_SEPARATOR!r} tokenized as it is before a letter; the letter "
+                       "follows and ends with the EOS token.")
+    body = [
+        f"# {name}",
+        "",
+        f"A cover-letter writer: `{base}` fine-tuned with LoRA by covertune to write a cover letter from a "
+        "job description and a resume. Exported as " + fmt + ".",
+        "",
+        "## Files",
+        "",
+        files,
+        "",
+        "## Prompt",
+        "",
+        f"Format: `{prompt_format}`. {prompt_text} Empty fields are written `None`.",
+        "",
+        "```",
+        TEMPLATE,
+        "```",
+        "",
+        "Decoding as covertune evaluates it: greedy, up to 512 new tokens, stop at EOS.",
+        "",
+        "## Use",
+        "",
+        usage,
+        "",
+        "## Training",
+        "",
+        "```json",
+        json.dumps(settings, indent=2) if settings else "{}",
+        "```",
+        "",
+    ]
+    return "\n".join(front + body)

@@ -72,12 +72,13 @@ class LetterModel:
         return text_ids(text, self.tokenizer, self.prompt_format)
 
 
-def load_letter_model(cfg: GenerateConfig) -> LetterModel:
+def load_letter_model(cfg) -> LetterModel:
     """The model ``write`` and ``serve`` use, loaded as the fine-tuned pass of ``generate`` loads it: a
     merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
     against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
-    Only ``model, out, adapter, merged, base_weights, prompt_format, dtype, merge_adapter,
-    trust_remote_code`` are read."""
+    ``cfg`` is any config with the model-source fields (covertune.config.groups.MODEL_SOURCE: ``model, out,
+    adapter, merged, base_weights, prompt_format, dtype, trust_remote_code``) and optionally ``merge_adapter``
+    (default: on, as generate's); nothing else is read."""
     check_choice("base_weights", cfg.base_weights, BaseWeights)
     out = Path(cfg.out).expanduser() if cfg.out else None
     if out is not None and not out.is_dir():
@@ -108,7 +109,7 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
             log.info("loading the adapter %s", adapter)
             model = PeftModel.from_pretrained(model, str(adapter))
             source = f"{cfg.model} + adapter {adapter}"
-            if cfg.merge_adapter:  # as generate's fine-tuned pass: the same letters
+            if getattr(cfg, "merge_adapter", True):  # as generate's fine-tuned pass: the same letters
                 model = model.merge_and_unload()
                 source += " (merged in memory)"
         elif out is not None:

@@ -27,9 +27,11 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from covertune.config.build import check_fields
+from covertune.config.groups import CANDIDATES
 from covertune.config.stages import ServeConfig
-from covertune.serve.errors import APIError
 from covertune.generation.select import SELECT_MODES
+from covertune.serve.errors import APIError
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,7 @@ def create_app(engine, cfg: ServeConfig) -> FastAPI:
 
 def check_config(cfg: ServeConfig) -> None:
     """One clear line for an option out of range, before the model loads."""
-    for name in ("max_batch_size", "max_queue", "max_new_tokens", "max_new_tokens_cap", "max_body_bytes",
-                 "max_field_chars"):
+    for name in ("max_batch_size", "max_queue", "max_new_tokens_cap", "max_body_bytes", "max_field_chars"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
     if not 0 <= cfg.port <= 65535:
@@ -138,12 +139,10 @@ def check_config(cfg: ServeConfig) -> None:
         raise ValueError("--batch-window-ms, --retry-after-s and --graceful-timeout-s must not be negative")
     if not cfg.model_name.strip():
         raise ValueError("--model-name must not be empty")
-
     if not 1 <= cfg.candidates <= cfg.max_batch_size:
         raise ValueError(f"--candidates must be 1 to --max-batch-size ({cfg.max_batch_size}), got {cfg.candidates}")
     if cfg.select not in SELECT_MODES:
         raise ValueError(f"--select must be one of {', '.join(SELECT_MODES)}, got {cfg.select!r}")
-    if cfg.candidate_temperature <= 0 or not 0 < cfg.candidate_top_p <= 1:
-        raise ValueError("--candidate-temperature must be > 0 and --candidate-top-p in (0, 1]")
+    check_fields(cfg, ("max_new_tokens", *CANDIDATES.names()))  # the ranges the option groups declare
 
 

@@ -25,7 +25,7 @@ from collections import deque
 from covertune.config.stages import ServeConfig
 from covertune.generation.decoding import Decoding
 from covertune.models.letter_model import LetterModel
-from covertune.metrics.grounding import try_parse_prompt
+from covertune.core.prompt import try_parse_prompt
 from covertune.core.records import INPUT_FIELDS
 from covertune.serve.batching import Batcher, Job, QueueFull, Result
 from covertune.serve.errors import APIError

@@ -31,7 +31,7 @@ from covertune.config.build import to_dict, validate
 from covertune.core.records import FLAGS_FIELD, ID_FIELD, MODEL_COLUMNS, TARGET_FIELD, inputs_of
 from covertune.classify.model import classifier_dir
 from covertune.classify.fit import fit_classifier
-from covertune.metrics.grounding import parse_prompt
+from covertune.core.prompt import parse_prompt
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from covertune.core import io, rundir
 from covertune.training import tracking
 from covertune.config.stages import EvaluateConfig
 from covertune.config.build import validate
-from covertune.metrics import bertscore, grounding, summary
+from covertune.metrics import bertscore, summary
 from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS
-from covertune.metrics.evaluate import letter_scores, read_eval_csv
-from covertune.metrics.evaluate import METRICS_FILE, RESULTS_FILE, RESULT_COLUMNS, SUMMARY_FILE
+from covertune.metrics.evaluate import METRICS_FILE, RESULT_COLUMNS, RESULTS_FILE, SUMMARY_FILE, letter_scores, read_eval_csv
+from covertune.core.prompt import try_parse_prompt
 from covertune.core.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
     frame, models = read_eval_csv(path)
     n = len(frame)
     log.info("scoring %d examples x %d model(s) from %s", n, len(models), path)
-    inputs = [grounding.try_parse_prompt(p) for p in frame["prompt"]]
+    inputs = [try_parse_prompt(p) for p in frame["prompt"]]
     parsed = sum(x is not None for x in inputs)
     if parsed < n:
         log.warning("%d of %d prompts are not in covertune's prompt schema: their grounding metrics are NaN",

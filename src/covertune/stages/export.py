@@ -25,7 +25,7 @@ from covertune.core import io, rundir
 from covertune.models import load as models
 from covertune.config.stages import ExportConfig
 from covertune.config.options import PromptFormat, choices
-from covertune.export.card import model_card
+from covertune.models.card import export_card
 from covertune.export.gguf_llama import QUANTS, check_architecture, write_gguf
 from covertune.export.modelfile import MODEL_FILE, render_modelfile
 from covertune.export.source import ModelSource, adapter_folder, merged_folder, resolve_source
@@ -133,7 +133,7 @@ def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: 
     files = (f"- `{MODEL_FILE}`: GGUF, {cfg.quant} ({', '.join(written['tensor_types'])} tensors), "
              f"llama architecture, context {written['context_length']}\n- `Modelfile`: for `ollama create`\n"
              f"- `{EXAMPLE_FILE}`: a prompt in the schema below")
-    io.write_text(tmp / "README.md", model_card(name, _base_model(source), source.train_cfg, prompt_format,
+    io.write_text(tmp / "README.md", export_card(name, _base_model(source), source.train_cfg, prompt_format,
                                                 fmt=f"GGUF ({cfg.quant})", files=files, usage=usage))
     return written
 
@@ -152,7 +152,7 @@ def _write_safetensors_folder(tmp: Path, source: ModelSource, name: str, prompt_
              "as training did.")
     files = (f"- `*.safetensors`, `config.json`, tokenizer files: the merged model\n"
              f"- `{rundir.TRAIN_INFO}`, `{rundir.MERGE_INFO}`: how it was trained and merged")
-    io.write_text(tmp / "README.md", model_card(name, _base_model(source), source.train_cfg, prompt_format,
+    io.write_text(tmp / "README.md", export_card(name, _base_model(source), source.train_cfg, prompt_format,
                                                 fmt="merged safetensors", files=files, usage=usage))
     return {"files": sorted(p.name for p in tmp.iterdir())}
 

@@ -65,6 +65,7 @@ from covertune.core.progress import is_terminal
 from covertune.training.trainer import checkpointing_args
 from covertune.training.train_log import JsonlLogger
 from covertune.core.versions import versions
+from covertune.models.card import preference_card
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def sample_pairs(cfg: PreferConfig, out: Path, adapter: Path, train_rows: list[d
             pending = []
         if pending:
             limits.check_context([len(inputs[i]) for i in pending], [train_rows[i].get(ID_FIELD, i) for i in pending],
-                                 limits.context_length(cfg.model), cfg.max_new_tokens,
+                                 models.context_length(cfg.model), cfg.max_new_tokens,
                                  source=str(rundir.split_path(out, "train")))
             lm = load_letter_model(GenerateConfig(model=cfg.model, out="", adapter=str(adapter), dtype=cfg.compute_dtype,
                                                   trust_remote_code=cfg.trust_remote_code))
@@ -401,19 +402,6 @@ def fingerprint(cfg: PreferConfig, out: Path, adapter: Path) -> dict:
     return fp
 
 
-def model_card(cfg: PreferConfig, summary: dict, sft_adapter: Path, train_cfg: dict) -> str:
-    """A short card for the preference adapter: what it was trained from and how to use it."""
-    base = train_cfg.get("base_model_name") or train_cfg.get("model") or cfg.model
-    return (f"# covertune preference adapter\n\nA LoRA adapter for `{base}`: the SFT adapter `{sft_adapter}` trained "
-            f"further with TRL's DPOTrainer ({cfg.loss}, beta {cfg.beta}, {cfg.epochs:g} epoch(s), learning rate "
-            f"{cfg.learning_rate:g}) on {summary['pairs_trained']} pairs of its own letters on the training split: "
-            "grounded letters (chosen) against letters with invented facts (rejected). Chosen-minus-rejected "
-            f"log-probability margin on the pairs: {summary['margin_before']:.3f} (SFT) -> {summary['margin_after']:.3f}.\n\n"
-            "Use it as the fine-tuned model, prompts encoded as training encoded them (covertune_train.json):\n\n"
-            "```bash\ncovertune generate --out RUN --adapter RUN/preference_adapter\n"
-            "covertune write --out RUN --adapter RUN/preference_adapter --input application.yaml --json\n```\n")
-
-
 def _clear_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -494,7 +482,7 @@ def prefer(cfg: PreferConfig) -> str:
         model.save_pretrained(tmp, selected_adapters=["default"], safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         io.write_json(tmp / rundir.TRAIN_INFO, info)
-        io.write_text(tmp / "README.md", model_card(cfg, summary, adapter, train_cfg))
+        io.write_text(tmp / "README.md", preference_card(cfg, summary, adapter, train_cfg))
     io.write_json(pref_dir / SUMMARY_FILE, summary)
     del trainer, model, base
     _clear_memory()

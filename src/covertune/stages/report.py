@@ -28,7 +28,8 @@ from covertune.training import tracking
 from covertune.config.stages import ReportConfig
 from covertune.config.build import validate
 from covertune.core.io import read_utf8
-from covertune.metrics.grounding import LIST_SEP, try_parse_prompt
+from covertune.metrics.grounding import LIST_SEP
+from covertune.core.prompt import try_parse_prompt
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.summary import METRICS, SUBSET_HELP, fmt, is_nan
 from covertune.core.records import INPUT_FIELDS, SOURCE_COLUMNS

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from covertune.config.stages import GenerateConfig, ServeConfig
+from covertune.config.stages import ServeConfig
 from covertune.serve.app import API_KEY_ENV, check_config, create_app
 from covertune.models.letter_model import load_letter_model
 from covertune.serve.engine import Engine
@@ -20,9 +20,7 @@ def build_engine(cfg: ServeConfig):
     if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads
 
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
-    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
-                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
-                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
+    lm = load_letter_model(cfg)
     engine = Engine(lm, cfg)
     engine.classifier = classifier
     return engine

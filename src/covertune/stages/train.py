@@ -27,7 +27,7 @@ from covertune.models import load as models
 from covertune.config.options import EMBEDDED_MODEL
 from covertune.config.stages import TrainConfig
 from covertune.config.build import to_dict, validate
-from covertune.models.card import model_card
+from covertune.models.card import adapter_card
 from covertune.core.progress import is_terminal
 from covertune.core.records import FLAGS_FIELD
 from covertune.training.sft_data import PadCollator, encode_records
@@ -310,7 +310,7 @@ def train(cfg: TrainConfig) -> str:
             checkpoint_choice.copy_adapter(chosen_dir, tmp)
         tokenizer.save_pretrained(tmp)
         io.write_json(tmp / rundir.TRAIN_INFO, info)
-        io.write_text(tmp / "README.md", model_card(cfg, info))
+        io.write_text(tmp / "README.md", adapter_card(cfg, info))
     plot_loss(history, plot_path, checkpoint_choice.curve(chooser.records), selection["step"])
     rundir.mark_done(out, "train", {"adapter": str(adapter_dir), "global_step": trainer.state.global_step,
                                     "eval_loss": info["eval_loss"], "train_loss": info["train_loss"],

@@ -20,7 +20,8 @@ import json
 import logging
 from pathlib import Path
 
-from covertune.config.stages import GenerateConfig, WriteConfig
+from covertune.config.build import validate
+from covertune.config.stages import WriteConfig
 from covertune.core.records import INPUT_FIELDS
 from covertune.generation.decoding import Decoding
 from covertune.generation.letters import generate_letters
@@ -85,21 +86,13 @@ def collect_fields(cfg: WriteConfig) -> dict[str, str]:
 
 
 def write(cfg: WriteConfig) -> str:
-
-    if cfg.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
-    if cfg.do_sample and cfg.temperature <= 0:
-        raise ValueError("temperature must be > 0 when sampling (use greedy decoding instead)")
-
+    validate(cfg)  # the decoding and candidate ranges (covertune.config.groups), before the model loads
     check_candidates(cfg)
     classifier = None
     if cfg.candidates > 1 and cfg.select == "classifier-mbr":  # before the model loads
-
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
     fields = collect_fields(cfg)
-    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
-                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
-                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
+    lm = load_letter_model(cfg)
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
     ids = lm.prompt_ids(fields)
     decoding = Decoding(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
@@ -107,7 +100,6 @@ def write(cfg: WriteConfig) -> str:
     stats: dict = {}
     choice = None
     if cfg.candidates > 1:
-
         letters, choices = generate_chosen_letters(lm.model, lm.tokenizer, [ids], [fields], cfg.candidates,
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
                                                    stats=stats, progress=False, classifier=classifier,

@@ -51,7 +51,7 @@ from covertune.core import distributed, io, rundir
 from covertune.config.stages import GenerateConfig, TrainConfig
 from covertune.metrics.summary import is_nan
 from covertune.metrics.evaluate import letter_scores
-from covertune.metrics.grounding import try_parse_prompt
+from covertune.core.prompt import try_parse_prompt
 from covertune.core.prompt import render_prompt
 from covertune.core.records import TARGET_FIELD
 from covertune.generation.decoding import Decoding
