@@ -33,40 +33,45 @@ class Stage:
         return getattr(importlib.import_module(module), func)
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("data", DataConfig, "covertune.stages.data:run_data",
-          "load, validate, clean, flag and split a cover-letter dataset", in_pipeline=True),
-    Stage("train", TrainConfig, "covertune.stages.train:train",
-          "QLoRA fine-tuning of a base model on the data stage's splits", in_pipeline=True, distributed=True),
-    Stage("prefer", PreferConfig, "covertune.stages.prefer:prefer",
-          "preference tuning for grounding after SFT (TRL's DPO): pairs from the SFT model's own letters on "
-          "the training split, grounded (chosen) vs with invented facts (rejected); writes <out>/preference_adapter",
-          in_pipeline=True),
-    Stage("merge", MergeConfig, "covertune.stages.merge:merge",
-          "merge the adapter into the base model in fp16/bf16", in_pipeline=True),
-    Stage("generate", GenerateConfig, "covertune.stages.generate:generate",
-          "write base and fine-tuned letters for the test split to eval.csv", in_pipeline=True, distributed=True),
-    Stage("evaluate", EvaluateConfig, "covertune.stages.evaluate:evaluate",
-          "score an eval.csv: ROUGE-L, BERTScore, repetition, grounding", in_pipeline=True),
-    Stage("report", ReportConfig, "covertune.stages.report:report",
-          "plots, report.md and a self-contained report.html", in_pipeline=True),
-    Stage("write", WriteConfig, "covertune.stages.write:write",
-          "write one letter from the 8 fields (flags, a YAML/JSON file, or a posting and a resume)"),
-    Stage("serve", ServeConfig, "covertune.stages.serve:serve",
-          "HTTP server: /v1/cover-letter, OpenAI- and Ollama-compatible routes, dynamic batching"),
-    Stage("export", ExportConfig, "covertune.stages.export:export",
-          "the fine-tuned model as GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile, "
-          "or as a merged safetensors folder with a model card"),
-    Stage("sweep", SweepConfig, "covertune.stages.sweep:sweep",
-          "train a grid of recipe variants, rank them on the validation split, optionally test the winner"),
-    Stage("compare", CompareConfig, "covertune.stages.compare:compare",
-          "several runs' evaluate outputs side by side: compare.md, compare.csv, compare.html"),
-    Stage("classify", ClassifyConfig, "covertune.stages.classify:classify",
-          "the letter-quality classifier: train it on a run's train split (with its precision/recall "
-          "report) or score letters with it"),
-    Stage("run", None, "covertune.stages.pipeline:pipeline_from_args",
-          "all stages end to end in one run directory, resuming where a run stopped"),
+HELP = {
+    "data": "load, validate, clean, flag and split a cover-letter dataset",
+    "train": "QLoRA fine-tuning of a base model on the data stage's splits",
+    "prefer": "preference tuning for grounding after SFT (TRL's DPO): pairs from the SFT model's own letters on "
+              "the training split, grounded (chosen) vs with invented facts (rejected); writes <out>/preference_adapter",
+    "merge": "merge the adapter into the base model in fp16/bf16",
+    "generate": "write base and fine-tuned letters for the test split to eval.csv",
+    "evaluate": "score an eval.csv: ROUGE-L, BERTScore, repetition, grounding",
+    "report": "plots, report.md and a self-contained report.html",
+    "write": "write one letter from the 8 fields (flags, a YAML/JSON file, or a posting and a resume)",
+    "serve": "HTTP server: /v1/cover-letter, OpenAI- and Ollama-compatible routes, dynamic batching",
+    "export": "the fine-tuned model as GGUF (llama.cpp, Ollama, LM Studio) with an Ollama Modelfile, "
+              "or as a merged safetensors folder with a model card",
+    "sweep": "train a grid of recipe variants, rank them on the validation split, optionally test the winner",
+    "compare": "several runs' evaluate outputs side by side: compare.md, compare.csv, compare.html",
+    "classify": "the letter-quality classifier: train it on a run's train split (with its precision/recall "
+                "report) or score letters with it",
+    "run": "all stages end to end in one run directory, resuming where a run stopped",
+}
+
+# name, config, entry point, chained by `covertune run`, several processes; in the CLI's order
+TABLE = (
+    ("data", DataConfig, "covertune.stages.data:run_data", True, False),
+    ("train", TrainConfig, "covertune.stages.train:train", True, True),
+    ("prefer", PreferConfig, "covertune.stages.prefer:prefer", True, False),
+    ("merge", MergeConfig, "covertune.stages.merge:merge", True, False),
+    ("generate", GenerateConfig, "covertune.stages.generate:generate", True, True),
+    ("evaluate", EvaluateConfig, "covertune.stages.evaluate:evaluate", True, False),
+    ("report", ReportConfig, "covertune.stages.report:report", True, False),
+    ("write", WriteConfig, "covertune.stages.write:write", False, False),
+    ("serve", ServeConfig, "covertune.stages.serve:serve", False, False),
+    ("export", ExportConfig, "covertune.stages.export:export", False, False),
+    ("sweep", SweepConfig, "covertune.stages.sweep:sweep", False, False),
+    ("compare", CompareConfig, "covertune.stages.compare:compare", False, False),
+    ("classify", ClassifyConfig, "covertune.stages.classify:classify", False, False),
+    ("run", None, "covertune.stages.pipeline:pipeline_from_args", False, False),
 )
+STAGES: tuple[Stage, ...] = tuple(Stage(name, config, entry, HELP[name], in_pipeline, several)
+                                  for name, config, entry, in_pipeline, several in TABLE)
 BY_NAME = {s.name: s for s in STAGES}
 
 
