@@ -15,7 +15,7 @@
   const DEFAULT_TIMEOUT_S = 120;
   const JOB_FIELDS = ["job_title", "hiring_company", "preferred_qualifications"];
   const PROFILE_FIELDS = ["applicant_name", "current_experience", "past_experience", "skillsets", "qualifications"];
-  // the order of covertune.records.INPUT_FIELDS
+  // the order of covertune.core.records.INPUT_FIELDS
   const INPUT_FIELDS = ["job_title", "preferred_qualifications", "hiring_company", "applicant_name",
     "past_experience", "current_experience", "skillsets", "qualifications"];
 

@@ -13,11 +13,10 @@ import logging
 import sys
 import typing
 
-from covertune import __version__
-from covertune.core import distributed
+from covertune import __version__, registry
 from covertune.config.build import STAGE_CONFIGS, build, field_types, load_preset, load_yaml, preset_names, type_name
 from covertune.config.options import choices
-from covertune import registry
+from covertune.core import distributed
 from covertune.core.progress import quiet_library_bars
 
 

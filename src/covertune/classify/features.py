@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 from covertune.classify.labels import letter_flags, rule_reasons
 from covertune.data.quality import repetition, word_count
-from covertune.metrics.summary import is_nan
 from covertune.metrics.grounding import ground_details
+from covertune.metrics.summary import is_nan
 
 CHECKS: tuple[str, ...] = (
     "log_words", "log_paragraphs", "repetition", "too_short", "no_greeting", "no_signoff", "generic",

@@ -8,14 +8,15 @@ import logging
 import time
 from pathlib import Path
 import numpy as np
-from covertune.core import io
-from covertune.classify.model import CLASSIFIER_FILE, LetterClassifier, examine_all, out_of_fold, precision_recall
-from covertune.config.stages import ClassifyConfig
+
+from covertune.classify.model import CLASSIFIER_FILE, LetterClassifier, classifier_dir, examine_all, out_of_fold, precision_recall
 from covertune.config.build import to_dict, validate
+from covertune.config.stages import ClassifyConfig
+from covertune.core import io
 from covertune.core.records import FLAGS_FIELD, ID_FIELD, TARGET_FIELD, inputs_of
-from covertune.classify.model import classifier_dir
 
 log = logging.getLogger(__name__)
+
 
 def _examined(records: list[dict], min_words: int):
     return examine_all([r[TARGET_FIELD] for r in records], [inputs_of(r) for r in records],

@@ -18,8 +18,8 @@ other letter (a generated candidate) from flags computed on it alone.
 
 from __future__ import annotations
 
-from covertune.data.quality import flag_record
 from covertune.core.records import FLAGS_FIELD, TARGET_FIELD, inputs_of
+from covertune.data.quality import flag_record
 from covertune.metrics.grounding import ground_details
 
 RULE_FLAGS: tuple[str, ...] = ("too_short", "generic")

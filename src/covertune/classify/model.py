@@ -17,8 +17,8 @@ from typing import Sequence
 
 import numpy as np
 
-from covertune.core import io
 from covertune.classify.features import CHECKS, examine
+from covertune.core import io
 
 FORMAT = "covertune-letter-classifier"
 VERSION = 1

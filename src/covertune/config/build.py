@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 import yaml
 
-from covertune.config.options import ModelName, check_choice, choices
 from covertune.config.groups import check_decoding
+from covertune.config.options import ModelName, check_choice, choices
 from covertune.config.stages import GenerateConfig, PreferConfig, TrainConfig, WriteConfig
 from covertune.registry import stage_configs
 

@@ -72,7 +72,6 @@ def load(spec: str, *, seed: int = 42, test_size: float = 0.3) -> tuple[dict[str
     if not spec:
         raise ValueError("no dataset given: pass --data (a file, a folder, a hub id or 'sample')")
     if spec == "sample":
-
         return _load_folder(sample_dir(), seed, test_size)
     path = Path(spec).expanduser()
     if path.is_dir():

@@ -155,7 +155,6 @@ def ungrounded_reason(rec: dict, grounding: dict | None = None) -> str | None:
     """What the letter claims that its inputs do not support: numbers and organisations (None: nothing).
     ``grounding``: its findings already computed (ground_details), else they are computed here."""
     if grounding is None:
-
         inputs, letter = inputs_of(rec), rec[TARGET_FIELD]
         numbers = [n.text for n in number_claims(letter, inputs)[1]]
         orgs = unsupported_orgs(letter, inputs)

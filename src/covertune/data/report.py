@@ -6,9 +6,9 @@ import statistics
 from pathlib import Path
 
 from covertune.core import io
+from covertune.core.records import FLAGS_FIELD, ID_FIELD, TARGET_FIELD
 from covertune.data.clean import RAW_FIELD, RULE_NAMES
 from covertune.data.quality import FLAG_NAMES, flag_names, word_count
-from covertune.core.records import FLAGS_FIELD, ID_FIELD, TARGET_FIELD
 
 PLOTS = {
     "letter_words_by_split.png": "Letter length (words, cleaned) per split",

@@ -14,10 +14,10 @@ from typing import Callable
 
 import torch
 
+from covertune.config.stages import ExportConfig, MergeConfig
+from covertune.core import rundir
 from covertune.models import merge as merge_stage
 from covertune.models import load as models
-from covertune.core import rundir
-from covertune.config.stages import ExportConfig, MergeConfig
 
 log = logging.getLogger(__name__)
 

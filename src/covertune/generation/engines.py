@@ -41,8 +41,8 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from covertune.generation import gqa_attention
 from covertune.config.options import Engine, choices
+from covertune.generation import gqa_attention
 from covertune.generation.decoding import generate_batch, cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,6 @@ def generate_batches(model, batches: Iterable[tuple[list[int], list[list[int]]]]
 
 
 def _batches(model, batches, *, engine, stop, pad, decoding, batch_size, max_prompt_tokens, extra):
-
     caches: dict = {}  # static: cache length -> StaticCache
     for batch, rows in batches:
         fill = 0

@@ -11,13 +11,15 @@ import os
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
+
 from covertune.core import io
-from covertune.generation import engines
-from covertune.core.prompt import extract_letter
-from covertune.generation.decoding import Decoding, check_pad, stop_token_ids
 from covertune.core.progress import progress_bar
+from covertune.core.prompt import extract_letter
+from covertune.generation import engines
+from covertune.generation.decoding import Decoding, check_pad, stop_token_ids
 
 log = logging.getLogger(__name__)
+
 
 def candidates_path(out: str | os.PathLike, split: str, which: str) -> Path:
     """With --candidates: every letter's candidates, their grounding failures and MBR scores, the choice."""

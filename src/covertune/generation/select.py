@@ -35,12 +35,12 @@ from covertune.config.build import check_fields
 from covertune.config.groups import CANDIDATES
 from covertune.config.options import Select, choices
 from covertune.config.stages import GenerateConfig
-from covertune.metrics.grounding import ground_details
-from covertune.metrics.rouge import rouge_l
 from covertune.core.progress import progress_bar
 from covertune.core.prompt import extract_letter
-from covertune.metrics.repetition import repetition_ratio
 from covertune.core.records import inputs_of
+from covertune.metrics.grounding import ground_details
+from covertune.metrics.repetition import repetition_ratio
+from covertune.metrics.rouge import rouge_l
 
 if TYPE_CHECKING:
     from covertune.generation.decoding import Decoding
@@ -152,7 +152,6 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
     penalty = dict.fromkeys(pool, 0.0)
     if repetition_weight:
-
         penalty = {k: repetition_weight * repetition_ratio(candidates[k]) for k in pool}
     best = max(pool, key=lambda k: (scores[k] - penalty[k], -k))
     return Choice(best, select, candidates, scores, reasons, quality, threshold_used)
@@ -287,7 +286,6 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                 texts = [extract_letter(tokenizer.decode(ids, skip_special_tokens=True)) for ids in group]
                 quality = None
                 if classifier is not None:
-
                     known = fields[i] if fields[i] is not None else inputs_of({})
                     quality = classifier.score(texts, [known] * len(texts))
                 choice = choose(texts, select, fields[i], quality, threshold, repetition_weight)

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
 from covertune.core.progress import progress_bar
 
 log = logging.getLogger(__name__)

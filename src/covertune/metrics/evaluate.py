@@ -17,11 +17,11 @@ import pandas as pd
 
 from covertune.core import rundir
 from covertune.core.io import read_utf8
+from covertune.core.prompt import COVER_LETTER_HEADER
+from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS, not_a_letter
 from covertune.metrics import grounding
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.rouge import rouge_l
-from covertune.core.prompt import COVER_LETTER_HEADER
-from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS, not_a_letter
 
 log = logging.getLogger(__name__)
 

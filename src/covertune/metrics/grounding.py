@@ -52,8 +52,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from covertune.metrics.summary import is_nan
 from covertune.core.records import INPUT_FIELDS
+from covertune.metrics.summary import is_nan
 
 GROUNDING_COLUMNS: tuple[str, ...] = (
     "name_mentioned", "company_mentioned", "job_title_mentioned",

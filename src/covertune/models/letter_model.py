@@ -10,13 +10,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from covertune.core import rundir
-from covertune.models import load as models
+
 from covertune.config.options import BaseWeights, PromptFormat, check_choice, choices
 from covertune.config.stages import GenerateConfig
+from covertune.core import rundir
 from covertune.core.prompt import prompt_ids, text_ids
+from covertune.models import load as models
 
 log = logging.getLogger(__name__)
+
 
 def resolve_format(cfg: GenerateConfig, train_cfg: dict) -> str:
     trained = train_cfg.get("prompt_format")

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from covertune.core import io
 from covertune.config.options import BaseWeights, Dtype, EMBEDDED_MODEL, Quantization, check_choice
+from covertune.core import io
 from covertune.core.distributed import local_rank
 
 log = logging.getLogger(__name__)
@@ -238,7 +238,6 @@ def load_model(model: str, quantization: str = "none", dtype: str = "auto", toke
         kwargs["attn_implementation"] = attn_implementation
     target = device or ("cuda" if has_cuda() else "cpu")
     if target == "cuda":  # this process's GPU: the only one, or its own under a multi-process launcher
-
         kwargs["device_map"] = {"": local_rank()}
     elif target != "fsdp":  # under FSDP no device map: the Trainer's FSDP wrapping places the shards
         kwargs["device_map"] = {"": "cpu"}
@@ -265,7 +264,6 @@ def context_length(model: str) -> int | None:
     path = Path(model).expanduser()
     if model in ("", EMBEDDED_MODEL) or path.exists():
         if model in ("", EMBEDDED_MODEL):
-
             path = embedded_model_dir()
         try:
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from covertune.config.stages import MergeConfig
 from covertune.core import io, rundir
 from covertune.models import load as models
-from covertune.config.stages import MergeConfig
 
 log = logging.getLogger(__name__)
 

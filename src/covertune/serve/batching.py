@@ -28,8 +28,8 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from covertune.generation.decoding import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
 from covertune.core.prompt import COVER_LETTER_HEADER, INSTRUCTION, extract_letter
+from covertune.generation.decoding import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
 from covertune.generation.select import hold_greedy
 
 log = logging.getLogger(__name__)

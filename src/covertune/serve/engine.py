@@ -23,10 +23,10 @@ import time
 from collections import deque
 
 from covertune.config.stages import ServeConfig
-from covertune.generation.decoding import Decoding
-from covertune.models.letter_model import LetterModel
 from covertune.core.prompt import try_parse_prompt
 from covertune.core.records import INPUT_FIELDS
+from covertune.generation.decoding import Decoding
+from covertune.models.letter_model import LetterModel
 from covertune.serve.batching import Batcher, Job, QueueFull, Result
 from covertune.serve.errors import APIError
 

@@ -19,12 +19,12 @@ import logging
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from covertune.generation.select import SELECT_MODES, choose
 from covertune.metrics.grounding import ground_json
 from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
 from covertune.serve.engine import GenerationFailed
 from covertune.serve.errors import APIError
 from covertune.serve.schemas import CoverLetterRequest
-from covertune.generation.select import SELECT_MODES, choose
 
 log = logging.getLogger(__name__)
 router = APIRouter()

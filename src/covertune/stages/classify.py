@@ -24,14 +24,13 @@ import logging
 from pathlib import Path
 
 
-from covertune.core import io, rundir
-from covertune.classify.model import CLASSIFIER_FILE, LetterClassifier, examine_all
-from covertune.config.stages import ClassifyConfig
-from covertune.config.build import to_dict, validate
-from covertune.core.records import FLAGS_FIELD, ID_FIELD, MODEL_COLUMNS, TARGET_FIELD, inputs_of
-from covertune.classify.model import classifier_dir
 from covertune.classify.fit import fit_classifier
+from covertune.classify.model import CLASSIFIER_FILE, LetterClassifier, classifier_dir, examine_all
+from covertune.config.build import to_dict, validate
+from covertune.config.stages import ClassifyConfig
+from covertune.core import io, rundir
 from covertune.core.prompt import parse_prompt
+from covertune.core.records import FLAGS_FIELD, ID_FIELD, MODEL_COLUMNS, TARGET_FIELD, inputs_of
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,6 @@ def _score(cfg: ClassifyConfig, out: Path) -> str:
     path = Path(cfg.classifier) if cfg.classifier else classifier_dir(out)
     model = LetterClassifier.load(path)
     if cfg.eval_csv:
-
         src = Path(cfg.eval_csv)
         if not src.is_file():
             raise FileNotFoundError(f"eval_csv {src} does not exist")

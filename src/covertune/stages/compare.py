@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from covertune.core import io
 from covertune.config.stages import CompareConfig
+from covertune.core import io
 from covertune.metrics.bertscore import NONE_HASH
 from covertune.metrics.evaluate import METRICS_FILE, SUMMARY_FILE
 from covertune.metrics.summary import METRICS, SUBSET_HELP, SUBSETS, is_nan

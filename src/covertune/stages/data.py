@@ -19,18 +19,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from covertune.core import io, limits, rundir
-from covertune.config.stages import DataConfig
+from covertune.classify.fit import filter_train
+from covertune.classify.model import CLASSIFIER_FILE, classifier_dir
 from covertune.config.build import to_dict, validate
+from covertune.config.stages import DataConfig
+from covertune.core import io, limits, rundir
+from covertune.core.records import FLAGS_FIELD, ID_FIELD, MISSING_FIELD, RECORD_FIELDS, SPLITS
 from covertune.data import report as rep
 from covertune.data.clean import RAW_FIELD, clean_records
 from covertune.data.load import load
 from covertune.data.quality import FLAG_NAMES, flag_names, flag_records
-from covertune.data.split import carve_validation, dedupe, drop_flagged, drop_ids, duplicates, input_overlap
-from covertune.core.records import FLAGS_FIELD, ID_FIELD, MISSING_FIELD, RECORD_FIELDS, SPLITS
 from covertune.data.sample import sample_dir
-from covertune.classify.model import CLASSIFIER_FILE, classifier_dir
-from covertune.classify.fit import filter_train
+from covertune.data.split import carve_validation, dedupe, drop_flagged, drop_ids, duplicates, input_overlap
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,6 @@ def fingerprint(cfg: DataConfig) -> dict:
     files (a hub dataset by its id, a local file or folder by its contents' hash)."""
     settings = {k: v for k, v in to_dict(cfg).items() if k not in ("out", "force")}
     if cfg.data == "sample":
-
         source = rundir.path_hash(sample_dir())
     else:
         source = rundir.path_hash(Path(cfg.data).expanduser())
@@ -118,7 +117,6 @@ def run_data(cfg: DataConfig) -> str:
     fp = fingerprint(cfg)
     complete = all((data_dir / f).exists() for f in OUTPUTS)
     if cfg.filter_classifier > 0:  # the classifier that chose the dropped rows is an output too
-
         complete = complete and (classifier_dir(cfg.out) / CLASSIFIER_FILE).exists()
     if rundir.check_stage(cfg.out, STAGE, fp, complete, cfg.force, str(data_dir)):
         return f"data: {data_dir} is complete; skipped (--force redoes it)"
@@ -205,7 +203,6 @@ def run_data(cfg: DataConfig) -> str:
     # 9. the letter-quality classifier's filter (train only): fitted on the train rows, each scored out of fold
     classifier = None
     if cfg.filter_classifier > 0:
-
         before = len(train)
         train, classifier = filter_train(train, val, cfg.out, cfg.filter_classifier, cfg.min_letter_words, cfg.seed)
         stats["train"]["classifier_dropped"] = before - len(train)

@@ -8,15 +8,16 @@ import logging
 import time
 from pathlib import Path
 import pandas as pd
-from covertune.core import io, rundir
-from covertune.training import tracking
-from covertune.config.stages import EvaluateConfig
+
 from covertune.config.build import validate
-from covertune.metrics import bertscore, summary
-from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS
-from covertune.metrics.evaluate import METRICS_FILE, RESULT_COLUMNS, RESULTS_FILE, SUMMARY_FILE, letter_scores, read_eval_csv
-from covertune.core.prompt import try_parse_prompt
+from covertune.config.stages import EvaluateConfig
+from covertune.core import io, rundir
 from covertune.core.progress import progress_bar
+from covertune.core.prompt import try_parse_prompt
+from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS
+from covertune.metrics import bertscore, summary
+from covertune.metrics.evaluate import METRICS_FILE, RESULT_COLUMNS, RESULTS_FILE, SUMMARY_FILE, letter_scores, read_eval_csv
+from covertune.training import tracking
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,17 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from covertune.core import io, rundir
-from covertune.models import load as models
-from covertune.config.stages import ExportConfig
 from covertune.config.options import PromptFormat, choices
-from covertune.models.card import export_card
+from covertune.config.stages import ExportConfig
+from covertune.core import io, rundir
+from covertune.core.prompt import render_prompt
+from covertune.core.records import from_source_row
+from covertune.data.sample import sample_dir
 from covertune.export.gguf_llama import QUANTS, check_architecture, write_gguf
 from covertune.export.modelfile import MODEL_FILE, render_modelfile
 from covertune.export.source import ModelSource, adapter_folder, merged_folder, resolve_source
-from covertune.core.prompt import render_prompt
-from covertune.data.sample import sample_dir
-from covertune.core.records import from_source_row
+from covertune.models import load as models
+from covertune.models.card import export_card
 from covertune.models.merge import save_merged
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,6 @@ def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: 
 
 
 def _write_safetensors_folder(tmp: Path, source: ModelSource, name: str, prompt_format: str) -> dict:
-
     if source.folder is not None:
         for p in sorted(source.folder.iterdir()):
             if p.is_file() and not p.name.startswith(".") and p.name != "README.md":

@@ -26,20 +26,20 @@ from pathlib import Path
 
 import torch
 
-from covertune.core import distributed, io, limits, rundir
-from covertune.generation import engines
-from covertune.models import load as models
-from covertune.config.stages import GenerateConfig
+from covertune.classify.model import load_classifier
 from covertune.config.build import validate
+from covertune.config.stages import GenerateConfig
+from covertune.core import distributed, io, limits, rundir
 from covertune.core.prompt import prompt_ids, render_prompt
 from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
+from covertune.generation import engines
 from covertune.generation.decoding import Decoding, model_device
 from covertune.generation.letters import Journal, candidates_path, generate_letters, merge_parts, part_path, settings_hash
 from covertune.generation.select import (
     candidate_batch, candidate_decoding, check_candidates, generate_chosen_letters, uses_candidates,
 )
+from covertune.models import load as models
 from covertune.models.letter_model import fine_tuned_weights, free_model, merged_adapter, resolve_format
-from covertune.classify.model import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,6 @@ def generate(cfg: GenerateConfig) -> str:
                 model, ctx = passes.model_for(which)
                 with ctx:
                     if uses_candidates(cfg, which):
-
                         generate_chosen_letters(
                             model, tokenizer, inputs, [inputs_of(r) for r in records], cfg.candidates, cfg.select,
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+from covertune.config.build import validate
+from covertune.config.stages import MergeConfig
 from covertune.core import io, rundir
 from covertune.models import load as models
-from covertune.config.stages import MergeConfig
-from covertune.config.build import validate
 from covertune.models.merge import merged_model, save_merged
 
 log = logging.getLogger(__name__)
+
 
 def merge(cfg: MergeConfig) -> str:
     validate(cfg)

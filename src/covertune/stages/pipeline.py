@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from covertune import registry
-from covertune.core import distributed, io, rundir
 from covertune.config.build import build, coerce, to_dict
+from covertune.core import distributed, io, rundir
 
 log = logging.getLogger(__name__)
 

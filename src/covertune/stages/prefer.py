@@ -48,24 +48,24 @@ from typing import Sequence
 
 import torch
 
-from covertune.core import io, limits, rundir
-from covertune.models import load as models
+from covertune.config.build import to_dict, validate
 from covertune.config.options import EMBEDDED_MODEL
 from covertune.config.stages import GenerateConfig, PreferConfig
-from covertune.config.build import to_dict, validate
+from covertune.core import io, limits, rundir
+from covertune.core.progress import is_terminal
+from covertune.core.prompt import extract_letter, prompt_ids, letter_ids
 from covertune.core.records import ID_FIELD, inputs_of
-from covertune.generation.select import generate_candidate_ids, grounding_failures
-from covertune.training.sft_data import letter_of
-from covertune.metrics.rouge import rouge_l
+from covertune.core.versions import versions
 from covertune.generation.decoding import Decoding
 from covertune.generation.letters import Journal, ids_sha
-from covertune.models.letter_model import free_model, load_letter_model
-from covertune.core.prompt import extract_letter, prompt_ids, letter_ids
-from covertune.core.progress import is_terminal
-from covertune.training.trainer import checkpointing_args
-from covertune.training.train_log import JsonlLogger
-from covertune.core.versions import versions
+from covertune.generation.select import generate_candidate_ids, grounding_failures
+from covertune.metrics.rouge import rouge_l
+from covertune.models import load as models
 from covertune.models.card import preference_card
+from covertune.models.letter_model import free_model, load_letter_model
+from covertune.training.sft_data import letter_of
+from covertune.training.train_log import JsonlLogger
+from covertune.training.trainer import checkpointing_args
 
 log = logging.getLogger(__name__)
 

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from covertune.core import io, rundir
-from covertune.training import tracking
-from covertune.config.stages import ReportConfig
 from covertune.config.build import validate
+from covertune.config.stages import ReportConfig
+from covertune.core import io, rundir
 from covertune.core.io import read_utf8
-from covertune.metrics.grounding import LIST_SEP
 from covertune.core.prompt import try_parse_prompt
-from covertune.metrics.repetition import repetition_ratio
-from covertune.metrics.summary import METRICS, SUBSET_HELP, fmt, is_nan
 from covertune.core.records import INPUT_FIELDS, SOURCE_COLUMNS
 from covertune.core.rundir import METRICS_FILE, RESULTS_FILE, SUMMARY_FILE
 from covertune.generation.select import summarise
+from covertune.metrics.grounding import LIST_SEP
+from covertune.metrics.repetition import repetition_ratio
+from covertune.metrics.summary import METRICS, SUBSET_HELP, fmt, is_nan
+from covertune.training import tracking
 
 log = logging.getLogger(__name__)
 

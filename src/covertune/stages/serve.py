@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import logging
 import os
-from covertune.config.stages import ServeConfig
-from covertune.serve.app import API_KEY_ENV, check_config, create_app
-from covertune.models.letter_model import load_letter_model
-from covertune.serve.engine import Engine
+
 from covertune.classify.model import load_classifier
+from covertune.config.stages import ServeConfig
+from covertune.models.letter_model import load_letter_model
+from covertune.serve.app import API_KEY_ENV, check_config, create_app
+from covertune.serve.engine import Engine
 
 log = logging.getLogger(__name__)
 
-def build_engine(cfg: ServeConfig):
 
+def build_engine(cfg: ServeConfig):
     check_config(cfg)
     classifier = None
     if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads
-
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
     lm = load_letter_model(cfg)
     engine = Engine(lm, cfg)

@@ -34,9 +34,9 @@ import pandas as pd
 import yaml
 
 from covertune import registry
-from covertune.core import io, rundir
-from covertune.config.stages import EvaluateConfig, GenerateConfig, SweepConfig, TrainConfig
 from covertune.config.build import build, load_yaml, to_dict
+from covertune.config.stages import EvaluateConfig, GenerateConfig, SweepConfig, TrainConfig
+from covertune.core import io, rundir
 from covertune.metrics.summary import METRICS, is_nan
 
 log = logging.getLogger(__name__)

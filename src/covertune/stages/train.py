@@ -21,18 +21,18 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments, set_seed
 
-from covertune.training import checkpoint_choice, padding_free, tracking
-from covertune.core import distributed, io, rundir
-from covertune.models import load as models
+from covertune.config.build import to_dict, validate
 from covertune.config.options import EMBEDDED_MODEL
 from covertune.config.stages import TrainConfig
-from covertune.config.build import to_dict, validate
-from covertune.models.card import adapter_card
+from covertune.core import distributed, io, rundir
 from covertune.core.progress import is_terminal
 from covertune.core.records import FLAGS_FIELD
+from covertune.core.versions import versions
+from covertune.models import load as models
+from covertune.models.card import adapter_card
+from covertune.training import checkpoint_choice, padding_free, tracking
 from covertune.training.sft_data import PadCollator, encode_records
 from covertune.training.train_log import JsonlLogger, plot_loss, trim_log
-from covertune.core.versions import versions
 from covertune.training.trainer import CHECKPOINTS_FINGERPRINT, GlobalBatchTrainer, MemoryCallback, add_lora, check_checkpoints, checkpoint_step, checkpointing_args, fsdp_args, good_checkpoint, optimizer_name, process_batch, use_liger
 
 log = logging.getLogger(__name__)

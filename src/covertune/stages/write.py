@@ -20,15 +20,15 @@ import json
 import logging
 from pathlib import Path
 
+from covertune.classify.model import load_classifier
 from covertune.config.build import validate
 from covertune.config.stages import WriteConfig
 from covertune.core.records import INPUT_FIELDS
 from covertune.generation.decoding import Decoding
 from covertune.generation.letters import generate_letters
-from covertune.models.letter_model import load_letter_model
-from covertune.metrics.grounding import ground_json
 from covertune.generation.select import check_candidates, candidate_decoding, generate_chosen_letters
-from covertune.classify.model import load_classifier
+from covertune.metrics.grounding import ground_json
+from covertune.models.letter_model import load_letter_model
 
 log = logging.getLogger(__name__)
 

@@ -47,17 +47,16 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
-from covertune.core import distributed, io, rundir
 from covertune.config.stages import GenerateConfig, TrainConfig
-from covertune.metrics.summary import is_nan
-from covertune.metrics.evaluate import letter_scores
-from covertune.core.prompt import try_parse_prompt
-from covertune.core.prompt import render_prompt
+from covertune.core import distributed, io, rundir
+from covertune.core.progress import is_terminal
+from covertune.core.prompt import render_prompt, try_parse_prompt
 from covertune.core.records import TARGET_FIELD
 from covertune.generation.decoding import Decoding
-from covertune.models.letter_model import free_model, load_letter_model
 from covertune.generation.letters import generate_letters
-from covertune.core.progress import is_terminal
+from covertune.metrics.evaluate import letter_scores
+from covertune.metrics.summary import is_nan
+from covertune.models.letter_model import free_model, load_letter_model
 
 log = logging.getLogger("covertune.stages.train")
 

@@ -12,10 +12,11 @@ import shutil
 from pathlib import Path
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from covertune.training import checkpoint_choice
+
+from covertune.config.stages import TrainConfig
 from covertune.core import distributed, rundir
 from covertune.models import load as models
-from covertune.config.stages import TrainConfig
+from covertune.training import checkpoint_choice
 
 log = logging.getLogger(__name__)
 
