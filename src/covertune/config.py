@@ -410,8 +410,11 @@ class ServeConfig:
     model_name: str = opt("covertune", "Name clients use for the served model (OpenAI 'model', Ollama name)")
     api_key: str = opt("", "Require 'Authorization: Bearer KEY' (default: the COVERTUNE_API_KEY "
                        "environment variable; empty: no auth)")
-    cors_origins: list[str] = opt([], "Origins allowed besides chrome-extension:// ones (e.g. "
-                                  "http://localhost:3000; '*' for any)")
+    cors_origins: list[str] = opt([], "Web origins allowed to send requests (e.g. http://localhost:3000; '*' for "
+                                  "any); browser extensions are allowed unless one is named here "
+                                  "(chrome-extension://ID pins the extension); other origins get 403")
+    allowed_hosts: list[str] = opt([], "Host names served besides loopback ones and the bound address (a DNS "
+                                   "rebinding guard; '*' for any); other Host headers get 403")
     max_batch_size: int = opt(16, "Most requests generated together in one batch")
     batch_window_ms: float = opt(20.0, "How long the batcher waits for more requests after the first")
     max_queue: int = opt(64, "Requests waiting for the model at most; more get 503 with Retry-After")

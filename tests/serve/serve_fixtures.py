@@ -61,7 +61,7 @@ def make_client(tiny_lm, monkeypatch):
 
     def make(**options):
         cfg = ServeConfig(**{"max_new_tokens": 24, **options})
-        client = TestClient(create_app(Engine(tiny_lm, cfg), cfg))
+        client = TestClient(create_app(Engine(tiny_lm, cfg), cfg), base_url="http://127.0.0.1:8000")
         return stack.enter_context(client)
 
     yield make

@@ -110,7 +110,7 @@ def test_chat_prompt_format(serve_model_dir):
     expected = generate_letters(lm.model, lm.tokenizer, [chat_ids], 1, Decoding(max_new_tokens=16),
                                 progress=False)[0]
     cfg = ServeConfig(max_new_tokens=16)
-    with TestClient(create_app(Engine(lm, cfg), cfg)) as client:
+    with TestClient(create_app(Engine(lm, cfg), cfg), base_url="http://127.0.0.1:8000") as client:
         body = client.post("/v1/cover-letter", json=FIELDS).json()
     assert body["letter"] == expected
     raw_ids = prompt_ids(FIELDS, lm.tokenizer, "raw")

@@ -174,8 +174,11 @@ class Batcher:
         self.pad_id = check_pad(tokenizer, self.stop_ids)
         self.max_batch_size, self.window_s = max_batch_size, window_s
         self.on_batch = on_batch  # (rows, new tokens, seconds) after each batch
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: queue.Queue[Job] = queue.Queue()
         self._held: list[Job] = []  # taken from the queue, waiting for a batch with their settings
+        self._waiting = 0  # submitted and not yet in a batch: in the queue or held (the --max-queue bound)
+        self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.busy = False
@@ -183,13 +186,14 @@ class Batcher:
     def submit(self, job: Job) -> None:
         if self._stopping.is_set():
             raise QueueFull("the server is shutting down")
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(f"{self._queue.maxsize} requests are waiting") from None
+        with self._count_lock:
+            if self._waiting >= self.max_queue:
+                raise QueueFull(f"{self.max_queue} requests are waiting")
+            self._waiting += 1
+        self._queue.put_nowait(job)
 
     def waiting(self) -> int:
-        return self._queue.qsize() + len(self._held)
+        return self._waiting
 
     def start(self) -> None:
         if self._thread is None:
@@ -214,6 +218,13 @@ class Batcher:
             return None
 
     def _take_batch(self) -> list[Job]:
+        """The next batch; its jobs stop counting against ``max_queue``."""
+        batch = self._gather()
+        with self._count_lock:
+            self._waiting -= len(batch)
+        return batch
+
+    def _gather(self) -> list[Job]:
         first = self._next(0.1)
         if first is None:
             return []

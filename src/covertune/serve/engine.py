@@ -165,8 +165,9 @@ class Engine:
         self.metrics = Metrics()
         self.batcher = Batcher(lm.model, lm.tokenizer, cfg.max_batch_size, cfg.batch_window_ms / 1000,
                                cfg.max_queue, on_batch=self.metrics.batch)
-        config = getattr(lm.model, "config", None)
-        self.context = getattr(config, "max_position_embeddings", None)
+        from covertune.limits import model_context
+
+        self.context = model_context(lm.model)
         self.created = int(time.time())
 
     # ------------------------------------------------------------ checks
@@ -200,10 +201,16 @@ class Engine:
     def text_ids(self, text: str) -> list[int]:
         return self.lm.text_ids(text)
 
-    def check_context(self, ids: list[int], decoding: Decoding, field: str) -> None:
-        if self.context and len(ids) + decoding.max_new_tokens > self.context:
-            raise APIError(422, f"the prompt ({len(ids)} tokens) plus max_new_tokens ({decoding.max_new_tokens}) "
-                           f"exceed the model's context of {self.context} tokens; shorten '{field}'", field)
+    def check_context(self, ids: list[int], decoding: Decoding, field: str,
+                      new_tokens: str = "max_new_tokens") -> None:
+        """422 when the prompt (request field ``field``) and its new tokens (field ``new_tokens``) do not fit
+        the model's context, naming the prompt's field when the prompt alone fills it."""
+        from covertune.limits import context_overflow
+
+        found = context_overflow(len(ids), decoding.max_new_tokens, self.context, new_tokens)
+        if found:
+            blame = field if found[0] == "prompt" else new_tokens
+            raise APIError(422, f"{found[1]}; shorten '{blame}'", blame)
 
     # ------------------------------------------------------------ generation
 

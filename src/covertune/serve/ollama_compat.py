@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from covertune.serve.common import parse, read_json
+from covertune.serve.common import parse, read_json, results_unless_gone
 from covertune.serve.engine import GenerationFailed
 from covertune.serve.errors import APIError
 from covertune.serve.openai_compat import last_user_text, message_ids
@@ -47,7 +47,7 @@ def _decoding(engine, options):
                            options.repeat_penalty)
 
 
-async def _respond(engine, ticket, stream: bool, piece, t0: float):
+async def _respond(request, engine, ticket, stream: bool, piece, t0: float):
     """The NDJSON stream or the single object; ``piece(text)`` is the route's text field(s)."""
     def final(result) -> dict:
         total = time.perf_counter_ns() - t0
@@ -57,7 +57,7 @@ async def _respond(engine, ticket, stream: bool, piece, t0: float):
 
     if not stream:
         try:
-            return final(await ticket.result())
+            return final((await results_unless_gone(request, [ticket]))[0])
         except GenerationFailed as e:
             raise APIError(500, str(e)) from None
 
@@ -87,9 +87,9 @@ async def generate(request: Request):
         return {"model": engine.name, "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
     decoding = _decoding(engine, req.options)
     ids, _ = message_ids(engine, req.prompt)
-    engine.check_context(ids, decoding, "prompt")
+    engine.check_context(ids, decoding, "prompt", "options.num_predict")
     ticket = engine.submit(ids, decoding, stream=req.stream)
-    return await _respond(engine, ticket, req.stream, lambda text: {"response": text}, t0)
+    return await _respond(request, engine, ticket, req.stream, lambda text: {"response": text}, t0)
 
 
 @router.post("/api/chat")
@@ -100,9 +100,9 @@ async def chat(request: Request):
     text = last_user_text(req.messages, engine)
     decoding = _decoding(engine, req.options)
     ids, _ = message_ids(engine, text)
-    engine.check_context(ids, decoding, "messages")
+    engine.check_context(ids, decoding, "messages", "options.num_predict")
     ticket = engine.submit(ids, decoding, stream=req.stream)
-    return await _respond(engine, ticket, req.stream,
+    return await _respond(request, engine, ticket, req.stream,
                           lambda text: {"message": {"role": "assistant", "content": text}}, t0)
 
 

@@ -16,7 +16,7 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
+from covertune.serve.common import SSE_HEADERS, parse, read_json, results_unless_gone, sse, usage
 from covertune.serve.engine import GenerationFailed, message_fields
 from covertune.serve.errors import APIError
 from covertune.serve.schemas import ChatCompletionRequest
@@ -61,14 +61,14 @@ async def chat_completions(request: Request):
     decoding = engine.decoding(req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p,
                                None, req.seed)
     ids, _ = message_ids(engine, text)
-    engine.check_context(ids, decoding, "messages")
+    engine.check_context(ids, decoding, "messages", "max_completion_tokens")
     ticket = engine.submit(ids, decoding, stream=req.stream)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": cid, "created": created, "model": engine.name, "system_fingerprint": None}
 
     if not req.stream:
         try:
-            result = await ticket.result()
+            [result] = await results_unless_gone(request, [ticket])
         except GenerationFailed as e:
             raise APIError(500, str(e)) from None
         return {**head, "object": "chat.completion",

@@ -20,13 +20,18 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from covertune.metrics.grounding import ground_json
-from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
+from covertune.serve.common import SSE_HEADERS, parse, read_json, results_unless_gone, sse, usage
 from covertune.serve.engine import GenerationFailed
 from covertune.serve.errors import APIError
 from covertune.serve.schemas import CoverLetterRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+
+def longest(fields: dict[str, str]) -> str:
+    """The field to shorten when the prompt is too long: the longest one."""
+    return max(fields, key=lambda k: len(fields[k]))
 
 
 def _engine(request: Request):
@@ -55,11 +60,11 @@ async def cover_letter(request: Request):
         engine.check_length(name, value)
     n = req.candidates or engine.cfg.candidates
     if n > 1:
-        return await _candidates(engine, req, fields, n)
+        return await _candidates(request, engine, req, fields, n)
     decoding = engine.decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
                                req.repetition_penalty)
     ids = engine.fields_ids(fields)
-    engine.check_context(ids, decoding, "max_new_tokens")
+    engine.check_context(ids, decoding, longest(fields))
     ticket = engine.submit(ids, decoding, stream=req.stream)
 
     def final(result) -> dict:
@@ -68,7 +73,7 @@ async def cover_letter(request: Request):
 
     if not req.stream:
         try:
-            return final(await ticket.result())
+            return final((await results_unless_gone(request, [ticket]))[0])
         except GenerationFailed as e:
             raise APIError(500, str(e)) from None
 
@@ -88,7 +93,7 @@ async def cover_letter(request: Request):
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n: int) -> dict:
+async def _candidates(request: Request, engine, req: CoverLetterRequest, fields: dict[str, str], n: int) -> dict:
     """The letter chosen among ``n`` candidates (covertune.select), with every candidate under "candidates"."""
     from covertune.select import SELECT_MODES, choose
 
@@ -108,10 +113,10 @@ async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n
     decoding = engine.candidate_decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
                                          req.repetition_penalty)
     ids = engine.fields_ids(fields)
-    engine.check_context(ids, decoding, "max_new_tokens")
+    engine.check_context(ids, decoding, longest(fields))
     tickets = engine.submit_candidates(ids, decoding, n)
     try:
-        results = await asyncio.gather(*(t.result() for t in tickets))
+        results = await results_unless_gone(request, tickets)
     except GenerationFailed as e:
         raise APIError(500, str(e)) from None
     finally:
