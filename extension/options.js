@@ -79,6 +79,8 @@ async function load() {
   $("maxNewTokens").value = form.maxNewTokens || "";
   $("temperature").value = form.temperature || "";
   $("timeoutS").value = form.timeoutS || "";
+  $("extensionId").textContent = chrome.runtime.id;
+  $("pinCommand").textContent = "covertune serve --cors-origins " + location.origin;
   $("options-form").addEventListener("submit", save);
   $("test").addEventListener("click", test);
   document.body.dataset.ready = "true";

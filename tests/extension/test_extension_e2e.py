@@ -243,6 +243,12 @@ def test_options_page_saves_the_profile_and_reaches_the_server(browser, server):
     assert browser.errors == []
 
 
+def test_options_page_shows_the_extension_id_to_pin(browser):
+    page = browser.open("options.html")
+    assert page.text_content("#extensionId") == browser.id
+    assert page.text_content("#pinCommand") == f"covertune serve --cors-origins chrome-extension://{browser.id}"
+
+
 def test_popup_reads_the_job_page_writes_the_letter_and_checks_it(browser, server):
     browser.save_options(server)
     job_page, popup = browser.popup_for(browser.site + "/job_page.html")
