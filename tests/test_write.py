@@ -133,3 +133,23 @@ def test_classifier_mbr_scores_the_candidates(run_dir, tiny_model_dir, rows, tmp
     assert [c["quality"] for c in cands] == pytest.approx(
         classifier.score([c["letter"] for c in cands], [records.inputs_of(rows[0])] * 3), abs=1e-6)
     assert out["letter"] == cands[out["candidates"]["chosen"]]["letter"]
+
+
+def test_input_too_long_for_the_context_is_refused_before_generating(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """A job posting longer than the model's context: the one-line message generate and serve give, at once."""
+    from covertune import generate as generate_module
+    from covertune.limits import context_overflow
+
+    def never(*args, **kwargs):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(generate_module, "generate_letters", never)
+    posting = tmp_path / "posting.txt"
+    posting.write_text("SQL, Python and reporting for a growing team. " * 1500)
+    code = main(["write", "--model", str(tiny_model_dir), "--dtype", "fp32", "--max-new-tokens", "12",
+                 "--job-posting", str(posting), "--job-title", "Analyst"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1, err
+    n = int(err[0].split("the prompt is ")[1].split(" tokens")[0].replace(",", ""))
+    assert context_overflow(n, 12, 2048)[1] in err[0] and n > 2048  # serve's and generate's words
+    assert "shorten --job-posting" in err[0]

@@ -78,6 +78,22 @@ def collect_fields(cfg: WriteConfig) -> dict[str, str]:
     return fields
 
 
+def check_fits(ids: list[int], fields: dict[str, str], cfg: WriteConfig, model) -> None:
+    """The prompt and --max-new-tokens fit the model's context (``limits.context_overflow``, the check
+    generate and serve make), else a one-line error naming the option to shorten."""
+    from covertune.limits import context_overflow, model_context
+
+    found = context_overflow(len(ids), cfg.max_new_tokens, model_context(model))
+    if found is None:
+        return
+    if found[0] != "prompt":
+        raise ValueError(f"{found[1]}; lower --max-new-tokens")
+    longest = max(fields, key=lambda k: len(fields[k]))
+    options = {v: k for k, v in TEXT_FILE_FIELDS.items() if getattr(cfg, k) and not getattr(cfg, v)}
+    option = options.get(longest, longest)
+    raise ValueError(f"{found[1]}; shorten --{option.replace('_', '-')}")
+
+
 def write(cfg: WriteConfig) -> str:
     from covertune.generate import Decoding, generate_letters, load_letter_model
     from covertune.metrics.grounding import ground_json
@@ -100,6 +116,7 @@ def write(cfg: WriteConfig) -> str:
                                           dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
     ids = lm.prompt_ids(fields)
+    check_fits(ids, fields, cfg, lm.model)
     decoding = Decoding(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
                         top_p=cfg.top_p, top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
     stats: dict = {}
