@@ -21,6 +21,7 @@ each candidate's score is recorded there as ``quality``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import hashlib
 import json
@@ -33,7 +34,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from covertune import distributed, engines, io, limits, models, rundir
+from covertune import adapter_check, distributed, engines, io, limits, models, rundir
 from covertune.config import BaseWeights, GenerateConfig, PromptFormat, check_choice, choices, validate
 from covertune.prompt import extract_letter, prompt_ids, render_prompt, text_ids
 from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
@@ -401,14 +402,12 @@ def _fine_tuned_weights(cfg: GenerateConfig, merged: Path | None, adapter: Path 
         log.info("loading the merged model %s", merged)
         return models.load_model(str(merged), "none", cfg.dtype, tokenizer=tokenizer,
                                  trust_remote_code=cfg.trust_remote_code)
-    from peft import PeftModel
-
     trained_q = train_cfg.get("quantization")
     log.info("loading %s quantized %s as in training, dequantized, and merging the adapter %s",
              cfg.model, trained_q, adapter)
     base = models.load_adapter_base(cfg.model, trained_q, "trained", cfg.dtype, tokenizer=tokenizer,
                                     trust_remote_code=cfg.trust_remote_code)
-    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    return adapter_check.load_peft(base, adapter, cfg.model).merge_and_unload()
 
 
 @dataclass
@@ -447,7 +446,8 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
         rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None:
-        rundir.check_base_model(cfg.model, train_cfg, adapter)
+        cfg = dataclasses.replace(cfg, model=adapter_check.base_model(cfg.model, train_cfg, adapter))
+        adapter_check.check_weights(adapter)
     prompt_format = _resolve_format(cfg, train_cfg)
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
@@ -461,10 +461,8 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
                                   trust_remote_code=cfg.trust_remote_code)
         source = cfg.model
         if adapter is not None:
-            from peft import PeftModel
-
             log.info("loading the adapter %s", adapter)
-            model = PeftModel.from_pretrained(model, str(adapter))
+            model = adapter_check.load_peft(model, adapter, cfg.model)
             source = f"{cfg.model} + adapter {adapter}"
             if cfg.merge_adapter:  # as generate's fine-tuned pass: the same letters
                 model = model.merge_and_unload()
@@ -524,10 +522,8 @@ class PassModels:
         m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=self.tokenizer,
                               trust_remote_code=cfg.trust_remote_code)
         if self.adapter_on_base:
-            from peft import PeftModel
-
             log.info("loading the adapter %s", self.adapter)
-            m = PeftModel.from_pretrained(m, str(self.adapter))
+            m = adapter_check.load_peft(m, self.adapter, cfg.model)
         return m
 
     def close(self) -> None:
@@ -557,7 +553,8 @@ def generate(cfg: GenerateConfig) -> str:
         rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None and "fine_tuned" in cfg.models:
-        rundir.check_base_model(cfg.model, train_cfg, adapter)
+        cfg = dataclasses.replace(cfg, model=adapter_check.base_model(cfg.model, train_cfg, adapter))
+        adapter_check.check_weights(adapter)
     prompt_format = _resolve_format(cfg, train_cfg)
     base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
                     if adapter is not None and merged is None else None)
