@@ -165,6 +165,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"covertune {args.stage}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        given = sys.argv[1:] if argv is None else list(argv)
+        if "--force" in given:  # --force would start over again: the command that continues drops it
+            import shlex
+
+            again = " ".join(shlex.quote(a) for a in ["covertune", *(a for a in given if a != "--force")])
+            print(f"covertune {args.stage}: interrupted; to continue from where it stopped (train from its last "
+                  f"checkpoint, generate from the letters it finished), run it without --force: {again}",
+                  file=sys.stderr)
+            return 130
         print(f"covertune {args.stage}: interrupted; run the same command again to continue (train goes on "
               "from its last checkpoint, generate from the letters it finished)", file=sys.stderr)
         return 130
