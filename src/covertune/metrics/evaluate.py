@@ -46,7 +46,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
                 f"run `covertune generate --out {out}` first, or pass --eval-csv")
         raise FileNotFoundError(f"{path} does not exist; {hint} (a CSV with the columns {', '.join(EVAL_COLUMNS)})")
     spec = bertscore.resolve(cfg.bertscore_model, cfg.bertscore_layers, cfg.bertscore_rescale)
-    key = {"input": _file_id(path), "bertscore_hash": bertscore.scorer_hash(spec)}
+    key = {"input": _file_id(path, out), "bertscore_hash": bertscore.scorer_hash(spec)}
     if not cfg.force and _complete(out, key):
         return f"evaluate: {out} already scored {path} (use --force to score again)"
 
@@ -188,9 +188,12 @@ def read_eval_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     return frame, models
 
 
-def _file_id(path: Path) -> dict:
+def _file_id(path: Path, out: Path) -> dict:
+    """The scored file: its path (relative to the run directory when inside it), size and mtime."""
+    from covertune.md_text import run_relative
+
     st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": run_relative(path.resolve(), out), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _complete(out: Path, key: dict) -> bool:
