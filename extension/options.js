@@ -47,9 +47,10 @@ async function save(event) {
   const pattern = form.settings.serverUrl + "/*";
   const asking = DEFAULT_ORIGINS.includes(pattern) ? null
     : chrome.permissions.request({ origins: [pattern] }).catch(() => false);
+  const warning = Client.serverUrlWarning($("serverUrl").value);
   await chrome.storage.local.set({ profile: form.profile, settings: stored(form.settings) });
   $("serverUrl").value = form.settings.serverUrl;
-  say("Saved.", false);
+  say(warning ? "Saved. " + warning : "Saved.", false);
   if (asking && (await asking) === false) {
     say("Saved. Access to " + form.settings.serverUrl + " was not granted: the server must then allow this " +
       "extension's origin (covertune serve does by default).", false);

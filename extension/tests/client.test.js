@@ -169,3 +169,24 @@ test("health reads /health, and tells a server that is not covertune apart", asy
     other.server.close();
   }
 });
+
+test("every field is clipped to the server's limit before sending, never splitting a character", () => {
+  const long = "x".repeat(Client.MAX_FIELD_CHARS - 1) + "\u{1F600}" + "tail";
+  const body = Client.requestBody({ job_title: "T".repeat(50000), preferred_qualifications: long },
+    { skillsets: "S".repeat(Client.MAX_FIELD_CHARS + 1), applicant_name: "Ann" }, {});
+  for (const key of Client.INPUT_FIELDS) assert.ok(body[key].length <= Client.MAX_FIELD_CHARS, key);
+  assert.equal(body.job_title.length, Client.MAX_FIELD_CHARS);
+  assert.equal(body.preferred_qualifications, "x".repeat(Client.MAX_FIELD_CHARS - 1));  // no lone surrogate
+  assert.equal(body.applicant_name, "Ann");
+  assert.equal(Client.MAX_FIELD_CHARS, 8000);  // covertune serve's --max-field-chars default
+});
+
+test("a server URL with a user name or a remote http:// address gets a warning", () => {
+  assert.match(Client.serverUrlWarning("http://user:pw@letters.example.org:8000"), /user name and password/);
+  assert.match(Client.serverUrlWarning("http://letters.example.org:8000"), /https:\/\//);
+  assert.match(Client.serverUrlWarning("192.168.1.5:9000"), /unencrypted/);
+  assert.equal(Client.serverUrlWarning("https://letters.example.org"), "");
+  for (const local of ["http://127.0.0.1:8000", "localhost:8000", "http://[::1]:8000", ""]) {
+    assert.equal(Client.serverUrlWarning(local), "", local);
+  }
+});
