@@ -14,6 +14,7 @@ import typing
 
 from covertune import __version__, distributed
 from covertune.config import STAGE_CONFIGS, build, choices, field_types, load_preset, load_yaml, preset_names
+from covertune.library_logs import quiet_library_logs
 from covertune.pipeline import pipeline_from_args, stage_function
 from covertune.progress import quiet_library_bars
 
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_library_bars()
+    quiet_library_logs()
     distributed.quiet_other_processes()
     if args.stage is None:
         parser.print_help()

@@ -53,8 +53,11 @@ def embedded_model_dir() -> Path:
 
     log.info("converting the embedded model %s into %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    from covertune.progress import library_bars
+
+    with library_bars("transformers.modeling_gguf_pytorch_utils"):  # its own bar: a log line in a log
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32)
     # The weights are dequantized; drop the GGUF quantizer so the model saves as plain safetensors.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
