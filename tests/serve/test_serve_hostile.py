@@ -199,7 +199,11 @@ def test_max_queue_bounds_requests_of_different_settings(tiny_lm):
     assert batcher.waiting() == 4
 
 
-def test_non_streamed_request_stops_when_its_client_goes(make_server):
+def test_non_streamed_request_stops_when_its_client_goes(make_server, caplog):
+    import gc
+    import logging
+
+    caplog.set_level(logging.INFO)
     url, app = make_server(max_new_tokens_cap=4096)
     engine = app.state.engine
     port = int(url.rsplit(":", 1)[1])
@@ -219,3 +223,9 @@ def test_non_streamed_request_stops_when_its_client_goes(make_server):
         assert time.time() < deadline
         time.sleep(0.05)
     assert engine.metrics.completion_tokens < 1800  # cut off when the client went, not written to the end
+    deadline = time.time() + 10
+    while not any("disconnected before its letter" in rec.getMessage() for rec in caplog.records):
+        assert time.time() < deadline
+        time.sleep(0.05)
+    gc.collect()  # asyncio reports a future whose exception nobody retrieved when it is collected
+    assert not [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.ERROR or rec.exc_info]

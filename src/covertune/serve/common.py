@@ -120,5 +120,8 @@ async def results_unless_gone(request: Request, tickets) -> list:
         results.cancel()
         for t in tickets:
             t.cancel()
+        await asyncio.wait({results})
+        if not results.cancelled():
+            results.exception()  # retrieved: asyncio would log an exception nobody read
         raise APIError(499, "the client disconnected before its letter was written; generation stopped")
     return results.result()
