@@ -95,16 +95,11 @@ class Tally:
             self.unexpected.setdefault(family, []).append(status)
 
 
-def raw(port: int, data: bytes, read: bool = True, wait: float = 0.0) -> int | None:
-    """Send raw bytes; the status of the answer (None when the client hangs up first or nothing comes)."""
+def raw(port: int, data: bytes, wait: float = 0.0) -> None:
+    """Send raw bytes and hang up after ``wait`` seconds, without reading an answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(data)
-        if wait:
-            time.sleep(wait)
-        if not read:
-            return None
-        head = s.recv(64)
-    return int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else None
+        time.sleep(wait)
 
 
 def request(method: str, path: str, body: bytes, headers: dict) -> bytes:
@@ -113,11 +108,37 @@ def request(method: str, path: str, body: bytes, headers: dict) -> bytes:
     return "\r\n".join(lines).encode("latin-1") + body
 
 
+class NoAnswer:
+    status_code, text = None, ""
+
+
+class Client:
+    """httpx.Client whose transport errors (a reset connection) are an answer without a status."""
+
+    def __init__(self, url: str, timeout: float):
+        import httpx
+
+        self.http, self.errors = httpx.Client(base_url=url, timeout=timeout), (httpx.HTTPError,)
+
+    def post(self, *args, **kwargs):
+        try:
+            return self.http.post(*args, **kwargs)
+        except self.errors:
+            return NoAnswer()
+
+    def get(self, *args, **kwargs):
+        try:
+            return self.http.get(*args, **kwargs)
+        except self.errors:
+            return NoAnswer()
+
+    def close(self):
+        self.http.close()
+
+
 def replay(url: str, port: int, tally: Tally, args) -> None:
     """The attack families of the security review, each with the status it must get."""
-    import httpx
-
-    c = httpx.Client(base_url=url, timeout=120)
+    c = Client(url, 120)
     for route, body in ROUTES.items():
         data = json.dumps(body).encode()
         for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None):
@@ -168,18 +189,21 @@ def replay(url: str, port: int, tally: Tally, args) -> None:
     partial = (b"POST /v1/cover-letter HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: 5000\r\n\r\n" + b'{"job_title": "' + b"x" * 50)
     for _ in range(3):
-        tally.add("disconnect-mid-body", raw(port, partial, read=False, wait=0.2), hung_up=True)
+        tally.add("disconnect-mid-body", raw(port, partial, wait=0.2), hung_up=True)
     body = json.dumps({**ROUTES["/v1/cover-letter"], "max_new_tokens": args.max_new_tokens_cap}).encode()
     for _ in range(3):
         tally.add("disconnect-before-letter", raw(port, request("POST", "/v1/cover-letter", body, head),
-                                                  read=False, wait=0.05), hung_up=True)
+                                                  wait=0.05), hung_up=True)
     # more requests of distinct decoding settings than --max-queue, at once
     import concurrent.futures
 
-    def one(k: int) -> int:
-        with httpx.Client(base_url=url, timeout=300) as own:
+    def one(k: int) -> int | None:
+        own = Client(url, 300)
+        try:
             return own.post("/v1/cover-letter", json={**ROUTES["/v1/cover-letter"],
                                                         "repetition_penalty": 1.0 + k / 100}).status_code
+        finally:
+            own.close()
 
     n = args.max_queue * 3
     with concurrent.futures.ThreadPoolExecutor(n) as pool:
