@@ -282,10 +282,12 @@ def test_report_refuses_scores_of_an_older_eval_csv(tmp_path, capsys):
     from covertune.cli import main
 
     _small_eval(tmp_path)
+    os.utime(tmp_path / "eval.csv", ns=(1, 1))  # a copy or a checkout: new times, the same letters
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    (tmp_path / "report.html").unlink()
     frame = pd.read_csv(tmp_path / "eval.csv", dtype=str, keep_default_na=False)
     frame.loc[0, "fine_tuned_output"] = "A letter from a later generate."
     frame.to_csv(tmp_path / "eval.csv", index=False)
-    os.utime(tmp_path / "eval.csv", ns=(1, 1))
     assert main(["report", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "eval.csv" in err[0] and "covertune evaluate --out" in err[0]

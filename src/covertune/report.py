@@ -113,7 +113,11 @@ def check_scores_current(out: Path, metrics: dict) -> None:
     if not path.is_file():
         return  # a run folder copied without its eval.csv (docs/results): nothing to compare with
     st = path.stat()
-    if (st.st_size, st.st_mtime_ns) != (scored.get("size"), scored.get("mtime_ns")):
+    if scored.get("sha256"):  # its contents: a copy or checkout of the run (new mtimes) is still current
+        changed = rundir.file_hash(path) != scored["sha256"]
+    else:
+        changed = (st.st_size, st.st_mtime_ns) != (scored.get("size"), scored.get("mtime_ns"))
+    if changed:
         raise ValueError(f"{path} changed after evaluate scored it (a new generate?): run `covertune evaluate "
                          f"--out {out}` first, then the report")
 

@@ -89,7 +89,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
     table = summary.summarize(results, subsets, models)
     table.insert(3, "bertscore_hash", scorer_hash)
     metrics = {
-        "input": {**key["input"], "rows": n},
+        "input": {**key["input"], "sha256": rundir.file_hash(path), "rows": n},
         "models": models,
         "bertscore": {"model": cfg.bertscore_model, "hash": scorer_hash,
                       "num_layers": spec.num_layers if spec else None, "idf": False,
