@@ -97,3 +97,12 @@ def test_markdown_escapes_titles_and_labels(small_run, tmp_path):
     cells = [c for c in header.replace("\\|", "").split("|")[1:-1]]
     assert len(cells) == 1 + 4  # the metric column and 2 runs x 2 models: the label's | does not split a cell
     assert "a\\|b base" in header
+
+
+def test_pages_record_no_absolute_paths(small_run, tmp_path):
+    out = tmp_path / "cmp"
+    compare(CompareConfig(runs=[str(REFERENCE), str(small_run)], out=str(out)))
+    for name in ("compare.md", "compare.html"):
+        text = (out / name).read_text()
+        assert str(small_run) not in text and str(REPO) not in text and "/work/shared" not in text, name
+        assert "eval.csv" in text

@@ -21,7 +21,7 @@ import pandas as pd
 
 from covertune import io
 from covertune.config import CompareConfig
-from covertune.md_text import md_inline, no_nul
+from covertune.md_text import md_inline, no_nul, shown_path
 from covertune.metrics.bertscore import NONE_HASH
 from covertune.metrics.evaluate import METRICS_FILE, SUMMARY_FILE
 from covertune.metrics.summary import METRICS, SUBSET_HELP, SUBSETS, is_nan
@@ -53,6 +53,8 @@ def compare(cfg: CompareConfig) -> str:
 
     out = Path(cfg.out)
     io.write_csv(out / "compare.csv", to_csv(tables))
+    for run in runs:  # as the pages show them: relative to this folder and to each run, never this machine's
+        run["path"], run["input"] = shown_path(run["path"], Path.cwd()), shown_path(run["input"], run["path"])
     markdown = render_markdown(cfg.title, runs, tables, scorers)
     io.write_text(out / "compare.md", no_nul(markdown))
     io.write_text(out / "compare.html", no_nul(render_html(cfg.title, runs, tables, scorers)))

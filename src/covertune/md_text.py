@@ -34,3 +34,11 @@ def run_relative(path, run) -> str:
             Path(run).resolve()) else str(p)
     except (OSError, ValueError):
         return str(p)
+
+
+def shown_path(path, run) -> str:
+    """``path`` as a document shows it: relative to the run directory when inside it, else its name only
+    (the folders of the machine that wrote it mean nothing elsewhere)."""
+    shown = run_relative(path, run)
+    return Path(shown).name if Path(shown).is_absolute() else shown
+

@@ -26,7 +26,7 @@ import pandas as pd
 from covertune import io, rundir, tracking
 from covertune.config import ReportConfig, validate
 from covertune.io import read_utf8
-from covertune.md_text import md_inline, no_nul
+from covertune.md_text import md_inline, no_nul, shown_path
 from covertune.metrics.grounding import LIST_SEP, try_parse_prompt
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.summary import METRICS, SUBSET_HELP, fmt, is_nan
@@ -91,7 +91,8 @@ def report(cfg: ReportConfig) -> str:
     # ---- grounded decoding: what choosing among candidates did (covertune generate --candidates)
     decoding = candidate_summaries(out)
 
-    # ---- documents
+    # ---- documents (the input as a page shows it: relative to the run, not this machine's folders)
+    metrics = {**metrics, "input": {**metrics["input"], "path": shown_path(metrics["input"]["path"], out)}}
     io.write_text(out / "report.md", no_nul(render_markdown(cfg.title, metrics, models, written, groups, results)
                                             + _md_candidates(decoding)))
     io.write_text(out / "report.html", no_nul(render_html(cfg.title, out, metrics, models, written, groups, results)
