@@ -11,7 +11,7 @@ from covertune.generate import Decoding
 from covertune.serve.batching import Batcher, Job, QueueFull
 
 from serve_fixtures import FIELDS, client, make_client, make_server, serve_model_dir, tiny_lm  # noqa: F401
-from test_serve_limits import EXTENSION, error
+from test_serve_limits import EXTENSION
 
 EVIL = "https://evil.example"
 SMALL = {**FIELDS, "max_new_tokens": 4}

@@ -13,7 +13,6 @@ candidate, its grounding failures and MBR score under ``candidates``; not with `
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import APIRouter, Request
