@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory, tiny_model_dir, rows, make_tiny_adapter):
 
 
 def _cfg(tiny_model_dir, **kw):
-    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", **kw})
+    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", "form": "auto", **kw})
 
 
 def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):
@@ -52,7 +52,7 @@ def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):
 def test_json_output(tiny_model_dir, rows):
     fields = records.inputs_of(rows[0])
     out = json.loads(write(_cfg(tiny_model_dir, json=True, **{k: v for k, v in fields.items() if v})))
-    assert set(out) == {"letter", "grounding", "usage", "model"}
+    assert set(out) == {"letter", "grounding", "usage", "model", "form"}
     assert out["grounding"] == ground_json(out["letter"], fields)
     assert 0 < out["usage"]["completion_tokens"] <= 12 and out["usage"]["prompt_tokens"] > 20
 

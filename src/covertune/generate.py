@@ -578,6 +578,8 @@ def generate(cfg: GenerateConfig) -> str:
             classifier, classifier_path = load_classifier(cfg.classifier, out)
             tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
                                        classifier_threshold=cfg.classifier_threshold)
+    if cfg.form != "auto":  # full prefers full-form candidates: it changes the choice
+        tuned["form"] = cfg.form
     processes, main = distributed.world_size(), distributed.is_main()
     if processes > 1:
         distributed.state()  # join the process group before the first barrier
@@ -640,7 +642,7 @@ def generate(cfg: GenerateConfig) -> str:
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
                             classifier=classifier, threshold=cfg.classifier_threshold,
                             repetition_weight=cfg.select_repetition_weight, progress=main,
-                            indices=share)
+                            indices=share, form=cfg.form)
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)
@@ -660,6 +662,10 @@ def generate(cfg: GenerateConfig) -> str:
             raise RuntimeError(f"generate: {len(missing)} row(s) of {cfg.split} have no letter after the pass "
                                f"{which} (first: row {missing[0]}); run the same command again to write them")
         outputs[which] = [row["output"] for row in rows]
+        if which == "fine_tuned" and cfg.form != "auto":
+            from covertune.letter_form import apply_form
+
+            outputs[which] = [apply_form(text, cfg.form, inputs_of(r)) for text, r in zip(outputs[which], records)]
         if uses_candidates(cfg, which):
             choices[which] = [{"index": i, "id": r.get("id"), **row["choice"]}
                               for i, (r, row) in enumerate(zip(records, rows))]
@@ -701,6 +707,10 @@ def generate(cfg: GenerateConfig) -> str:
         elif side.exists():  # from an earlier run with --candidates: not these letters
             side.unlink()
     io.write_json(out / STATS_FILE, stats)
+    if "fine_tuned" in cfg.models:
+        from covertune.recipe import write_recipe
+
+        write_recipe(out, cfg, prompt_format)
     rundir.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
                                    "split": cfg.split, "models": list(cfg.models),
                                    "prompt_format": prompt_format, "stats": stats,
