@@ -109,14 +109,14 @@ class Choice:
 
 def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None,
            quality: Sequence[float] | None = None, threshold: float = 0.5,
-           repetition_weight: float = 0.0, form: str = "auto") -> Choice:
+           repetition_weight: float = 0.0, form: str = "auto", scores: Sequence[float] | None = None) -> Choice:
     """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
     prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
     ``select`` is, when they are given); ``quality`` the letter-quality classifier's score of each
     candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut;
     ``repetition_weight`` what a point of repetition ratio costs a candidate's MBR score (0: plain MBR);
     ``form`` full: among the candidates left, those already in full form (covertune.letter_form) are
-    preferred."""
+    preferred; ``scores``: the candidates' MBR scores where they are known (a choice record's), else computed."""
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     candidates = list(candidates)
@@ -132,7 +132,7 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     threshold_used = threshold if select == "classifier-mbr" else None
     if select == "greedy" or len(candidates) == 1:
         return Choice(0, select, candidates, [], reasons, quality, threshold_used)
-    scores = mbr_scores(candidates)
+    scores = list(scores) if scores is not None else mbr_scores(candidates)
     pool = list(range(len(candidates)))
     if select in ("grounded-mbr", "classifier-mbr") and reasons:
         passing = [k for k in pool if not reasons[k]]
