@@ -2,8 +2,8 @@
 
 A preset's micro-batch is chosen for a GPU (the ``smol`` preset: 16 x 768 tokens); on a CPU in fp32 its
 activations and logits outgrow a 24 GiB machine and the kernel kills the process without a word. Before
-training starts on a CPU, ``plan_cpu`` measures one forward and backward pass of one sequence of the
-longest training length (the peak resident memory it adds, and its tokens per second), takes the larger of
+training starts on a CPU, ``plan_cpu`` measures the forward and backward pass of one sequence of the
+longest training length (twice: the second pass's rate) (the peak resident memory it adds, and its tokens per second), takes the larger of
 that memory and the estimate of ``sequence_bytes`` per sequence, and chooses the largest micro-batch
 that divides the global batch and fits ``MEMORY_SHARE`` of the memory available; gradient accumulation
 keeps the global batch (micro-batch x accumulation) as asked. It logs the expected peak memory and the
@@ -82,19 +82,20 @@ def _peak_rss() -> int:
 
 
 def measure_sequence(model, length: int) -> tuple[int, float]:
-    """(peak bytes added, tokens per second) of one forward and backward pass of one random sequence of
-    ``length`` tokens with its loss on every token; the gradients are cleared afterwards."""
+    """(peak bytes added, tokens per second) of a forward and backward pass of one random sequence of
+    ``length`` tokens with its loss on every token, run twice: the peak over both, the rate of the second
+    (the first pays for one-time allocations); the gradients are cleared afterwards."""
     import torch
 
     vocab = model.config.vocab_size
     ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
     before = _peak_rss()
     model.train()
-    t0 = time.perf_counter()
-    out = model(input_ids=ids, labels=ids)
-    out.loss.backward()
-    seconds = time.perf_counter() - t0
-    model.zero_grad(set_to_none=True)
+    for _ in range(2):
+        t0 = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        seconds = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
     return max(_peak_rss() - before, 0), length / seconds
 
 
