@@ -58,3 +58,7 @@ def test_full_prefers_grounded_full_form_candidates():
     assert choose(cands, "grounded-mbr", fields, form="auto").index in (0, 1)
     assert choose(cands, "grounded-mbr", fields, form="full").index == 2  # full and grounded
     assert choose(cands[:2], "grounded-mbr", fields, form="full").index in (0, 1)  # none full: the usual choice
+    # recorded MBR scores give the choice they were computed for; other scores another
+    computed = choose(cands, "mbr", fields)
+    assert choose(cands, "mbr", fields, scores=computed.scores).index == computed.index
+    assert choose(cands, "mbr", fields, scores=[0.0, 0.0, 0.0, 1.0]).index == 3

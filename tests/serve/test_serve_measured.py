@@ -13,6 +13,7 @@ import pytest
 from covertune import io, records
 from covertune.config import GenerateConfig, ServeConfig, WriteConfig
 from covertune.generate import generate
+from covertune.letter_form import is_full
 from covertune.recipe import read_recipe
 from covertune.write import write
 
@@ -33,6 +34,7 @@ def measured(tmp_path_factory, serve_model_dir, dataset_dir, make_tiny_adapter):
                             dtype="fp32", candidates=3, candidate_batch_size=ROWS, select="grounded-mbr",
                             candidate_temperature=1.3, seed=7, form="full"))
     letters = pd.read_csv(out / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"].tolist()
+    assert all(is_full(text, records.inputs_of(r)) for text, r in zip(letters, rows))  # generate --form full
     return out, rows, letters
 
 
