@@ -601,6 +601,10 @@ def generate(cfg: GenerateConfig) -> str:
     info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
+            if "fine_tuned" in cfg.models and not rundir.recipe_path(out).exists():  # a run from before recipes
+                from covertune.recipe import write_recipe
+
+                write_recipe(out, cfg, prompt_format)
             return f"generate: {output} is complete (use --force to generate again)"
 
     with distributed.main_first():  # the embedded model is converted once, by the main process

@@ -22,6 +22,13 @@ from serve_fixtures import serve_model_dir  # noqa: F401  (fixture)
 ROWS = 4
 
 
+def _generate_cfg(model_dir, out) -> GenerateConfig:
+    """All rows' candidates in one batch of 4 x 3 rows, prompts of different lengths (left-padded)."""
+    return GenerateConfig(model=str(model_dir), out=str(out), models=["fine_tuned"], max_new_tokens=16, dtype="fp32",
+                          candidates=3, candidate_batch_size=ROWS, select="grounded-mbr", candidate_temperature=1.3,
+                          seed=7, form="full")
+
+
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory, serve_model_dir, dataset_dir, make_tiny_adapter):  # noqa: F811
     frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(ROWS)
@@ -29,21 +36,23 @@ def measured(tmp_path_factory, serve_model_dir, dataset_dir, make_tiny_adapter):
     out = tmp_path_factory.mktemp("measured")
     io.write_jsonl(out / "data" / "test.jsonl", rows)
     make_tiny_adapter(serve_model_dir, out / "adapter", quantization="none")
-    # all rows' candidates in one batch of 4 x 3 rows, prompts of different lengths (left-padded)
-    generate(GenerateConfig(model=str(serve_model_dir), out=str(out), models=["fine_tuned"], max_new_tokens=16,
-                            dtype="fp32", candidates=3, candidate_batch_size=ROWS, select="grounded-mbr",
-                            candidate_temperature=1.3, seed=7, form="full"))
+    generate(_generate_cfg(serve_model_dir, out))
     letters = pd.read_csv(out / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"].tolist()
     assert all(is_full(text, records.inputs_of(r)) for text, r in zip(letters, rows))  # generate --form full
     return out, rows, letters
 
 
-def test_generate_records_its_recipe(measured):
+def test_generate_records_its_recipe(measured, serve_model_dir):  # noqa: F811
     out, _, _ = measured
     assert read_recipe(out) == {"candidates": 3, "select": "grounded-mbr", "candidate_temperature": 1.3,
                                 "candidate_top_p": 0.95, "seed": 7, "max_new_tokens": 16, "form": "full",
                                 "prompt_format": "raw"}
     assert json.loads((out / "recipe.json").read_text())["split"] == "test"
+    # a finished run without a recipe (generated before recipes were kept) gets it on the next, skipped, generate
+    recipe = (out / "recipe.json").read_text()
+    (out / "recipe.json").unlink()
+    assert "is complete" in generate(_generate_cfg(serve_model_dir, out))
+    assert (out / "recipe.json").read_text() == recipe
 
 
 def test_write_returns_the_letter_generate_chose(measured, serve_model_dir):  # noqa: F811
