@@ -193,26 +193,6 @@ def summarise(choices: Sequence[dict]) -> dict:
 # ---------------------------------------------------------------- candidates, batched
 
 
-def hold_greedy(rows: Sequence[int]):
-    """A logits processor: the batch rows ``rows`` keep only their most likely token at every step, so
-    sampling reproduces greedy decoding on them."""
-    import torch
-    from transformers import LogitsProcessor
-
-    index = list(rows)
-
-    class HoldGreedy(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            picked = scores[index]
-            held = torch.full_like(picked, float("-inf"))
-            top = picked.argmax(dim=-1, keepdim=True)
-            held.scatter_(1, top, picked.gather(1, top))
-            scores[index] = held
-            return scores
-
-    return HoldGreedy()
-
-
 def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n: int, decoding, batch_size: int = 8,
                            indices: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[list[list[int]]]]]:
     """Yield ``(row indices, n candidates' new token ids per row)`` batch by batch: one ``model.generate``
