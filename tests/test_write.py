@@ -133,3 +133,26 @@ def test_classifier_mbr_scores_the_candidates(run_dir, tiny_model_dir, rows, tmp
     assert [c["quality"] for c in cands] == pytest.approx(
         classifier.score([c["letter"] for c in cands], [records.inputs_of(rows[0])] * 3), abs=1e-6)
     assert out["letter"] == cands[out["candidates"]["chosen"]]["letter"]
+
+
+def test_form_on_the_command_line(run_dir, tiny_model_dir, capsys):
+    """--form full completes the letter from the inputs, --form body strips it, both around the same letter."""
+    from covertune.letter_form import apply_form, is_full
+
+    fields = {"job_title": "Welder", "hiring_company": "Acme Corp", "applicant_name": "Jane Doe"}
+    flags = [x for k, v in fields.items() for x in (f"--{k.replace('_', '-')}", v)]
+    common = ["write", "--model", str(tiny_model_dir), "--out", str(run_dir), "--dtype", "fp32", "--max-new-tokens", "8",
+              *flags, "--json"]
+    letters = {}
+    for form in ("auto", "full", "body"):
+        assert main([*common, "--form", form]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["form"] == form
+        letters[form] = out["letter"]
+    assert letters["auto"].strip()  # the run's fine-tuned tiny model writes something (the bare one may not)
+    assert letters["full"] == apply_form(letters["auto"], "full", fields) and is_full(letters["full"], fields)
+    assert letters["full"].startswith("Dear Acme Corp team,") and letters["full"].endswith("Sincerely,\nJane Doe")
+    assert letters["body"] == apply_form(letters["auto"], "body", fields)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main([*common, "--form", "letter"])
+    assert "invalid choice: 'letter'" in capsys.readouterr().err
