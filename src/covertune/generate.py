@@ -573,7 +573,9 @@ def generate(cfg: GenerateConfig) -> str:
         tuned["candidates"] = {"n": cfg.candidates, "select": cfg.select,
                                "repetition_weight": cfg.select_repetition_weight,
                                "sampling": candidate_decoding(cfg).identity(),
-                               "batch_size": candidate_batch(cfg)}  # batch composition changes the draws
+                               # each row's draws from its own seed (covertune.seeded_sampling): the batch
+                               # composition and the processes no longer change them
+                               "draws": "per-row seed"}
         if cfg.select == "classifier-mbr":  # loaded (and checked) before any model
             classifier, classifier_path = load_classifier(cfg.classifier, out)
             tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
@@ -583,8 +585,6 @@ def generate(cfg: GenerateConfig) -> str:
     processes, main = distributed.world_size(), distributed.is_main()
     if processes > 1:
         distributed.state()  # join the process group before the first barrier
-        if cfg.candidates > 1:  # each process's share of the rows changes the draws too
-            tuned["candidates"]["processes"] = processes
     if cfg.do_sample:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
         if processes > 1:  # and so does each process's share of the rows
