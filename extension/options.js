@@ -19,6 +19,7 @@ function readForm() {
     apiKey: $("apiKey").value.trim(),
     maxNewTokens: $("maxNewTokens").value.trim(),
     temperature: $("temperature").value.trim(),
+    letterForm: Client.LETTER_FORMS.includes($("letterForm").value) ? $("letterForm").value : Client.DEFAULT_LETTER_FORM,
     timeoutS: $("timeoutS").value.trim(),
   };
   return { profile, settings };
@@ -30,6 +31,7 @@ function stored(settings) {
   if (settings.maxNewTokens) out.max_new_tokens = parseInt(settings.maxNewTokens, 10);
   if (settings.temperature) out.temperature = Number(settings.temperature);
   if (settings.timeoutS) out.timeoutS = Number(settings.timeoutS);
+  out.letter_form = settings.letterForm;
   out.form = { maxNewTokens: settings.maxNewTokens, temperature: settings.temperature, timeoutS: settings.timeoutS };
   return out;
 }
@@ -82,6 +84,7 @@ async function load() {
   $("timeoutS").value = form.timeoutS || "";
   $("extensionId").textContent = chrome.runtime.id;
   $("pinCommand").textContent = "covertune serve --cors-origins " + location.origin;
+  $("letterForm").value = Client.LETTER_FORMS.includes(settings.letter_form) ? settings.letter_form : Client.DEFAULT_LETTER_FORM;
   $("options-form").addEventListener("submit", save);
   $("test").addEventListener("click", test);
   document.body.dataset.ready = "true";

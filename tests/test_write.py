@@ -33,7 +33,7 @@ def run_dir(tmp_path_factory, tiny_model_dir, rows, make_tiny_adapter):
 
 
 def _cfg(tiny_model_dir, **kw):
-    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", **kw})
+    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", "form": "auto", **kw})
 
 
 def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):
@@ -52,7 +52,7 @@ def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):
 def test_json_output(tiny_model_dir, rows):
     fields = records.inputs_of(rows[0])
     out = json.loads(write(_cfg(tiny_model_dir, json=True, **{k: v for k, v in fields.items() if v})))
-    assert set(out) == {"letter", "grounding", "usage", "model"}
+    assert set(out) == {"letter", "grounding", "usage", "model", "form"}
     assert out["grounding"] == ground_json(out["letter"], fields)
     assert 0 < out["usage"]["completion_tokens"] <= 12 and out["usage"]["prompt_tokens"] > 20
 
@@ -153,3 +153,26 @@ def test_input_too_long_for_the_context_is_refused_before_generating(tiny_model_
     n = int(err[0].split("the prompt is ")[1].split(" tokens")[0].replace(",", ""))
     assert context_overflow(n, 12, 2048)[1] in err[0] and n > 2048  # serve's and generate's words
     assert "shorten --job-posting" in err[0]
+
+
+def test_form_on_the_command_line(run_dir, tiny_model_dir, capsys):
+    """--form full completes the letter from the inputs, --form body strips it, both around the same letter."""
+    from covertune.letter_form import apply_form, is_full
+
+    fields = {"job_title": "Welder", "hiring_company": "Acme Corp", "applicant_name": "Jane Doe"}
+    flags = [x for k, v in fields.items() for x in (f"--{k.replace('_', '-')}", v)]
+    common = ["write", "--model", str(tiny_model_dir), "--out", str(run_dir), "--dtype", "fp32", "--max-new-tokens", "8",
+              *flags, "--json"]
+    letters = {}
+    for form in ("auto", "full", "body"):
+        assert main([*common, "--form", form]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["form"] == form
+        letters[form] = out["letter"]
+    assert letters["auto"].strip()  # the run's fine-tuned tiny model writes something (the bare one may not)
+    assert letters["full"] == apply_form(letters["auto"], "full", fields) and is_full(letters["full"], fields)
+    assert letters["full"].startswith("Dear Acme Corp team,") and letters["full"].endswith("Sincerely,\nJane Doe")
+    assert letters["body"] == apply_form(letters["auto"], "body", fields)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main([*common, "--form", "letter"])
+    assert "invalid choice: 'letter'" in capsys.readouterr().err

@@ -19,6 +19,9 @@
   // the order of covertune.records.INPUT_FIELDS
   const INPUT_FIELDS = ["job_title", "preferred_qualifications", "hiring_company", "applicant_name",
     "past_experience", "current_experience", "skillsets", "qualifications"];
+  // covertune's letter forms (covertune.letter_form.FORMS); the extension asks for a full letter by default
+  const LETTER_FORMS = ["full", "body", "auto"];
+  const DEFAULT_LETTER_FORM = "full";
 
   class ServerError extends Error {
     constructor(message, kind, status) {
@@ -97,6 +100,7 @@
       if (settings.top_p !== undefined && Number.isFinite(Number(settings.top_p))) body.top_p = Number(settings.top_p);
       if (Number.isInteger(settings.seed)) body.seed = settings.seed;
     }
+    body.form = LETTER_FORMS.includes(settings.letter_form) ? settings.letter_form : DEFAULT_LETTER_FORM;
     body.stream = true;
     return body;
   }
@@ -169,8 +173,10 @@
   }
 
   /**
-   * Writes a letter with a streamed POST /v1/cover-letter. onDelta(text) gets each piece as it comes;
-   * resolves to the "done" event ({letter, grounding, usage, model}); rejects with a ServerError.
+   * Writes a letter with a streamed POST /v1/cover-letter. onProgress(done, total) gets each progress event
+   * (the server writing several candidates, one of which it chooses); onDelta(text) gets each piece of the
+   * letter as it comes; resolves to the "done" event ({letter, grounding, usage, model}); rejects with a
+   * ServerError.
    * timeoutS is the longest wait for the next piece of the answer; signal (optional) cancels.
    */
   async function writeLetter(options) {
@@ -223,6 +229,8 @@
         try { event = JSON.parse(data); } catch (e) { return false; }
         if (event.type === "delta" && typeof event.text === "string") {
           if (options.onDelta) options.onDelta(event.text);
+        } else if (event.type === "progress" && Number.isInteger(event.done) && Number.isInteger(event.total)) {
+          if (options.onProgress) options.onProgress(event.done, event.total);
         } else if (event.type === "done") {
           done = event;
         } else if (event.type === "error") {
@@ -279,8 +287,9 @@
   }
 
   return {
-    DEFAULT_SERVER, DEFAULT_TIMEOUT_S, JOB_FIELDS, PROFILE_FIELDS, INPUT_FIELDS, MAX_FIELD_CHARS,
-    ServerError, normalizeServerUrl, serverUrlWarning, originPattern, requestBody, EventStreamParser, httpErrorMessage,
+    DEFAULT_SERVER, DEFAULT_TIMEOUT_S, JOB_FIELDS, PROFILE_FIELDS, INPUT_FIELDS, MAX_FIELD_CHARS, LETTER_FORMS,
+    DEFAULT_LETTER_FORM, ServerError, normalizeServerUrl, serverUrlWarning, originPattern, requestBody, EventStreamParser,
+    httpErrorMessage,
     writeLetter, health,
   };
 });

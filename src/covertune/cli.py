@@ -39,12 +39,24 @@ STAGE_HELP = {
 }
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> None:
+def _default_text(stage: str, name: str, default) -> str:
+    """How --help states a default: write's and serve's decoding options default to the recipe of the model
+    they load (covertune.recipe), and with no model named they load the shipped one (covertune.shipped)."""
+    from covertune.recipe import RECIPE_FIELDS, SOURCE_OPTIONS
+
+    if stage in ("write", "serve") and name in RECIPE_FIELDS:
+        return f"default: the run's recipe, else {default!r}"
+    if stage in ("write", "serve") and name in SOURCE_OPTIONS:
+        return f"default: the shipped model when none of --model/--out/--adapter/--merged is given, else {default!r}"
+    return f"default: {default!r}"
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind, stage: str = "") -> None:
     """A flag for a config field: --x/--no-x for a bool, a value (checked against the field's choices
     for a choice option) otherwise; values are coerced and validated by config.build."""
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-    help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+    help_text = f"{f.metadata.get('help', '')} ({_default_text(stage, f.name, default)})".replace("%", "%%")
     if f.metadata.get("positional") and typing.get_origin(kind) is typing.Literal:  # one word of a few
         parser.add_argument(f.name, choices=choices(kind), help=f.metadata.get("help", ""))
         return
@@ -83,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p)
         kinds = field_types(cls)
         for f in dataclasses.fields(cls):
-            _add_field(p, f, kinds[f.name])
+            _add_field(p, f, kinds[f.name], stage)
         if stage in distributed.DISTRIBUTED_STAGES:
             p.add_argument("--num-gpus", type=int, default=None, metavar="N",
                            help="run in N processes, one per GPU, through torch.distributed.run (the same as "
@@ -106,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train and generate in N processes, one per GPU (torch.distributed.run); the other "
                         "stages in one")
     sub.add_parser("presets", help="list the named presets and what they set")
+    sub.add_parser("models", help="list the fine-tuned models that ship with covertune (write and serve use the "
+                   "default one when no model is named)")
     return parser
 
 
@@ -150,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
             import yaml
             for name in preset_names():
                 print(f"# {name}\n{yaml.safe_dump(load_preset(name), sort_keys=False)}")
+            return 0
+        if args.stage == "models":
+            from covertune.shipped import models_text
+
+            print(models_text())
             return 0
         if args.stage == "run":
             result = pipeline_from_args(args, _layers(args))

@@ -48,6 +48,7 @@ PreferenceLoss = Literal["dpo", "ipo", "rpo"]
 Reject = Literal["invented", "any"]
 ChosenFallback = Literal["none", "ground_truth"]
 Distributed = Literal["ddp", "fsdp"]
+LetterForm = Literal["auto", "full", "body"]
 
 # how YAML 1.1 spells a boolean: a choice option written as one of these was meant as that word
 _YAML_TRUE = ("on", "yes", "true", "y")
@@ -90,6 +91,9 @@ SELECT_HELP = ("How one of the candidates is chosen (with --candidates above 1):
 CLASSIFIER_HELP = ("Letter-quality classifier for --select classifier-mbr: its classifier.json or folder "
                    "(default: <out>/classifier, written by `covertune classify train`)")
 CLASSIFIER_THRESHOLD_HELP = "With --select classifier-mbr: candidates scored below this are dropped before MBR"
+FORM_HELP = ("Letter form: auto (as the model writes it), full (greeting, body, sign-off with the applicant's name: "
+             "full-form candidates preferred among the grounded ones, a missing greeting or sign-off completed "
+             "from the inputs), body (the letter without greeting and sign-off)")
 SELECT_REPETITION_HELP = ("With an MBR --select: each candidate's MBR score minus this times its repetition ratio "
                           "decides (0: plain MBR)")
 
@@ -314,6 +318,7 @@ class GenerateConfig:
                                  gt=0, le=1)
     classifier: str = opt("", CLASSIFIER_HELP)
     classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
+    form: LetterForm = opt("auto", FORM_HELP + " of the fine-tuned letters (the base pass stays auto)")
     dtype: Dtype = opt("auto", "auto (as train's compute_dtype: bf16 on GPUs and CPUs with native "
                        "bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)", ge=0)
@@ -391,6 +396,7 @@ class WriteConfig:
                                  gt=0, le=1)
     classifier: str = opt("", CLASSIFIER_HELP)
     classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
+    form: LetterForm = opt("full", FORM_HELP)
     dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
 
@@ -434,6 +440,8 @@ class ServeConfig:
                                        "request's 'temperature' wins)")
     candidate_top_p: float = opt(0.95, "Nucleus sampling p of the candidates after the first (a request's "
                                  "'top_p' wins)")
+    seed: int = opt(42, "Seed of the candidates' draws (a request's 'seed' wins)", ge=0)
+    form: LetterForm = opt("full", FORM_HELP + "; a request's 'form' wins")
     max_body_bytes: int = opt(65536, "Largest request body; larger gets 413")
     max_field_chars: int = opt(8000, "Longest input field or message, in characters; longer gets 422")
     graceful_timeout_s: int = opt(60, "On shutdown, seconds to let in-flight requests finish")
@@ -602,6 +610,7 @@ def build(stage: str, *layers: dict) -> Any:
         values.update(section(layer, stage))
     hints = field_types(cls)
     cfg = cls(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
+    cfg.given = frozenset(values)  # the options set by a layer, not defaulted (covertune.recipe reads them)
     validate(cfg)
     return cfg
 

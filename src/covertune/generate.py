@@ -570,16 +570,18 @@ def generate(cfg: GenerateConfig) -> str:
         tuned["candidates"] = {"n": cfg.candidates, "select": cfg.select,
                                "repetition_weight": cfg.select_repetition_weight,
                                "sampling": candidate_decoding(cfg).identity(),
-                               "batch_size": candidate_batch(cfg)}  # batch composition changes the draws
+                               # each row's draws from its own seed (covertune.seeded_sampling): the batch
+                               # composition and the processes no longer change them
+                               "draws": "per-row seed"}
         if cfg.select == "classifier-mbr":  # loaded (and checked) before any model
             classifier, classifier_path = load_classifier(cfg.classifier, out)
             tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
                                        classifier_threshold=cfg.classifier_threshold)
+    if cfg.form != "auto":  # full prefers full-form candidates: it changes the choice
+        tuned["form"] = cfg.form
     processes, main = distributed.world_size(), distributed.is_main()
     if processes > 1:
         distributed.state()  # join the process group before the first barrier
-        if cfg.candidates > 1:  # each process's share of the rows changes the draws too
-            tuned["candidates"]["processes"] = processes
     if cfg.do_sample:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
         if processes > 1:  # and so does each process's share of the rows
@@ -596,6 +598,10 @@ def generate(cfg: GenerateConfig) -> str:
     info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
+            if "fine_tuned" in cfg.models and not rundir.recipe_path(out).exists():  # a run from before recipes
+                from covertune.recipe import write_recipe
+
+                write_recipe(out, cfg, prompt_format)
             return f"generate: {output} is complete (use --force to generate again)"
 
     with distributed.main_first():  # the embedded model is converted once, by the main process
@@ -637,7 +643,7 @@ def generate(cfg: GenerateConfig) -> str:
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
                             classifier=classifier, threshold=cfg.classifier_threshold,
                             repetition_weight=cfg.select_repetition_weight, progress=main,
-                            indices=share)
+                            indices=share, form=cfg.form)
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)
@@ -657,6 +663,10 @@ def generate(cfg: GenerateConfig) -> str:
             raise RuntimeError(f"generate: {len(missing)} row(s) of {cfg.split} have no letter after the pass "
                                f"{which} (first: row {missing[0]}); run the same command again to write them")
         outputs[which] = [row["output"] for row in rows]
+        if which == "fine_tuned" and cfg.form != "auto":
+            from covertune.letter_form import apply_form
+
+            outputs[which] = [apply_form(text, cfg.form, inputs_of(r)) for text, r in zip(outputs[which], records)]
         if uses_candidates(cfg, which):
             choices[which] = [{"index": i, "id": r.get("id"), **row["choice"]}
                               for i, (r, row) in enumerate(zip(records, rows))]
@@ -698,6 +708,10 @@ def generate(cfg: GenerateConfig) -> str:
         elif side.exists():  # from an earlier run with --candidates: not these letters
             side.unlink()
     io.write_json(out / STATS_FILE, stats)
+    if "fine_tuned" in cfg.models:
+        from covertune.recipe import write_recipe
+
+        write_recipe(out, cfg, prompt_format)
     rundir.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
                                    "split": cfg.split, "models": list(cfg.models),
                                    "prompt_format": prompt_format, "stats": stats,

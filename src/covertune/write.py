@@ -12,6 +12,11 @@ grounding check (names, company, skills, numbers and organisations the inputs do
 ``--candidates N --select grounded-mbr`` writes N letters in one batched call and prints the one chosen
 as ``covertune generate`` chooses (covertune.select); ``--json`` then lists every candidate with its
 grounding failures and MBR score. The completion tokens count every candidate.
+
+With no model named, the shipped model (covertune.shipped) writes; the decoding options left at their
+defaults take the recipe of the model loaded (covertune.recipe: the shipped model's, or ``<out>/recipe.json``
+that ``covertune generate`` recorded). ``--form`` full (the default) gives a greeting, the body and a
+sign-off with the applicant's name (covertune.letter_form).
 """
 
 from __future__ import annotations
@@ -96,8 +101,11 @@ def check_fits(ids: list[int], fields: dict[str, str], cfg: WriteConfig, model) 
 
 def write(cfg: WriteConfig) -> str:
     from covertune.generate import Decoding, generate_letters, load_letter_model
+    from covertune.letter_form import apply_form
     from covertune.metrics.grounding import ground_json
+    from covertune.recipe import resolve_letter_model
 
+    resolve_letter_model(cfg)
     if cfg.max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {cfg.max_new_tokens}")
     if cfg.do_sample and cfg.temperature <= 0:
@@ -129,16 +137,18 @@ def write(cfg: WriteConfig) -> str:
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
                                                    stats=stats, progress=False, classifier=classifier,
                                                    threshold=cfg.classifier_threshold,
-                                                   repetition_weight=cfg.select_repetition_weight)
+                                                   repetition_weight=cfg.select_repetition_weight, form=cfg.form)
         letter, choice = letters[0], choices[0]
     else:
         letter = generate_letters(lm.model, lm.tokenizer, [ids], 1, decoding, stats=stats, progress=False)[0]
+    letter = apply_form(letter, cfg.form, fields)
     if not cfg.json:
         return letter
     prompt_tokens = len(ids)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": stats["new_tokens"],
              "total_tokens": prompt_tokens + stats["new_tokens"]}
-    result = {"letter": letter, "grounding": ground_json(letter, fields), "usage": usage, "model": lm.source}
+    result = {"letter": letter, "grounding": ground_json(letter, fields), "usage": usage, "model": lm.source,
+              "form": cfg.form}
     if choice is not None:
         result["candidates"] = choice
     return json.dumps(result, ensure_ascii=False, indent=2)

@@ -152,8 +152,10 @@ def check_config(cfg: ServeConfig) -> None:
 
 def build_engine(cfg: ServeConfig):
     from covertune.generate import load_letter_model
+    from covertune.recipe import resolve_letter_model
     from covertune.serve.engine import Engine
 
+    resolve_letter_model(cfg)  # the shipped model when none is named; the recipe of the model loaded
     check_config(cfg)
     classifier = None
     if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads

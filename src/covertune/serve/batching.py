@@ -5,8 +5,9 @@ The worker takes the oldest waiting request, then keeps taking requests for ``wi
 the function ``covertune generate`` uses. Only requests with the same decoding settings share a batch:
 greedy requests batch together (each with its own ``max_new_tokens``: greedy tokens do not depend on how
 long the batch runs); a sampling request is generated alone, seeded, so its letter depends only on its
-own settings; the candidates of one request (``group``) are generated together, seeded, the greedy one
-held to its most likely token. Requests that do not fit the current batch wait, first in line, for the
+own settings; the candidates of one request (``group``) are generated together, the greedy one as is and
+each sampled one from its own seed (``row_seed``, covertune.seeded_sampling), so they are the candidates
+``covertune generate`` writes for the same prompt. Requests that do not fit the current batch wait, first in line, for the
 next one.
 
 A ``BatchTracker`` (a transformers ``BaseStreamer`` and ``StoppingCriteria``) receives each step's new
@@ -62,7 +63,7 @@ class Job:
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     group: list | None = field(default=None, repr=False)  # the candidate jobs of one request, batched together
-    hold_greedy: bool = False  # the group's greedy candidate: its row keeps its most likely token
+    row_seed: int | None = None  # a sampled candidate's own seed (covertune.seeded_sampling); None: greedy
 
     def batch_key(self):
         """Jobs with equal keys may share a batch (None: never shared)."""
@@ -274,18 +275,19 @@ class Batcher:
         decoding = replace(batch[0].decoding, max_new_tokens=max(j.decoding.max_new_tokens for j in batch))
         width = max(len(j.ids) for j in batch)
         tracker = BatchTracker(batch, self.tokenizer, self.stop_ids, width)
-        if decoding.do_sample:
+        extra = {}
+        if batch[0].group is not None:  # candidates: each sampled row draws from its own seed, the rest greedy
+            from transformers import LogitsProcessorList
+
+            from covertune.seeded_sampling import RowSampler
+
+            extra["logits_processor"] = LogitsProcessorList([RowSampler(
+                [j.row_seed for j in batch], decoding.temperature, decoding.top_k, decoding.top_p)])
+            decoding = replace(decoding, do_sample=False)
+        elif decoding.do_sample:
             from transformers import set_seed
 
             set_seed(decoding.seed)
-        held = [i for i, j in enumerate(batch) if j.hold_greedy]
-        extra = {}
-        if held:
-            from transformers import LogitsProcessorList
-
-            from covertune.select import hold_greedy
-
-            extra["logits_processor"] = LogitsProcessorList([hold_greedy(held)])
         rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id,
                               streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
         for i, row in enumerate(rows):  # rows the tracker did not finish (cancelled ones)

@@ -225,14 +225,17 @@ class Engine:
         return ticket
 
     def submit_candidates(self, ids: list[int], decoding: Decoding, n: int) -> list[Ticket]:
-        """``n`` candidates of one prompt generated in one batch: the first greedy (held to its most likely
-        token), the rest sampled with ``decoding``."""
+        """``n`` candidates of one prompt generated in one batch: the first greedy, the rest sampled with
+        ``decoding``, candidate k from ``row_seed(decoding.seed, ids, k)`` as ``covertune generate`` draws it."""
+        from covertune.seeded_sampling import row_seed
+
         loop = asyncio.get_running_loop()
         tickets = [Ticket(loop, ids, decoding, stream=False) for _ in range(n)]
         group = [t.job for t in tickets]
         for k, ticket in enumerate(tickets):
             ticket.on_done = self.metrics.letter
-            ticket.job.group, ticket.job.hold_greedy = group, k == 0
+            ticket.job.group = group
+            ticket.job.row_seed = None if k == 0 else row_seed(decoding.seed, ids, k)
         try:
             for ticket in tickets:
                 self.batcher.submit(ticket.job)
@@ -246,7 +249,7 @@ class Engine:
     def candidate_decoding(self, max_new_tokens: int | None, temperature: float | None, top_p: float | None,
                            top_k: int | None, seed: int | None, repetition_penalty: float | None) -> Decoding:
         """How a request's candidates after the first are sampled: its own settings, else the server's
-        --candidate-temperature and --candidate-top-p."""
+        --candidate-temperature, --candidate-top-p and --seed."""
         return self.decoding(max_new_tokens, temperature or self.cfg.candidate_temperature,
-                             top_p if top_p is not None else self.cfg.candidate_top_p, top_k, seed,
-                             repetition_penalty)
+                             top_p if top_p is not None else self.cfg.candidate_top_p, top_k,
+                             seed if seed is not None else self.cfg.seed, repetition_penalty)

@@ -42,6 +42,7 @@ class CoverLetterRequest(Sampling):
     model: Optional[StrictStr] = None
     candidates: Optional[int] = Field(None, ge=1)
     select: Optional[StrictStr] = None
+    form: Optional[StrictStr] = None
 
     def fields(self) -> dict[str, str]:
         """The 8 fields; null counts as empty (rendered "None" in the prompt, as a missing field)."""

@@ -1,0 +1,56 @@
+"""covertune.recipe: a recipe read and checked, applied to the options left at their defaults, and said so
+in --help."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from covertune.cli import build_parser
+from covertune.config import ServeConfig, WriteConfig, build
+from covertune.recipe import apply_recipe, given, read_recipe
+
+RECIPE = {"candidates": 16, "select": "grounded-mbr", "candidate_temperature": 0.7, "candidate_top_p": 0.95,
+          "seed": 3, "max_new_tokens": 512, "prompt_format": "raw", "base_model": "embedded"}
+
+
+def test_read_recipe(tmp_path):
+    assert read_recipe(tmp_path) == {}
+    (tmp_path / "recipe.json").write_text(json.dumps(RECIPE))
+    assert read_recipe(tmp_path) == {k: v for k, v in RECIPE.items() if k != "base_model"}
+    (tmp_path / "recipe.json").write_text(json.dumps({**RECIPE, "candidates": "many"}))
+    with pytest.raises(ValueError, match="recipe.json: option 'candidates' expects an integer"):
+        read_recipe(tmp_path)
+    (tmp_path / "recipe.json").write_text("{")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_recipe(tmp_path)
+
+
+def test_explicit_options_win():
+    cfg = build("write", {"candidates": 2, "out": "runs/x"})
+    assert given(cfg) == {"candidates", "out"}
+    taken = apply_recipe(cfg, {**read_recipe_of(RECIPE), "form": "body"}, "test")
+    assert cfg.candidates == 2 and "candidates" not in taken
+    assert (cfg.seed, cfg.max_new_tokens, cfg.form) == (3, 512, "body")
+    # a recipe measured in form auto (generate's default) leaves write's own default, full
+    cfg = build("serve", {})
+    apply_recipe(cfg, {**read_recipe_of(RECIPE), "form": "auto"}, "test")
+    assert cfg.form == "full" and cfg.candidates == 16
+    # a dataclass built directly: the options that differ from the defaults count as set
+    assert given(WriteConfig(seed=5)) == {"seed"} and given(ServeConfig()) == frozenset()
+
+
+def read_recipe_of(recipe: dict) -> dict:
+    return {k: v for k, v in recipe.items() if k != "base_model"}
+
+
+def test_help_names_the_recipe_default(capsys):
+    parser = build_parser()
+    for stage in ("write", "serve"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([stage, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "default: the run's recipe, else 1" in text  # --candidates
+        assert "default: the run's recipe, else 'full'" in text  # --form
+        assert "default: the shipped model when none of --model/--out/--adapter/--merged is given" in text
