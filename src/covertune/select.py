@@ -228,7 +228,7 @@ def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n:
     order = sorted(indices, key=lambda i: (-len(encoded[i]), i))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        if getattr(model, "is_llamacpp", False):  # covertune.llamacpp_engine: one batch, each prompt's cache shared
+        if getattr(model, "is_llamacpp", False):  # covertune.llamacpp_engine: one batch, the prompts shared
             yield batch, model.generate([encoded[i] for i in batch], n, decoding, stop)
             continue
         processors = LogitsProcessorList([hold_greedy(range(0, n * len(batch), n))])
