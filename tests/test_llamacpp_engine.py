@@ -109,6 +109,10 @@ def test_candidates_are_seeded_share_the_prompt_and_keep_greedy_first(varied_run
     (batch, groups), = list(generate_candidate_ids(engine, tok, rows, 6, decoding, batch_size=len(rows)))
     assert batch == sorted(range(len(rows)), key=lambda i: (-len(rows[i]), i))  # longest first
     assert groups == engine.generate([rows[i] for i in batch], 6, decoding, stop)
+    # one sampled letter per prompt (generate --do-sample, write --do-sample): no row held greedy
+    (_, sampled), = list(generate_token_ids(engine, tok, rows, len(rows), decoding))
+    assert sampled == [g[0] for g in engine.generate([rows[i] for i in batch], 1, decoding, stop, greedy_first=False)]
+    assert sum(s != g[0] for s, g in zip(sampled, engine.generate([rows[i] for i in batch], 1, decoding, stop))) >= 2
 
 
 def test_stop_tokens_end_a_candidate_and_are_kept(varied_run, engine):

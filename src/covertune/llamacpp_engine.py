@@ -194,11 +194,12 @@ class LlamaCppModel:
             self.lib.llama_batch_free(batch)
         return np.stack(rows)
 
-    def generate(self, prompts: Sequence[Sequence[int]], n: int, decoding, stop: Sequence[int]
-                 ) -> list[list[list[int]]]:
+    def generate(self, prompts: Sequence[Sequence[int]], n: int, decoding, stop: Sequence[int],
+                 greedy_first: bool = True) -> list[list[list[int]]]:
         """``n`` candidates' new token ids for each prompt (each cut after its first stop token, which is
-        kept): candidate 0 greedy, the others sampled by ``decoding`` (greedy too when it does not sample).
-        All prompts and candidates of the call are decoded together (see the module's notes)."""
+        kept): candidate 0 greedy (unless ``greedy_first`` is off), the others sampled by ``decoding``
+        (greedy too when it does not sample). All prompts and candidates of the call are decoded together
+        (see the module's notes)."""
         if n < 1:
             raise ValueError(f"candidates must be at least 1, got {n}")
         prompts = [[int(t) for t in p] for p in prompts]
@@ -236,7 +237,7 @@ class LlamaCppModel:
                 for s in live:
                     scores = _process(logits[s], np.fromiter(seen[s], dtype=np.int64) if penalised else None,
                                       decoding)
-                    greedy = s % n == 0 or not decoding.do_sample
+                    greedy = not decoding.do_sample or (greedy_first and s % n == 0)
                     tok = int(np.argmax(scores)) if greedy else sample(scores, decoding, rngs[s])
                     out[s].append(tok)
                     if penalised:
@@ -261,7 +262,7 @@ class LlamaCppModel:
         limit = max(1, self.lib.llama_max_parallel_sequences() // n)
         for indices, rows in batches:
             for s in range(0, len(rows), limit):
-                groups = self.generate(rows[s:s + limit], n, decoding, stop)
+                groups = self.generate(rows[s:s + limit], n, decoding, stop, greedy_first=n > 1)
                 yield list(indices[s:s + limit]), [g[0] for g in groups] if n == 1 else groups
 
     def close(self) -> None:
