@@ -246,8 +246,6 @@ def shared_prompt_batch(model, rows: Sequence[Sequence[int]], n: int, decoding, 
     cache (all but the last prompt token, left-padded, positions as ``generate`` numbers them) is repeated
     into its ``n`` rows, which ``generate`` then continues from the last prompt token. Rows in the order
     of ``num_return_sequences=n``, so the same draws for the same seed; cut after their first stop token."""
-    import warnings
-
     import torch
 
     from covertune.generate import _device, _left_pad, cut_at_stop
@@ -256,14 +254,15 @@ def shared_prompt_batch(model, rows: Sequence[Sequence[int]], n: int, decoding, 
     device = _device(model)
     ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
-        cache = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
-                      use_cache=True).past_key_values
+    with torch.inference_mode():
+        prefix = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                       use_cache=True)
+        key = "cache" if "cache" in prefix else "past_key_values"  # transformers >= 5.2x call it `cache`
+        cache = prefix[key]
         cache.batch_repeat_interleave(n)
         out = model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
-                             past_key_values=cache, eos_token_id=list(stop), pad_token_id=pad,
-                             logits_processor=processors, **decoding.generate_kwargs())
+                             eos_token_id=list(stop), pad_token_id=pad, logits_processor=processors,
+                             **{key: cache}, **decoding.generate_kwargs())
     return [cut_at_stop(row, stop) for row in out[:, ids.shape[1]:].tolist()]
 
 
