@@ -40,6 +40,7 @@ ClassifyAction = Literal["train", "score"]
 SplitAny = Literal["train", "validation", "test"]
 ClassifierFeatures = Literal["text+checks", "text"]
 Engine = Literal["auto", "plain", "static", "continuous"]
+LetterEngine = Literal["auto", "torch", "llama.cpp"]  # covertune.letter_engines
 ExportFormat = Literal["gguf", "safetensors"]
 GgufQuant = Literal["f16", "q8_0", "q4_0"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -393,6 +394,11 @@ class WriteConfig:
     classifier_threshold: float = opt(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1)
     dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    engine: LetterEngine = opt("auto", "torch (transformers), llama.cpp (the model as a GGUF file, exported once "
+                               "into <out>/.engine/, candidates decoded in one batch), auto (llama.cpp on a "
+                               "machine without a GPU where llama-cpp-python is installed, else torch)")
+    gguf_quant: GgufQuant = opt("q8_0", "With the llama.cpp engine: the GGUF's weights, f16, q8_0 or q4_0")
+    threads: int = opt(0, "With the llama.cpp engine: CPU threads (0: the physical cores)", ge=0)
 
 
 @dataclass

@@ -79,7 +79,7 @@ def collect_fields(cfg: WriteConfig) -> dict[str, str]:
 
 
 def write(cfg: WriteConfig) -> str:
-    from covertune.generate import Decoding, generate_letters, load_letter_model
+    from covertune.generate import Decoding, generate_letters
     from covertune.metrics.grounding import ground_json
 
     if cfg.max_new_tokens < 1:
@@ -95,9 +95,13 @@ def write(cfg: WriteConfig) -> str:
 
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
     fields = collect_fields(cfg)
-    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
-                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
-                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
+    from covertune.letter_engines import load_letter_model
+
+    lm = load_letter_model(cfg.engine, GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter,
+                                                      merged=cfg.merged, base_weights=cfg.base_weights,
+                                                      prompt_format=cfg.prompt_format, dtype=cfg.dtype,
+                                                      trust_remote_code=cfg.trust_remote_code),
+                           quant=cfg.gguf_quant, threads=cfg.threads)
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
     ids = lm.prompt_ids(fields)
     decoding = Decoding(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
