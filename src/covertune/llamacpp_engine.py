@@ -64,8 +64,19 @@ def _lib():
     except ImportError:
         raise RuntimeError("the llama.cpp engine needs llama-cpp-python: pip install 'covertune[llamacpp]' "
                            "(built from its sdist, a few minutes once)") from None
-    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # its C log goes through this logger
+    global _LOG_CALLBACK
+    if _LOG_CALLBACK is None:  # llama.cpp's own log: its errors to this module's logger, the rest dropped
+        @llama_cpp.llama_log_callback
+        def _log(level, text, user_data):
+            if level == 3:  # GGML_LOG_LEVEL_ERROR
+                log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+
+        _LOG_CALLBACK = _log  # kept: llama.cpp holds only the pointer
+        llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
     return llama_cpp
+
+
+_LOG_CALLBACK = None
 
 
 def _seeds(seed: int, prompt: Sequence[int], k: int) -> np.random.SeedSequence:
