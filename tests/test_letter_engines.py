@@ -53,3 +53,34 @@ def test_write_with_llamacpp_writes_its_greedy_letter(tiny_model_dir, make_tiny_
     assert len(result["candidates"]["candidates"]) == 4
     assert result["candidates"]["candidates"][0]["letter"] == letter  # candidate 0 is the greedy letter
     assert result["usage"]["completion_tokens"] == sum(c["new_tokens"] for c in result["candidates"]["candidates"])
+
+
+def test_generate_with_llamacpp_writes_its_letters(tiny_model_dir, make_tiny_adapter, dataset_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")
+    import pandas as pd
+
+    from covertune import io, records
+    from covertune.generate import Decoding, generate, generate_letters
+    from covertune.gguf_cache import load_letter_model
+
+    out = tmp_path / "run"
+    rows = [records.from_source_row(r) for r in
+            pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(3).to_dict("records")]
+    io.write_jsonl(out / "data" / "test.jsonl", rows)
+    make_tiny_adapter(tiny_model_dir, out / "adapter", quantization="none")
+    cfg = GenerateConfig(model=str(tiny_model_dir), out=str(out), max_new_tokens=12, batch_size=2,
+                         engine="llama.cpp", gguf_quant="f16")
+    generate(cfg)
+    frame = pd.read_csv(out / "eval.csv", dtype=str, keep_default_na=False)
+    lm = load_letter_model(GenerateConfig(model=str(tiny_model_dir), out=str(out)), quant="f16")
+    ids = [lm.prompt_ids(records.inputs_of(r)) for r in rows]
+    expected = generate_letters(lm.model, lm.tokenizer, ids, 2, Decoding(max_new_tokens=12), progress=False)
+    assert frame["fine_tuned_output"].tolist() == expected
+    stats = json.loads((out / "generate_stats.json").read_text())
+    assert stats["fine_tuned"]["engine"] == "llama.cpp (f16)" and stats["base"]["engine"] == "llama.cpp (f16)"
+    assert frame["base_output"].tolist() != expected  # the base pass ran the base model alone
+    # with candidates: one batch per prompt group, candidate 0 the greedy letter
+    generate(GenerateConfig(**{**cfg.__dict__, "models": ["fine_tuned"], "candidates": 3, "select": "mbr",
+                               "output_file": "eval_candidates.csv"}))
+    side = io.read_jsonl(out / "candidates" / "test.fine_tuned.jsonl")
+    assert [c["candidates"][0]["letter"] for c in side] == expected

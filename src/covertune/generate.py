@@ -505,6 +505,8 @@ class PassModels:
 
     def model_for(self, which: str):
         """(model, context to generate in) for the pass ``which`` (base or fine_tuned)."""
+        if self.cfg.engine == "llama.cpp":  # the pass's model as a GGUF file (covertune.gguf_cache)
+            return self._get(f"llama.cpp:{which}"), contextlib.nullcontext()
         if which == "fine_tuned" and not self.adapter_on_base:
             return self._get("merged"), contextlib.nullcontext()
         m = self._get("base")
@@ -522,6 +524,10 @@ class PassModels:
 
     def _load(self, name: str):
         cfg = self.cfg
+        if name.startswith("llama.cpp:"):
+            from covertune.gguf_cache import load_pass_model
+
+            return load_pass_model(cfg, name.split(":")[1] == "fine_tuned")
         if name == "merged":
             return _fine_tuned_weights(cfg, self.merged, self.adapter, self.train_cfg, self.tokenizer)
         log.info("loading %s", cfg.model)
@@ -571,6 +577,8 @@ def generate(cfg: GenerateConfig) -> str:
     dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
     common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
               "prompt_format": prompt_format, "decoding": decoding.identity()}
+    if cfg.engine == "llama.cpp":  # another engine's letters
+        common["engine"] = {"name": "llama.cpp", "quant": cfg.gguf_quant}
     classifier, classifier_path = None, None
     tuned: dict = {}  # the fine-tuned pass's own settings: candidates are for its letters only
     if cfg.candidates > 1:
@@ -648,10 +656,15 @@ def generate(cfg: GenerateConfig) -> str:
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)
-                device = _device(model)
-                # --candidates writes every prompt's candidates in one plain model.generate call
-                engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model, decoding)
-                device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+                if getattr(model, "is_llamacpp", False):
+                    device, engine_used = "cpu", f"llama.cpp ({cfg.gguf_quant})"
+                else:
+                    device = _device(model)
+                    # --candidates writes every prompt's candidates in one plain model.generate call
+                    engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model,
+                                                                                              decoding)
+                    device = (f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                              else str(device))
                 model = None  # so that freeing the base before the merged model's pass frees its memory
         shares = distributed.gather({**st, "device": device, "engine": engine_used})  # also a barrier
         if not main:

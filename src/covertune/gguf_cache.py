@@ -122,3 +122,19 @@ def _generation_config(merged: Path | None, model: str):
         return GenerationConfig.from_pretrained(str(merged) if merged else models.resolve_model(model))
     except OSError:
         return None
+
+
+def load_pass_model(cfg, fine_tuned: bool):
+    """A pass of ``covertune generate --engine llama.cpp`` (``cfg``: its GenerateConfig): the base model
+    alone, or the run's fine-tuned model, as a ``covertune.llamacpp_engine.LlamaCppModel``."""
+    from covertune.llamacpp_engine import LlamaCppModel
+
+    merged = None
+    if fine_tuned:
+        adapter, merged = rundir.fine_tuned_source(cfg.out, cfg.adapter, cfg.merged)
+        path = run_gguf(cfg.out, model=cfg.model, adapter=str(adapter or ""), merged=str(merged or ""),
+                        base_weights=cfg.base_weights, quant=cfg.gguf_quant, dtype=cfg.dtype,
+                        trust_remote_code=cfg.trust_remote_code)
+    else:
+        path = run_gguf("", model=cfg.model, quant=cfg.gguf_quant, trust_remote_code=cfg.trust_remote_code)
+    return LlamaCppModel(path, generation_config=_generation_config(merged, cfg.model))
