@@ -32,8 +32,9 @@ def run_dir(tmp_path_factory, tiny_model_dir, rows, make_tiny_adapter):
     return out
 
 
-def _cfg(tiny_model_dir, **kw):
-    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", "form": "auto", **kw})
+def _cfg(tiny_model_dir, **kw):  # the torch engine, as generate's letters (tests/test_letter_engines.py: llama.cpp)
+    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", "form": "auto",
+                          "engine": "torch", **kw})
 
 
 def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):

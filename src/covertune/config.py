@@ -39,7 +39,8 @@ Select = Literal["greedy", "mbr", "grounded-mbr", "classifier-mbr"]
 ClassifyAction = Literal["train", "score"]
 SplitAny = Literal["train", "validation", "test"]
 ClassifierFeatures = Literal["text+checks", "text"]
-Engine = Literal["auto", "plain", "static", "continuous"]
+Engine = Literal["auto", "plain", "static", "continuous", "llama.cpp"]
+LetterEngine = Literal["auto", "torch", "llama.cpp"]  # covertune.letter_engines
 ExportFormat = Literal["gguf", "safetensors"]
 GgufQuant = Literal["f16", "q8_0", "q4_0"]
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -297,7 +298,9 @@ class GenerateConfig:
                          "(a static KV cache sized once, the decoding step compiled with CUDA graphs on a GPU), "
                          "continuous (transformers' continuous batching, paged KV cache; opt-in: it changed "
                          "letters in a measurement), auto (plain: for one pass over a split, static's first "
-                         "batch pays about a minute of compilation); see docs/PERFORMANCE.md")
+                         "batch pays about a minute of compilation), llama.cpp (the models as GGUF files on the CPU, "
+                         "covertune.llamacpp_engine; other letters than torch's); see docs/PERFORMANCE.md")
+    gguf_quant: GgufQuant = opt("q8_0", "With --engine llama.cpp: the GGUF's weights, f16, q8_0 or q4_0")
     merge_adapter: bool = opt(True, "Fold the adapter into the base weights for the fine-tuned pass when it "
                               "runs on the original base (undone afterwards): the same letters, fewer operations "
                               "per token; --no-merge-adapter runs the LoRA layers unmerged")
@@ -399,6 +402,11 @@ class WriteConfig:
     form: LetterForm = opt("full", FORM_HELP)
     dtype: Dtype = opt("auto", "auto, bf16, fp16, fp32")
     trust_remote_code: bool = opt(False, "Allow model code from the hub")
+    engine: LetterEngine = opt("auto", "torch (transformers), llama.cpp (the model as a GGUF file, exported once "
+                               "into <out>/.engine/, candidates decoded in one batch), auto (llama.cpp on a "
+                               "machine without a GPU where llama-cpp-python is installed, else torch)")
+    gguf_quant: GgufQuant = opt("q8_0", "With the llama.cpp engine: the GGUF's weights, f16, q8_0 or q4_0")
+    threads: int = opt(0, "With the llama.cpp engine: CPU threads (0: the physical cores)", ge=0)
 
 
 @dataclass

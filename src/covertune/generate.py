@@ -252,7 +252,8 @@ def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_
     decides how the batches are decoded: plain, static, continuous or auto."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    engine = engines.resolve(engine, model, decoding)
+    llamacpp = getattr(model, "is_llamacpp", False)  # covertune.llamacpp_engine decodes its own batches
+    engine = engine if llamacpp else engines.resolve(engine, model, decoding)
     stop = stop_token_ids(tokenizer, model)
     pad = check_pad(tokenizer, stop)
     indices = list(range(len(inputs))) if indices is None else list(indices)
@@ -261,6 +262,9 @@ def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_
     order = sorted(indices, key=lambda i: (-len(inputs[i]), i))
     batches = ((order[s:s + batch_size], [list(inputs[i]) for i in order[s:s + batch_size]])
                for s in range(0, len(order), batch_size))
+    if llamacpp:
+        yield from model.batches(batches, stop=stop, decoding=decoding)
+        return
     yield from engines.generate_batches(model, batches, engine=engine, stop=stop, pad=pad, decoding=decoding,
                                         batch_size=batch_size, max_prompt_tokens=len(inputs[order[0]]))
 
@@ -499,6 +503,8 @@ class PassModels:
 
     def model_for(self, which: str):
         """(model, context to generate in) for the pass ``which`` (base or fine_tuned)."""
+        if self.cfg.engine == "llama.cpp":  # the pass's model as a GGUF file (covertune.gguf_cache)
+            return self._get(f"llama.cpp:{which}"), contextlib.nullcontext()
         if which == "fine_tuned" and not self.adapter_on_base:
             return self._get("merged"), contextlib.nullcontext()
         m = self._get("base")
@@ -516,6 +522,10 @@ class PassModels:
 
     def _load(self, name: str):
         cfg = self.cfg
+        if name.startswith("llama.cpp:"):
+            from covertune.gguf_cache import load_pass_model
+
+            return load_pass_model(cfg, name.split(":")[1] == "fine_tuned")
         if name == "merged":
             return _fine_tuned_weights(cfg, self.merged, self.adapter, self.train_cfg, self.tokenizer)
         log.info("loading %s", cfg.model)
@@ -564,6 +574,8 @@ def generate(cfg: GenerateConfig) -> str:
     dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
     common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
               "prompt_format": prompt_format, "decoding": decoding.identity()}
+    if cfg.engine == "llama.cpp":  # another engine's letters
+        common["engine"] = {"name": "llama.cpp", "quant": cfg.gguf_quant}
     classifier, classifier_path = None, None
     tuned: dict = {}  # the fine-tuned pass's own settings: candidates are for its letters only
     if cfg.candidates > 1:
@@ -647,10 +659,15 @@ def generate(cfg: GenerateConfig) -> str:
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)
-                device = _device(model)
-                # --candidates writes every prompt's candidates in one plain model.generate call
-                engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model, decoding)
-                device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+                if getattr(model, "is_llamacpp", False):
+                    device, engine_used = "cpu", f"llama.cpp ({cfg.gguf_quant})"
+                else:
+                    device = _device(model)
+                    # --candidates writes every prompt's candidates in one plain model.generate call
+                    engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model,
+                                                                                              decoding)
+                    device = (f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                              else str(device))
                 model = None  # so that freeing the base before the merged model's pass frees its memory
         shares = distributed.gather({**st, "device": device, "engine": engine_used})  # also a barrier
         if not main:

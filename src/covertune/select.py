@@ -219,11 +219,44 @@ def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n:
     order = sorted(indices, key=lambda i: (-len(encoded[i]), i))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
+        if getattr(model, "is_llamacpp", False):  # covertune.llamacpp_engine: one batch, the prompts shared
+            yield batch, model.generate([encoded[i] for i in batch], n, decoding, stop)
+            continue
         seeds = [None if k == 0 else row_seed(decoding.seed, encoded[i], k) for i in batch for k in range(n)]
-        sampler = RowSampler(seeds, decoding.temperature, decoding.top_k, decoding.top_p)
-        rows = generate_batch(model, [encoded[i] for i in batch for _ in range(n)], replace(decoding, do_sample=False),
-                              stop, pad, logits_processor=LogitsProcessorList([sampler]))
+        processors = LogitsProcessorList([RowSampler(seeds, decoding.temperature, decoding.top_k, decoding.top_p)])
+        greedy = replace(decoding, do_sample=False)  # RowSampler draws each seeded row's token
+        if min(len(encoded[i]) for i in batch) > 1:
+            rows = shared_prompt_batch(model, [encoded[i] for i in batch], n, greedy, stop, pad, processors)
+        else:
+            rows = generate_batch(model, [encoded[i] for i in batch for _ in range(n)], greedy, stop, pad,
+                                  logits_processor=processors)
         yield batch, [rows[k * n:(k + 1) * n] for k in range(len(batch))]
+
+
+def shared_prompt_batch(model, rows: Sequence[Sequence[int]], n: int, decoding, stop: Sequence[int], pad: int,
+                        processors) -> list[list[int]]:
+    """``n`` rows per prompt from one ``model.generate`` call, each prompt prefilled once: its key/value
+    cache (all but the last prompt token, left-padded, positions as ``generate`` numbers them) is repeated
+    into its ``n`` rows, which ``generate`` then continues from the last prompt token. Rows in the order
+    of ``num_return_sequences=n``, so the same draws for the same seed; cut after their first stop token."""
+    import torch
+
+    from covertune.generate import _device, _left_pad, cut_at_stop
+
+    ids, mask = _left_pad([list(r) for r in rows], pad)
+    device = _device(model)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    with torch.inference_mode():
+        prefix = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                       use_cache=True)
+        key = "cache" if "cache" in prefix else "past_key_values"  # transformers >= 5.2x call it `cache`
+        cache = prefix[key]
+        cache.batch_repeat_interleave(n)
+        out = model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
+                             eos_token_id=list(stop), pad_token_id=pad, logits_processor=processors,
+                             **{key: cache}, **decoding.generate_kwargs())
+    return [cut_at_stop(row, stop) for row in out[:, ids.shape[1]:].tolist()]
 
 
 def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],

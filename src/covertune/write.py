@@ -100,7 +100,7 @@ def check_fits(ids: list[int], fields: dict[str, str], cfg: WriteConfig, model) 
 
 
 def write(cfg: WriteConfig) -> str:
-    from covertune.generate import Decoding, generate_letters, load_letter_model
+    from covertune.generate import Decoding, generate_letters
     from covertune.letter_form import apply_form
     from covertune.metrics.grounding import ground_json
     from covertune.recipe import resolve_letter_model
@@ -119,9 +119,13 @@ def write(cfg: WriteConfig) -> str:
 
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
     fields = collect_fields(cfg)
-    lm = load_letter_model(GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter, merged=cfg.merged,
-                                          base_weights=cfg.base_weights, prompt_format=cfg.prompt_format,
-                                          dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code))
+    from covertune.letter_engines import load_letter_model
+
+    lm = load_letter_model(cfg.engine, GenerateConfig(model=cfg.model, out=cfg.out, adapter=cfg.adapter,
+                                                      merged=cfg.merged, base_weights=cfg.base_weights,
+                                                      prompt_format=cfg.prompt_format, dtype=cfg.dtype,
+                                                      trust_remote_code=cfg.trust_remote_code),
+                           quant=cfg.gguf_quant, threads=cfg.threads)
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
     ids = lm.prompt_ids(fields)
     check_fits(ids, fields, cfg, lm.model)
