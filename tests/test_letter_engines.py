@@ -40,7 +40,7 @@ def test_write_with_llamacpp_writes_its_greedy_letter(tiny_model_dir, make_tiny_
     row = records.from_source_row(pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).iloc[0])
     fields = {k: v for k, v in records.inputs_of(row).items() if v}
     cfg = WriteConfig(model=str(tiny_model_dir), out=str(out), max_new_tokens=12, engine="llama.cpp",
-                      gguf_quant="f16", threads=1, **fields)
+                      gguf_quant="f16", threads=1, form="auto", **fields)
     letter = write(cfg)
     assert list((out / ".engine" / "gguf").glob("f16-*/model.gguf"))  # exported into the run directory
     lm = load_letter_model(GenerateConfig(model=str(tiny_model_dir), out=str(out)), quant="f16", threads=1)

@@ -111,7 +111,11 @@ def check_rows(records: Sequence[dict], max_field_chars: int, max_prompt_tokens:
 
 
 def model_context(model) -> int | None:
-    """A loaded model's context length in tokens (its config's first ``CONTEXT_KEYS`` entry), or None."""
+    """A loaded model's context length in tokens (its config's first ``CONTEXT_KEYS`` entry; a llama.cpp
+    model's trained context, ``n_ctx_train``), or None."""
+    trained = getattr(model, "n_ctx_train", None)
+    if isinstance(trained, int) and trained > 0:
+        return trained
     config = getattr(model, "config", None)
     config = config.to_dict() if hasattr(config, "to_dict") else {}
     config = {**config.get("text_config", {}), **config}
