@@ -464,10 +464,15 @@ def test_candidates_are_for_the_fine_tuned_pass_and_candidate_batch_size_sets_th
     assert len(io.read_jsonl(run_dir / "candidates" / "test.fine_tuned.jsonl")) == N_ROWS
     stats = json.loads((run_dir / "generate_stats.json").read_text())
     assert stats["base"]["batch_size"] == 6 and stats["fine_tuned"]["batch_size"] == 4
-    # another candidate batch changes the draws: the fine-tuned pass runs again, the base pass is reused
+    # another candidate batch draws the same candidates (each row from its own seed): nothing to write again;
+    # forced, the fine-tuned pass writes the same letters in calls of 3 prompts
     counter.calls = 0
     generate(_cfg(run_dir, tiny_model_dir, adapter_dir, candidates=3, batch_size=6, candidate_batch_size=3))
-    assert counter.calls == 2
+    assert counter.calls == 0
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, candidates=3, batch_size=6, candidate_batch_size=3, force=True))
+    assert counter.calls == 1 + 2
+    again = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    assert again["fine_tuned_output"].tolist() == frame["fine_tuned_output"].tolist()
 
 
 def test_interrupted_force_run_says_how_to_continue_without_losing_letters(tiny_model_dir, tmp_path, capsys,

@@ -27,6 +27,13 @@ def test_read_recipe(tmp_path):
         read_recipe(tmp_path)
 
 
+def test_a_shipped_recipe_holds_its_decoding_in_a_section(tmp_path):
+    """As scripts/ship_model.py writes it: the model, then the decoding under "decoding", the training apart."""
+    (tmp_path / "recipe.json").write_text(json.dumps({"model": "embedded", "decoding": {
+        "candidates": 16, "select": "grounded-mbr", "seed": 42, "dtype": "auto"}, "training": {"seed": 1}}))
+    assert read_recipe(tmp_path) == {"candidates": 16, "select": "grounded-mbr", "seed": 42}
+
+
 def test_explicit_options_win():
     cfg = build("write", {"candidates": 2, "out": "runs/x"})
     assert given(cfg) == {"candidates", "out"}

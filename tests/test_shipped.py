@@ -13,6 +13,7 @@ import pytest
 from covertune import shipped
 from covertune.cli import main
 from covertune.config import GenerateConfig, build
+from covertune.recipe import read_recipe
 from covertune.write import write
 
 REAL = shipped.shipped_model_dir(shipped.DEFAULT_MODEL)
@@ -82,7 +83,7 @@ def test_write_uses_the_shipped_model_by_default(installed, capsys):
     cfg = build("write", {**fields, "json": True, "max_new_tokens": 6})
     out = json.loads(write(cfg))
     assert str(installed) in out["model"] and cfg.adapter == str(installed)
-    recipe = json.loads((installed / "recipe.json").read_text())
+    recipe = read_recipe(installed)
     assert len(out["candidates"]["candidates"]) == recipe["candidates"] and cfg.seed == recipe["seed"]
     assert out["form"] == "full" and out["letter"].lower().startswith("dear")  # its own greeting, or completed
     assert out["letter"].rstrip().endswith("Jane Doe")

@@ -22,8 +22,8 @@ from covertune.config import coerce, field_types
 log = logging.getLogger(__name__)
 
 # the decoding a recipe holds (the options of generate, write and serve of these names)
-RECIPE_FIELDS = ("candidates", "select", "candidate_temperature", "candidate_top_p", "seed", "max_new_tokens",
-                 "form", "prompt_format")
+RECIPE_FIELDS = ("candidates", "select", "candidate_temperature", "candidate_top_p", "top_k", "repetition_penalty",
+                 "select_repetition_weight", "seed", "max_new_tokens", "form", "prompt_format")
 
 
 def recipe_of(cfg, prompt_format: str) -> dict:
@@ -40,8 +40,9 @@ def write_recipe(out, cfg, prompt_format: str) -> Path:
 
 
 def read_recipe(folder) -> dict:
-    """The recipe in ``folder`` (its recipe.json), checked: {} where there is none. Keys other than the
-    decoding options (a shipped model's base model, the split) are left out; a bad value is a one-line
+    """The recipe in ``folder`` (its recipe.json), checked: {} where there is none. The decoding options are
+    read at the top level (as generate writes them) or under "decoding" (as a shipped model's recipe holds
+    them); other keys (the base model, the split, the training) are left out; a bad value is a one-line
     error naming the file and the option."""
     path = rundir.recipe_path(folder)
     if not path.is_file():
@@ -52,6 +53,8 @@ def read_recipe(folder) -> dict:
         raise ValueError(f"{path} is not valid JSON ({e}); run `covertune generate` again or delete it") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of option: value")
+    if isinstance(data.get("decoding"), dict):
+        data = {**data, **data["decoding"]}
     from covertune.config import GenerateConfig
 
     kinds = field_types(GenerateConfig)
