@@ -41,8 +41,9 @@ SplitAny = Literal["train", "validation", "test"]
 ClassifierFeatures = Literal["text+checks", "text"]
 Engine = Literal["auto", "plain", "static", "continuous", "llama.cpp"]
 LetterEngine = Literal["auto", "torch", "llama.cpp"]  # covertune.letter_engines
-ExportFormat = Literal["gguf", "safetensors"]
-GgufQuant = Literal["f16", "q8_0", "q4_0"]
+ExportFormat = Literal["gguf", "gguf-lora", "safetensors"]
+GgufQuant = Literal["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_0", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l",
+                    "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 CheckpointChoice = Literal["last", "loss", "rouge_l", "task"]
 PreferenceLoss = Literal["dpo", "ipo", "rpo"]
@@ -461,9 +462,11 @@ class ExportConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/merged, else <out>/adapter merged on the fly "
                    "(nothing is written to <out>/merged); writes <out>/export/")
     format: ExportFormat = opt("gguf", "gguf: one file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile; "
-                      "safetensors: the merged model folder with a model card")
-    quant: GgufQuant = opt("f16", "GGUF weights: f16, q8_0 or q4_0 (norms stay f32; q4_0 keeps the token "
-                     "embedding and output matrix in q8_0)")
+                      "gguf-lora: the adapter alone as a GGUF LoRA (llama.cpp --lora, Ollama ADAPTER) with a "
+                      "Modelfile naming the base; safetensors: the merged model folder with a model card")
+    quant: GgufQuant = opt("f16", "GGUF weights: f16, bf16, q8_0, q5_1, q5_0 or q4_0 (norms stay f32; q5_1, q5_0 "
+                     "and q4_0 keep the token embedding and output matrix in q8_0); K-quants (q4_k_m, q5_k_m, "
+                     "q6_k, ...) through llama.cpp's llama-quantize on PATH or llama-cpp-python")
     export_dir: str = opt("", "Output folder (default: <out>/export/gguf-<quant> or <out>/export/safetensors)")
     merged: str = opt("", "Merged model folder (default: <out>/merged if it holds a model)")
     model: str = opt(EMBEDDED_MODEL, "Base model the adapter was trained on (when merging on the fly)")
