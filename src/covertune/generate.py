@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 
 import torch
 
-from covertune import adapter_check, distributed, engines, io, limits, models, rundir
+from covertune import adapter_check, distributed, engines, io, limits, models, recipe, rundir
 from covertune.config import BaseWeights, GenerateConfig, PromptFormat, check_choice, choices, validate
 from covertune.prompt import extract_letter, prompt_ids, render_prompt, text_ids
 from covertune.records import EVAL_COLUMNS, MODEL_COLUMNS, TARGET_FIELD, inputs_of
@@ -473,6 +473,7 @@ def load_letter_model(cfg: GenerateConfig) -> LetterModel:
                 source += " (merged in memory)"
         elif out is not None:
             log.warning("%s holds no adapter or merged model: writing with the base model %s", out, cfg.model)
+    recipe.add_end_tokens(model, merged or adapter)
     return LetterModel(model.eval(), tokenizer, prompt_format, source)
 
 

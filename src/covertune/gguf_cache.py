@@ -14,13 +14,14 @@ sources, tokenizer, prompt format and stop tokens, with the weights in llama.cpp
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import shutil
 from pathlib import Path
 
-from covertune import models, rundir
+from covertune import adapter_check, models, recipe, rundir
 from covertune.config import EMBEDDED_MODEL
 
 log = logging.getLogger(__name__)
@@ -102,14 +103,16 @@ def load_letter_model(cfg, quant: str = DEFAULT_QUANT, threads: int = 0):
     if merged or adapter:
         rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
-    if adapter is not None:
-        rundir.check_base_model(cfg.model, train_cfg, adapter)
+    if adapter is not None:  # the base the adapter was trained on, as generate's loader takes it
+        cfg = dataclasses.replace(cfg, model=adapter_check.base_model(cfg.model, train_cfg, adapter))
+        adapter_check.check_weights(adapter)
     prompt_format = _resolve_format(cfg, train_cfg)
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     path = run_gguf(str(out) if out else "", model=cfg.model, adapter=str(adapter or ""), merged=str(merged or ""),
                     base_weights=cfg.base_weights, quant=quant, dtype=cfg.dtype,
                     trust_remote_code=cfg.trust_remote_code)
     model = LlamaCppModel(path, threads=threads, generation_config=_generation_config(merged, cfg.model))
+    recipe.add_end_tokens(model, merged or adapter)
     what = f"merged model {merged}" if merged else f"{cfg.model} + adapter {adapter}" if adapter else cfg.model
     return LetterModel(model, tokenizer, prompt_format, f"{what} (llama.cpp, {quant})")
 

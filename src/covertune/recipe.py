@@ -122,3 +122,30 @@ def resolve_letter_model(cfg) -> dict:
     if folder is None:
         return {}
     return apply_recipe(cfg, read_recipe(folder), str(rundir.recipe_path(folder)))
+
+
+def end_token_ids(folder) -> list[int]:
+    """The token ids a model's letters end with besides its tokenizer's EOS, as the recipe in ``folder``
+    records them (``end_of_letter_token``: {"token", "id"}). The shipped smol adapter was trained where
+    transformers converted the embedded GGUF with ``<|im_start|>`` as its end token, so its letters end
+    with that token, not with the ``<|im_end|>`` a newer transformers reads from the same file."""
+    path = rundir.recipe_path(folder) if folder else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        end = json.loads(path.read_text(encoding="utf-8")).get("end_of_letter_token")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return []  # read_recipe names a broken file when the recipe is applied
+    token = end.get("id") if isinstance(end, dict) else None
+    return [token] if isinstance(token, int) and token >= 0 else []
+
+
+def add_end_tokens(model, folder) -> None:
+    """Adds ``end_token_ids(folder)`` to ``model``'s generation_config EOS ids (its stop tokens)."""
+    extra = end_token_ids(folder)
+    gen = getattr(model, "generation_config", None)
+    if not extra or gen is None:
+        return
+    eos = gen.eos_token_id
+    eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
+    gen.eos_token_id = sorted({*eos, *extra})
