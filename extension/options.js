@@ -19,6 +19,7 @@ function readForm() {
     apiKey: $("apiKey").value.trim(),
     maxNewTokens: $("maxNewTokens").value.trim(),
     temperature: $("temperature").value.trim(),
+    letterForm: Client.LETTER_FORMS.includes($("letterForm").value) ? $("letterForm").value : Client.DEFAULT_LETTER_FORM,
     timeoutS: $("timeoutS").value.trim(),
   };
   return { profile, settings };
@@ -30,6 +31,7 @@ function stored(settings) {
   if (settings.maxNewTokens) out.max_new_tokens = parseInt(settings.maxNewTokens, 10);
   if (settings.temperature) out.temperature = Number(settings.temperature);
   if (settings.timeoutS) out.timeoutS = Number(settings.timeoutS);
+  out.letter_form = settings.letterForm;
   out.form = { maxNewTokens: settings.maxNewTokens, temperature: settings.temperature, timeoutS: settings.timeoutS };
   return out;
 }
@@ -47,9 +49,10 @@ async function save(event) {
   const pattern = form.settings.serverUrl + "/*";
   const asking = DEFAULT_ORIGINS.includes(pattern) ? null
     : chrome.permissions.request({ origins: [pattern] }).catch(() => false);
+  const warning = Client.serverUrlWarning($("serverUrl").value);
   await chrome.storage.local.set({ profile: form.profile, settings: stored(form.settings) });
   $("serverUrl").value = form.settings.serverUrl;
-  say("Saved.", false);
+  say(warning ? "Saved. " + warning : "Saved.", false);
   if (asking && (await asking) === false) {
     say("Saved. Access to " + form.settings.serverUrl + " was not granted: the server must then allow this " +
       "extension's origin (covertune serve does by default).", false);
@@ -79,6 +82,9 @@ async function load() {
   $("maxNewTokens").value = form.maxNewTokens || "";
   $("temperature").value = form.temperature || "";
   $("timeoutS").value = form.timeoutS || "";
+  $("extensionId").textContent = chrome.runtime.id;
+  $("pinCommand").textContent = "covertune serve --cors-origins " + location.origin;
+  $("letterForm").value = Client.LETTER_FORMS.includes(settings.letter_form) ? settings.letter_form : Client.DEFAULT_LETTER_FORM;
   $("options-form").addEventListener("submit", save);
   $("test").addEventListener("click", test);
   document.body.dataset.ready = "true";

@@ -174,6 +174,10 @@ async function write(regenerate) {
     const result = await Client.writeLetter({
       serverUrl: settings.serverUrl, apiKey: settings.apiKey, timeoutS: settings.timeoutS, body,
       signal: controller.signal,
+      onProgress: (done, total) => {
+        $("progress").textContent = "Writing " + total + " candidate letters and choosing the grounded one\u2026 " +
+          done + " of " + total + " written";
+      },
       onDelta: (text) => {
         state.letter += text;
         $("letter").append(document.createTextNode(text));

@@ -118,7 +118,7 @@ def varied_tiny_llama(model_dir, seed: int = 1):
 
 
 def engine_token_ids(model, tok, prompts, engine, batch_size, max_new_tokens=20, **decoding):
-    """Every prompt's new token ids through covertune's ``engine`` (covertune.generate.generate_token_ids),
+    """Every prompt's new token ids through covertune's ``engine`` (covertune.generation.letters.generate_token_ids),
     in prompt order; each batch's rows and the whole set of prompts checked on the way."""
     from covertune.generation.decoding import Decoding
     from covertune.generation.letters import generate_token_ids

@@ -38,7 +38,7 @@ def test_help_lists_every_registry_stage(capsys):
     assert exit_.value.code == 0
     listed = {line.split()[0] for line in capsys.readouterr().out.splitlines() if re.match(r"    \S", line)}
     assert {s.name for s in registry.STAGES} <= listed
-    assert set(subcommands()) == {s.name for s in registry.STAGES} | {"presets"}
+    assert set(subcommands()) == {s.name for s in registry.STAGES} | {"presets", "models"}
 
 
 @pytest.mark.parametrize("stage", sorted(registry.stage_configs()))
@@ -97,8 +97,8 @@ def test_help_imports_no_stage_and_no_heavy_library():
 def test_write_on_the_embedded_model_imports_no_unused_heavy_library():
     """``covertune write`` with the embedded model and no adapter loads neither bitsandbytes, peft, trl nor
     datasets (each costs start-up time and memory, and bitsandbytes may not even import here)."""
-    argv = ["write", "--job-title", "Data Analyst", "--hiring-company", "Acme", "--applicant-name", "Ann Lee",
-            "--max-new-tokens", "4"]
+    argv = ["write", "--model", "embedded", "--engine", "torch", "--job-title", "Data Analyst", "--hiring-company",
+            "Acme", "--applicant-name", "Ann Lee", "--max-new-tokens", "4"]
     proc = run_python("import sys, json; from covertune.cli import main; code = main(%r); "
                       "print(json.dumps([code, sorted(m for m in %r if m in sys.modules)]))" % (argv, HEAVY_UNUSED))
     code, loaded = json.loads(proc.stdout.strip().splitlines()[-1])

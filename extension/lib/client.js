@@ -12,12 +12,16 @@
   "use strict";
 
   const DEFAULT_SERVER = "http://127.0.0.1:8000";
+  const MAX_FIELD_CHARS = 8000; // covertune serve's --max-field-chars default: longer fields get 422
   const DEFAULT_TIMEOUT_S = 120;
   const JOB_FIELDS = ["job_title", "hiring_company", "preferred_qualifications"];
   const PROFILE_FIELDS = ["applicant_name", "current_experience", "past_experience", "skillsets", "qualifications"];
   // the order of covertune.core.records.INPUT_FIELDS
   const INPUT_FIELDS = ["job_title", "preferred_qualifications", "hiring_company", "applicant_name",
     "past_experience", "current_experience", "skillsets", "qualifications"];
+  // covertune's letter forms (covertune.letter_form.FORMS); the extension asks for a full letter by default
+  const LETTER_FORMS = ["full", "body", "auto"];
+  const DEFAULT_LETTER_FORM = "full";
 
   class ServerError extends Error {
     constructor(message, kind, status) {
@@ -43,16 +47,50 @@
     return url.origin;
   }
 
+  /** A warning for a server URL that leaks or drops what it holds, or "": a user name and password in it are
+   * not sent (the API key field is), and over http:// to another machine the key and letters travel unencrypted. */
+  function serverUrlWarning(text) {
+    const raw = String(text || "").trim() || DEFAULT_SERVER;
+    let url;
+    try {
+      url = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : "http://" + raw);
+    } catch (e) {
+      return "";
+    }
+    const notes = [];
+    if (url.username || url.password) {
+      notes.push("The user name and password in the server URL are not sent; put the key in the API key field.");
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, "");
+    const loopback = host === "localhost" || host === "::1" || /^127\./.test(host);
+    if (url.protocol === "http:" && !loopback) {
+      notes.push("The server is on another machine over http://: the API key and your letters travel unencrypted. " +
+        "Use https:// (a TLS proxy in front of covertune serve).");
+    }
+    return notes.join(" ");
+  }
+
   /** The match pattern a host permission for this server needs ("http://127.0.0.1:8000/*"). */
   function originPattern(serverUrl) {
     return normalizeServerUrl(serverUrl) + "/*";
   }
 
-  /** The request body: the 8 input fields from the job and the profile, plus generation settings. */
+  /** ``text`` cut to ``MAX_FIELD_CHARS`` UTF-16 code units (Python counts characters: never more), without
+   * splitting a character in two. */
+  function clip(text) {
+    if (text.length <= MAX_FIELD_CHARS) return text;
+    let cut = text.slice(0, MAX_FIELD_CHARS);
+    const last = cut.charCodeAt(cut.length - 1);
+    if (last >= 0xd800 && last <= 0xdbff) cut = cut.slice(0, -1);
+    return cut;
+  }
+
+  /** The request body: the 8 input fields from the job and the profile (each clipped to the server's limit),
+   * plus generation settings. */
   function requestBody(job, profile, settings) {
     const body = {};
-    for (const key of JOB_FIELDS) body[key] = String((job && job[key]) || "").trim();
-    for (const key of PROFILE_FIELDS) body[key] = String((profile && profile[key]) || "").trim();
+    for (const key of JOB_FIELDS) body[key] = clip(String((job && job[key]) || "").trim());
+    for (const key of PROFILE_FIELDS) body[key] = clip(String((profile && profile[key]) || "").trim());
     settings = settings || {};
     const maxTokens = parseInt(settings.max_new_tokens, 10);
     if (Number.isFinite(maxTokens) && maxTokens > 0) body.max_new_tokens = maxTokens;
@@ -62,6 +100,7 @@
       if (settings.top_p !== undefined && Number.isFinite(Number(settings.top_p))) body.top_p = Number(settings.top_p);
       if (Number.isInteger(settings.seed)) body.seed = settings.seed;
     }
+    body.form = LETTER_FORMS.includes(settings.letter_form) ? settings.letter_form : DEFAULT_LETTER_FORM;
     body.stream = true;
     return body;
   }
@@ -134,8 +173,10 @@
   }
 
   /**
-   * Writes a letter with a streamed POST /v1/cover-letter. onDelta(text) gets each piece as it comes;
-   * resolves to the "done" event ({letter, grounding, usage, model}); rejects with a ServerError.
+   * Writes a letter with a streamed POST /v1/cover-letter. onProgress(done, total) gets each progress event
+   * (the server writing several candidates, one of which it chooses); onDelta(text) gets each piece of the
+   * letter as it comes; resolves to the "done" event ({letter, grounding, usage, model}); rejects with a
+   * ServerError.
    * timeoutS is the longest wait for the next piece of the answer; signal (optional) cancels.
    */
   async function writeLetter(options) {
@@ -188,6 +229,8 @@
         try { event = JSON.parse(data); } catch (e) { return false; }
         if (event.type === "delta" && typeof event.text === "string") {
           if (options.onDelta) options.onDelta(event.text);
+        } else if (event.type === "progress" && Number.isInteger(event.done) && Number.isInteger(event.total)) {
+          if (options.onProgress) options.onProgress(event.done, event.total);
         } else if (event.type === "done") {
           done = event;
         } else if (event.type === "error") {
@@ -244,8 +287,9 @@
   }
 
   return {
-    DEFAULT_SERVER, DEFAULT_TIMEOUT_S, JOB_FIELDS, PROFILE_FIELDS, INPUT_FIELDS,
-    ServerError, normalizeServerUrl, originPattern, requestBody, EventStreamParser, httpErrorMessage,
+    DEFAULT_SERVER, DEFAULT_TIMEOUT_S, JOB_FIELDS, PROFILE_FIELDS, INPUT_FIELDS, MAX_FIELD_CHARS, LETTER_FORMS,
+    DEFAULT_LETTER_FORM, ServerError, normalizeServerUrl, serverUrlWarning, originPattern, requestBody, EventStreamParser,
+    httpErrorMessage,
     writeLetter, health,
   };
 });

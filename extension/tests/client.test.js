@@ -19,12 +19,15 @@ test("the request body holds the 8 input fields, trimmed, and generation setting
   const body = Client.requestBody(
     { job_title: " Data Scientist ", hiring_company: "XYZ", preferred_qualifications: "3 years" },
     { applicant_name: "John Smith", skillsets: "Python", extra: "not sent" }, {});
-  assert.deepEqual(Object.keys(body).filter((k) => k !== "stream").sort(), [...Client.INPUT_FIELDS].sort());
+  assert.deepEqual(Object.keys(body).filter((k) => k !== "stream" && k !== "form").sort(), [...Client.INPUT_FIELDS].sort());
   assert.equal(body.job_title, "Data Scientist");
   assert.equal(body.current_experience, "");
   assert.equal(body.stream, true);
   assert.equal(body.extra, undefined);
   assert.equal(body.temperature, undefined);
+  assert.equal(body.form, "full");  // a full letter unless the options say otherwise
+  assert.equal(Client.requestBody({}, {}, { letter_form: "body" }).form, "body");
+  assert.equal(Client.requestBody({}, {}, { letter_form: "letter" }).form, "full");
   const sampled = Client.requestBody({}, {}, { max_new_tokens: "300", temperature: 0.8, top_p: 0.95, seed: 7 });
   assert.deepEqual([sampled.max_new_tokens, sampled.temperature, sampled.top_p, sampled.seed], [300, 0.8, 0.95, 7]);
   const greedy = Client.requestBody({}, {}, { temperature: 0, seed: 7, max_new_tokens: "x" });
@@ -89,6 +92,26 @@ test("writeLetter streams deltas and resolves to the done event; it sends the ke
     assert.equal(done.letter, deltas.join(""));
     assert.equal(done.model, "tiny");
     assert.deepEqual(seen, { auth: "Bearer k1", path: "/v1/cover-letter", body: { job_title: "X", stream: true } });
+  } finally {
+    server.close();
+  }
+});
+
+test("writeLetter reports the candidates' progress, then streams the chosen letter", async () => {
+  const { server, url } = await serve((req, res) => {
+    req.resume();
+    req.on("end", () => sse(res, [{ type: "progress", done: 1, total: 3 }, { type: "progress", done: 3, total: 3 },
+      { type: "delta", text: "Dear Acme Corp team,\n\nI apply.\n\nSincerely,\nJane Doe" },
+      { type: "done", letter: "Dear Acme Corp team,\n\nI apply.\n\nSincerely,\nJane Doe", grounding: {}, usage: {}, model: "m",
+        candidates: { chosen: 2 } }, "[DONE]"]));
+  });
+  try {
+    const seen = [];
+    const done = await Client.writeLetter({ serverUrl: url, body: {}, onProgress: (d, t) => seen.push(["progress", d, t]),
+      onDelta: (text) => seen.push(["delta", text]) });
+    assert.deepEqual(seen.slice(0, 2), [["progress", 1, 3], ["progress", 3, 3]]);
+    assert.deepEqual(seen.slice(2), [["delta", done.letter]]);
+    assert.equal(done.candidates.chosen, 2);
   } finally {
     server.close();
   }
@@ -167,5 +190,26 @@ test("health reads /health, and tells a server that is not covertune apart", asy
     await assert.rejects(Client.health(other.url), { message: /not a covertune server/ });
   } finally {
     other.server.close();
+  }
+});
+
+test("every field is clipped to the server's limit before sending, never splitting a character", () => {
+  const long = "x".repeat(Client.MAX_FIELD_CHARS - 1) + "\u{1F600}" + "tail";
+  const body = Client.requestBody({ job_title: "T".repeat(50000), preferred_qualifications: long },
+    { skillsets: "S".repeat(Client.MAX_FIELD_CHARS + 1), applicant_name: "Ann" }, {});
+  for (const key of Client.INPUT_FIELDS) assert.ok(body[key].length <= Client.MAX_FIELD_CHARS, key);
+  assert.equal(body.job_title.length, Client.MAX_FIELD_CHARS);
+  assert.equal(body.preferred_qualifications, "x".repeat(Client.MAX_FIELD_CHARS - 1));  // no lone surrogate
+  assert.equal(body.applicant_name, "Ann");
+  assert.equal(Client.MAX_FIELD_CHARS, 8000);  // covertune serve's --max-field-chars default
+});
+
+test("a server URL with a user name or a remote http:// address gets a warning", () => {
+  assert.match(Client.serverUrlWarning("http://user:pw@letters.example.org:8000"), /user name and password/);
+  assert.match(Client.serverUrlWarning("http://letters.example.org:8000"), /https:\/\//);
+  assert.match(Client.serverUrlWarning("192.168.1.5:9000"), /unencrypted/);
+  assert.equal(Client.serverUrlWarning("https://letters.example.org"), "");
+  for (const local of ["http://127.0.0.1:8000", "localhost:8000", "http://[::1]:8000", ""]) {
+    assert.equal(Client.serverUrlWarning(local), "", local);
   }
 });

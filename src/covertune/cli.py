@@ -17,6 +17,7 @@ from covertune import __version__, registry
 from covertune.config.build import STAGE_CONFIGS, build, field_types, load_preset, load_yaml, preset_names, type_name
 from covertune.config.options import choices
 from covertune.core import distributed
+from covertune.core.library_logs import quiet_library_logs
 from covertune.core.progress import quiet_library_bars
 
 
@@ -24,14 +25,27 @@ from covertune.core.progress import quiet_library_bars
 RANGE_SIGNS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
-def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind) -> None:
+def _default_text(stage: str, name: str, default) -> str:
+    """How --help states a default: write's and serve's decoding options default to the recipe of the model
+    they load (covertune.models.recipe), and with no model named they load the shipped one (covertune.models.shipped)."""
+    from covertune.models.recipe import RECIPE_FIELDS, SOURCE_OPTIONS
+
+    if stage in ("write", "serve") and name in RECIPE_FIELDS:
+        return f"default: {default!r}, or the recipe of the run or shipped model loaded"
+    if stage in ("write", "serve") and name in SOURCE_OPTIONS:
+        return (f"default: {default!r}; with none of --model/--out/--adapter/--merged, the shipped model "
+                "(`covertune models`)")
+    return f"default: {default!r}"
+
+
+def _add_field(parser: argparse.ArgumentParser, f: dataclasses.Field, kind, stage: str = "") -> None:
     """A flag for a config field: --x/--no-x for a bool, a value (checked against the field's choices
     for a choice option) otherwise; values are coerced and validated by config.build."""
     flag = "--" + f.name.replace("_", "-")
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     bounds = " and ".join(f"{sign} {f.metadata[k]}" for k, sign in RANGE_SIGNS.items() if k in f.metadata)
     accepts = type_name(kind) + (f" {bounds}" if bounds else "")  # "an integer >= 1", "one of raw, chat"
-    help_text = f"{f.metadata.get('help', '')} ({accepts}; default: {default!r})".replace("%", "%%")
+    help_text = f"{f.metadata.get('help', '')} ({accepts}; {_default_text(stage, f.name, default)})".replace("%", "%%")
     if f.metadata.get("positional") and typing.get_origin(kind) is typing.Literal:  # one word of a few
         parser.add_argument(f.name, choices=choices(kind), help=f"{f.metadata.get('help', '')} ({accepts})")
         return
@@ -71,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p)
         kinds = field_types(cls)
         for f in dataclasses.fields(cls):
-            _add_field(p, f, kinds[f.name])
+            _add_field(p, f, kinds[f.name], stage)
         if registry.stage(stage).distributed:
             p.add_argument("--num-gpus", type=int, default=None, metavar="N",
                            help="run in N processes, one per GPU, through torch.distributed.run (the same as "
@@ -95,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train and generate in N processes, one per GPU (torch.distributed.run); the other "
                         "stages in one")
     sub.add_parser("presets", help="list the named presets and what they set")
+    sub.add_parser("models", help="list the fine-tuned models that ship with covertune (write and serve use the "
+                   "default one when no model is named)")
     return parser
 
 
@@ -120,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     quiet_library_bars()
+    quiet_library_logs()
     distributed.quiet_other_processes()
     if args.stage is None:
         parser.print_help()
@@ -140,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             for name in preset_names():
                 print(f"# {name}\n{yaml.safe_dump(load_preset(name), sort_keys=False)}")
             return 0
+        if args.stage == "models":
+            from covertune.models.catalog import models_text
+
+            print(models_text())
+            return 0
         if args.stage == "run":
             result = registry.stage("run").function()(args, _layers(args))
         else:
@@ -157,6 +179,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"covertune {args.stage}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        given = sys.argv[1:] if argv is None else list(argv)
+        if "--force" in given:  # --force would start over again: the command that continues drops it
+            import shlex
+
+            again = " ".join(shlex.quote(a) for a in ["covertune", *(a for a in given if a != "--force")])
+            print(f"covertune {args.stage}: interrupted; to continue from where it stopped (train from its last "
+                  f"checkpoint, generate from the letters it finished), run it without --force: {again}",
+                  file=sys.stderr)
+            return 130
         print(f"covertune {args.stage}: interrupted; run the same command again to continue (train goes on "
               "from its last checkpoint, generate from the letters it finished)", file=sys.stderr)
         return 130

@@ -269,7 +269,8 @@ def test_checkpoint_choice_and_early_stopping_agree_across_processes(trained, ro
 
 
 def test_split_generation_with_candidates(rows, tiny_model_dir, make_tiny_adapter, tmp_path):
-    """--candidates under two processes: every row gets its chosen letter and its choice record, once."""
+    """--candidates under two processes: every row gets its chosen letter and its choice record, once, as one
+    process writes them."""
     out = make_run(tmp_path / "run", rows)
     adapter = make_tiny_adapter(tiny_model_dir, tmp_path / "adapter", quantization="none")
     ok(covertune(*generate_args(tiny_model_dir, out, "--models", "fine_tuned", "--adapter", str(adapter),
@@ -280,3 +281,9 @@ def test_split_generation_with_candidates(rows, tiny_model_dir, make_tiny_adapte
     assert [r["index"] for r in records] == list(range(6))
     stats = json.loads((out / "generate_stats.json").read_text())["fine_tuned"]
     assert [p["letters"] for p in stats["per_process"]] == [3, 3]
+    # each candidate draws from its own seed: one process writes the same candidates and letters
+    one = make_run(tmp_path / "one", rows)
+    ok(covertune(*generate_args(tiny_model_dir, one, "--models", "fine_tuned", "--adapter", str(adapter),
+                                "--candidates", "2", "--select", "mbr")))
+    pd.testing.assert_frame_equal(frame, pd.read_csv(one / "eval.csv", keep_default_na=False))
+    assert io.read_jsonl(one / "candidates" / "test.fine_tuned.jsonl") == records

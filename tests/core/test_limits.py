@@ -1,4 +1,4 @@
-"""covertune.limits: the model's context length, per-row problems and generate's context check."""
+"""covertune.core.limits: the model's context length, per-row problems and generate's context check."""
 
 from __future__ import annotations
 

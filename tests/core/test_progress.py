@@ -65,3 +65,22 @@ def test_disabled_and_terminal_bars_are_tqdm(monkeypatch):
     bar = progress.progress_bar(total=3, disable=True)
     assert not isinstance(bar, progress.LogLineBar) and bar.disable
     bar.close()
+
+
+def test_a_library_bar_becomes_a_log_line_in_a_log(monkeypatch, capfd, caplog):
+    """transformers' GGUF conversion bar (its own tqdm) goes through covertune's progress where stderr is
+    not a terminal: a log line, no carriage returns."""
+    import logging
+
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from covertune.core.progress import library_bars
+
+    monkeypatch.setenv("COVERTUNE_PROGRESS", "log")
+    caplog.set_level(logging.INFO)
+    original = gguf_utils.tqdm
+    with library_bars("transformers.modeling_gguf_pytorch_utils"):
+        assert sum(gguf_utils.tqdm(range(5), desc="Converting and de-quantizing GGUF tensors...")) == 10
+    assert gguf_utils.tqdm is original
+    assert "\r" not in capfd.readouterr().err
+    assert any("Converting and de-quantizing GGUF tensors...: 5/5" in r.getMessage() for r in caplog.records)

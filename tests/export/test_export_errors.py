@@ -128,12 +128,13 @@ def test_options_from_flags_and_yaml(tiny_model_dir, tmp_path, capsys):
     assert "PARAMETER num_predict 300" in modelfile and "ollama create letters -f Modelfile" in modelfile
 
 
-def test_sentencepiece_style_tokenizer_is_not_supported_yet(tiny_model_dir, tmp_path, capsys):
-    """Llama-2's tokenizer (byte-fallback BPE over SentencePiece pieces) is refused by name, nothing written."""
+def test_byte_fallback_with_a_byte_level_decoder_is_refused(tiny_model_dir, tmp_path, capsys):
+    """A byte-fallback BPE (SentencePiece style, as Llama-2's) is exported through gguf.vocab's readers
+    (test_export_spm); one whose decoder is byte-level is neither kind and is refused by name, nothing written."""
     run = make_run(tmp_path, tiny_model_dir)
     spec = json.loads((run / "merged" / "tokenizer.json").read_text())
     spec["model"]["byte_fallback"] = True
     (run / "merged" / "tokenizer.json").write_text(json.dumps(spec))
     err = cli_error(capsys, "--out", str(run))
-    assert "byte-fallback" in err and "Llama-2" in err and "not supported yet" in err
+    assert "SentencePiece" in err and "ByteLevel decoder" in err and "not supported yet" in err
     assert leftovers(run / "export") == []

@@ -243,6 +243,12 @@ def test_options_page_saves_the_profile_and_reaches_the_server(browser, server):
     assert browser.errors == []
 
 
+def test_options_page_shows_the_extension_id_to_pin(browser):
+    page = browser.open("options.html")
+    assert page.text_content("#extensionId") == browser.id
+    assert page.text_content("#pinCommand") == f"covertune serve --cors-origins chrome-extension://{browser.id}"
+
+
 def test_popup_reads_the_job_page_writes_the_letter_and_checks_it(browser, server):
     browser.save_options(server)
     job_page, popup = browser.popup_for(browser.site + "/job_page.html")
@@ -258,7 +264,7 @@ def test_popup_reads_the_job_page_writes_the_letter_and_checks_it(browser, serve
     _wait_written(popup)
     sent = answer.value.request.post_data_json
     settings = {"max_new_tokens": MAX_NEW_TOKENS} | ({"temperature": float(TEMPERATURE)} if float(TEMPERATURE) > 0 else {})
-    assert sent == {**JOB, **PROFILE, "stream": True, **settings}
+    assert sent == {**JOB, **PROFILE, "stream": True, "form": "full", **settings}  # a full letter by default
 
     # the letter shown is the one the server streamed: its deltas, then its "done" event
     events = _events(answer.value.body())
@@ -279,6 +285,7 @@ def test_popup_reads_the_job_page_writes_the_letter_and_checks_it(browser, serve
     status = dict(popup.eval_on_selector_all(
         "#checks > li", "ls => ls.map(l => [l.dataset.check, l.className.replace('check ', '')])"))
     mention = {True: "ok", False: "bad", None: "na"}
+    assert grounding["name_mentioned"] is True and done["letter"].rstrip().endswith("John Smith")  # its sign-off
     assert status["Your name"] == mention[grounding["name_mentioned"]]
     assert status["Company"] == mention[grounding["company_mentioned"]]
     assert status["Job title"] == mention[grounding["job_title_mentioned"]]

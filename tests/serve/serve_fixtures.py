@@ -60,8 +60,8 @@ def make_client(tiny_lm, monkeypatch):
     stack = contextlib.ExitStack()
 
     def make(**options):
-        cfg = ServeConfig(**{"max_new_tokens": 24, **options})
-        client = TestClient(create_app(Engine(tiny_lm, cfg), cfg))
+        cfg = ServeConfig(**{"max_new_tokens": 24, "form": "auto", **options})
+        client = TestClient(create_app(Engine(tiny_lm, cfg), cfg), base_url="http://127.0.0.1:8000")
         return stack.enter_context(client)
 
     yield make
@@ -98,7 +98,7 @@ def make_server(tiny_lm, monkeypatch):
     servers = []
 
     def make(**options):
-        cfg = ServeConfig(**{"max_new_tokens": 24, "port": free_port(), **options})
+        cfg = ServeConfig(**{"max_new_tokens": 24, "form": "auto", "port": free_port(), **options})
         app = create_app(Engine(tiny_lm, cfg), cfg)
         srv = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
                                             timeout_graceful_shutdown=cfg.graceful_timeout_s))

@@ -1,5 +1,5 @@
 """/v1/cover-letter with candidates: one batch per request, the greedy letter among them, the choice as
-covertune.select makes it, and clear errors."""
+covertune.generation.select makes it, and clear errors."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_server_default_candidates_and_grounded_select(make_client):
 def test_candidate_errors(make_client):
     c = make_client(max_batch_size=4)
     for extra, field in (({"candidates": 5}, "candidates"), ({"candidates": 2, "select": "best"}, "select"),
-                         ({"candidates": 2, "stream": True}, "stream"), ({"candidates": 0}, "candidates")):
+                         ({"candidates": 2, "form": "letter"}, "form"), ({"candidates": 0}, "candidates")):
         r = c.post("/v1/cover-letter", json={**FIELDS, **extra})
         assert r.status_code == 422, r.text
         assert field in r.text and "Traceback" not in r.text

@@ -36,7 +36,7 @@ def test_cover_letter_shape(client):
     r = client.post("/v1/cover-letter", json=FIELDS)
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"letter", "grounding", "usage", "model"} and body["model"] == "covertune"
+    assert set(body) == {"letter", "grounding", "usage", "model", "form"} and body["model"] == "covertune"
     assert isinstance(body["letter"], str) and body["letter"]
     assert set(body["grounding"]) == GROUNDING_KEYS
     assert body["grounding"] == ground_json(body["letter"], FIELDS)
@@ -111,9 +111,29 @@ def test_chat_prompt_format(serve_model_dir):
     assert lm.prompt_ids(FIELDS) == chat_ids == prompt_ids(FIELDS, lm.tokenizer, "chat")
     expected = generate_letters(lm.model, lm.tokenizer, [chat_ids], 1, Decoding(max_new_tokens=16),
                                 progress=False)[0]
-    cfg = ServeConfig(max_new_tokens=16)
-    with TestClient(create_app(Engine(lm, cfg), cfg)) as client:
+    cfg = ServeConfig(max_new_tokens=16, form="auto")
+    with TestClient(create_app(Engine(lm, cfg), cfg), base_url="http://127.0.0.1:8000") as client:
         body = client.post("/v1/cover-letter", json=FIELDS).json()
     assert body["letter"] == expected
     raw_ids = prompt_ids(FIELDS, lm.tokenizer, "raw")
     assert body["usage"]["prompt_tokens"] == len(chat_ids) != len(raw_ids)  # the template was fed
+
+
+def test_form_full_and_body(make_client):
+    """--form full (serve's default) completes the letter around the model's text; a request's form wins."""
+    import json
+
+    from covertune.generation.letter_form import apply_form, is_full
+
+    auto = make_client().post("/v1/cover-letter", json=FIELDS).json()["letter"]
+    c = make_client(form="full")
+    body = c.post("/v1/cover-letter", json=FIELDS).json()
+    assert body["form"] == "full" and body["letter"] == apply_form(auto, "full", FIELDS)
+    assert is_full(body["letter"], FIELDS) and body["letter"].endswith("Sincerely,\nJane Doe")
+    assert body["grounding"]["name_mentioned"] is True
+    assert c.post("/v1/cover-letter", json={**FIELDS, "form": "body"}).json()["letter"] == apply_form(auto, "body", FIELDS)
+    with c.stream("POST", "/v1/cover-letter", json={**FIELDS, "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    assert [e["type"] for e in events] == ["delta", "done"] and events[0]["text"] == events[1]["letter"] == body["letter"]
+    r = c.post("/v1/cover-letter", json={**FIELDS, "form": "letter"})
+    assert r.status_code == 422 and "form must be one of auto, full, body" in r.text

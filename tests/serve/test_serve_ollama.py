@@ -66,7 +66,7 @@ def test_tags_and_version(client):
 def test_errors_in_ollama_shape(client):
     r = client.post("/api/generate", json={"model": "llama3", "prompt": "hi"})
     assert r.status_code == 404 and "llama3" in r.json()["error"]
-    r = client.post("/api/chat", content=b"not json")
+    r = client.post("/api/chat", content=b"not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and isinstance(r.json()["error"], str)
     r = client.post("/api/generate", json={"prompt": "hi"})
     assert r.status_code == 422 and "model" in r.json()["error"]

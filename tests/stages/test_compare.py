@@ -87,3 +87,23 @@ def test_bad_inputs_are_named(small_run, tmp_path):
         compare(CompareConfig(runs=[str(small_run), str(REFERENCE)], labels=["x"], out=str(tmp_path / "c")))
     with pytest.raises(ValueError, match="unknown subset|subsets: unknown"):
         compare(CompareConfig(runs=[str(small_run)], subsets=["half"], out=str(tmp_path / "c")))
+
+
+def test_markdown_escapes_titles_and_labels(small_run, tmp_path):
+    compare(CompareConfig(runs=[str(REFERENCE), str(small_run)], labels=["a|b", "<script>x()</script>"],
+                          title="<script>alert(1)</script> runs", out=str(tmp_path)))
+    md = (tmp_path / "compare.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt; runs" in md
+    header = next(line for line in md.splitlines() if line.startswith("| metric"))
+    cells = [c for c in header.replace("\\|", "").split("|")[1:-1]]
+    assert len(cells) == 1 + 4  # the metric column and 2 runs x 2 models: the label's | does not split a cell
+    assert "a\\|b base" in header
+
+
+def test_pages_record_no_absolute_paths(small_run, tmp_path):
+    out = tmp_path / "cmp"
+    compare(CompareConfig(runs=[str(REFERENCE), str(small_run)], out=str(out)))
+    for name in ("compare.md", "compare.html"):
+        text = (out / name).read_text()
+        assert str(small_run) not in text and str(REPO) not in text and "/work/shared" not in text, name
+        assert "eval.csv" in text

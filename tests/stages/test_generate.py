@@ -449,7 +449,48 @@ def test_candidates_are_for_the_fine_tuned_pass_and_candidate_batch_size_sets_th
     assert len(io.read_jsonl(run_dir / "candidates" / "test.fine_tuned.jsonl")) == N_ROWS
     stats = json.loads((run_dir / "generate_stats.json").read_text())
     assert stats["base"]["batch_size"] == 6 and stats["fine_tuned"]["batch_size"] == 4
-    # another candidate batch changes the draws: the fine-tuned pass runs again, the base pass is reused
+    # another candidate batch draws the same candidates (each row from its own seed): nothing to write again;
+    # forced, the fine-tuned pass writes the same letters in calls of 3 prompts
     counter.calls = 0
     generate(_cfg(run_dir, tiny_model_dir, adapter_dir, candidates=3, batch_size=6, candidate_batch_size=3))
-    assert counter.calls == 2
+    assert counter.calls == 0
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, candidates=3, batch_size=6, candidate_batch_size=3, force=True))
+    assert counter.calls == 1 + 2
+    again = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)
+    assert again["fine_tuned_output"].tolist() == frame["fine_tuned_output"].tolist()
+
+
+def test_interrupted_force_run_says_how_to_continue_without_losing_letters(tiny_model_dir, tmp_path, capsys,
+                                                                           monkeypatch, dataset_dir):
+    """Ctrl-C during `generate --force`: the message gives the command that continues (without --force),
+    and that command keeps the letters already written."""
+    import shlex
+
+    import pandas as pd
+
+    from covertune.core import records as records_module
+    from covertune.cli import main
+    from covertune.stages.generate import STATS_FILE
+    from covertune.generation.letters import Journal
+
+    frame = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(4)
+    io.write_jsonl(tmp_path / "data" / "test.jsonl", [records_module.from_source_row(r) for r in frame.to_dict("records")])
+    argv = ["generate", "--out", str(tmp_path), "--model", str(tiny_model_dir), "--models", "base",
+            "--max-new-tokens", "4", "--batch-size", "1", "--dtype", "fp32", "--force"]
+    append = Journal.append
+
+    def interrupted(self, rows):
+        append(self, rows)
+        if len(self.rows) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Journal, "append", interrupted)
+    assert main(argv) == 130
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    command = shlex.split(message.split("without --force: ", 1)[1])
+    assert command[:2] == ["covertune", "generate"] and "--force" not in command
+    assert command[2:] == [a for a in argv[1:] if a != "--force"]
+    monkeypatch.setattr(Journal, "append", append)
+    assert main(command[1:]) == 0
+    stats = json.loads((tmp_path / STATS_FILE).read_text())
+    assert stats["base"]["resumed"] == 2 and stats["base"]["letters"] == 2

@@ -251,3 +251,53 @@ def test_report_summarises_the_choice_among_candidates(scored_run):
     assert "| mean classifier score of the greedy candidates | 0.3667 |" in md
     assert "| candidates scored below the classifier threshold | 5 |" in md
     (run / "candidates" / "test.fine_tuned.jsonl").unlink()
+
+
+def _small_eval(tmp_path, skills="Python, SQL", letter="Dear XYZ Corp, I apply."):
+    prompt = ("### Job Description\nJob Title: Data Scientist\nCompany: XYZ Corp\nPreferred Qualifications: None\n\n"
+              f"### Applicant Resume\nName: Ann Lee\nCurrent Experience: Analyst\nPast Experience: None\n"
+              f"Skills: {skills}\nQualifications: None\n\n### Cover Letter\n"
+              "Using the information above, write a professional, personalized cover letter.")
+    frame = pd.DataFrame({"prompt": [prompt, prompt], "ground_truth": ["Dear XYZ Corp, thanks.", "Dear team."],
+                          "base_output": [letter, "Hello."], "fine_tuned_output": [letter + " Ann Lee", "Hi."]})
+    frame.to_csv(tmp_path / "eval.csv", index=False)
+    evaluate(EvaluateConfig(out=str(tmp_path), bertscore_model="none"))
+
+
+def test_report_md_escapes_input_text_and_html_holds_no_nul(tmp_path):
+    _small_eval(tmp_path, skills="Python, <img src=x onerror=alert(1)>", letter="Dear XYZ Corp,\x00 I apply.")
+    report(ReportConfig(out=str(tmp_path), examples=1, title="<script>t()</script>"))
+    md = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "missing: Python, &lt;img src=x" in md or "missing: &lt;img src=x" in md
+    outside_fences = re.sub(r"(`{3,})text\n.*?\n\1", "", md, flags=re.S)
+    assert "<img" not in outside_fences and "<script" not in outside_fences
+    for name in ("report.html", "report.md"):
+        assert "\x00" not in (tmp_path / name).read_text(encoding="utf-8"), name
+
+
+def test_report_refuses_scores_of_an_older_eval_csv(tmp_path, capsys):
+    """A new generate after evaluate: the scores are not of the letters in eval.csv any more."""
+    import os
+
+    from covertune.cli import main
+
+    _small_eval(tmp_path)
+    os.utime(tmp_path / "eval.csv", ns=(1, 1))  # a copy or a checkout: new times, the same letters
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    (tmp_path / "report.html").unlink()
+    frame = pd.read_csv(tmp_path / "eval.csv", dtype=str, keep_default_na=False)
+    frame.loc[0, "fine_tuned_output"] = "A letter from a later generate."
+    frame.to_csv(tmp_path / "eval.csv", index=False)
+    assert main(["report", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "eval.csv" in err[0] and "covertune evaluate --out" in err[0]
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_report_and_metrics_record_paths_relative_to_the_run(tmp_path):
+    _small_eval(tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["input"]["path"] == "eval.csv"
+    report(ReportConfig(out=str(tmp_path), examples=1))
+    for name in ("report.html", "report.md"):
+        assert str(tmp_path) not in (tmp_path / name).read_text(encoding="utf-8"), name

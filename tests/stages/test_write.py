@@ -32,8 +32,9 @@ def run_dir(tmp_path_factory, tiny_model_dir, rows, make_tiny_adapter):
     return out
 
 
-def _cfg(tiny_model_dir, **kw):
-    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", **kw})
+def _cfg(tiny_model_dir, **kw):  # the torch engine, as generate's letters (tests/test_letter_engines.py: llama.cpp)
+    return WriteConfig(**{"model": str(tiny_model_dir), "max_new_tokens": 12, "dtype": "fp32", "form": "auto",
+                          "engine": "torch", **kw})
 
 
 def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):
@@ -52,7 +53,7 @@ def test_letters_equal_generate(run_dir, tiny_model_dir, rows, tmp_path):
 def test_json_output(tiny_model_dir, rows):
     fields = records.inputs_of(rows[0])
     out = json.loads(write(_cfg(tiny_model_dir, json=True, **{k: v for k, v in fields.items() if v})))
-    assert set(out) == {"letter", "grounding", "usage", "model"}
+    assert set(out) == {"letter", "grounding", "usage", "model", "form"}
     assert out["grounding"] == ground_json(out["letter"], fields)
     assert 0 < out["usage"]["completion_tokens"] <= 12 and out["usage"]["prompt_tokens"] > 20
 
@@ -133,3 +134,46 @@ def test_classifier_mbr_scores_the_candidates(run_dir, tiny_model_dir, rows, tmp
     assert [c["quality"] for c in cands] == pytest.approx(
         classifier.score([c["letter"] for c in cands], [records.inputs_of(rows[0])] * 3), abs=1e-6)
     assert out["letter"] == cands[out["candidates"]["chosen"]]["letter"]
+
+
+def test_input_too_long_for_the_context_is_refused_before_generating(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    """A job posting longer than the model's context: the one-line message generate and serve give, at once."""
+    from covertune.stages import write as write_module
+    from covertune.core.limits import context_overflow
+
+    def never(*args, **kwargs):
+        raise AssertionError("generation started")
+
+    monkeypatch.setattr(write_module, "generate_letters", never)
+    posting = tmp_path / "posting.txt"
+    posting.write_text("SQL, Python and reporting for a growing team. " * 1500)
+    code = main(["write", "--model", str(tiny_model_dir), "--dtype", "fp32", "--max-new-tokens", "12",
+                 "--job-posting", str(posting), "--job-title", "Analyst"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0 and len(err) == 1, err
+    n = int(err[0].split("the prompt is ")[1].split(" tokens")[0].replace(",", ""))
+    assert context_overflow(n, 12, 2048)[1] in err[0] and n > 2048  # serve's and generate's words
+    assert "shorten --job-posting" in err[0]
+
+
+def test_form_on_the_command_line(run_dir, tiny_model_dir, capsys):
+    """--form full completes the letter from the inputs, --form body strips it, both around the same letter."""
+    from covertune.generation.letter_form import apply_form, is_full
+
+    fields = {"job_title": "Welder", "hiring_company": "Acme Corp", "applicant_name": "Jane Doe"}
+    flags = [x for k, v in fields.items() for x in (f"--{k.replace('_', '-')}", v)]
+    common = ["write", "--model", str(tiny_model_dir), "--out", str(run_dir), "--dtype", "fp32", "--max-new-tokens", "8",
+              *flags, "--json"]
+    letters = {}
+    for form in ("auto", "full", "body"):
+        assert main([*common, "--form", form]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["form"] == form
+        letters[form] = out["letter"]
+    assert letters["auto"].strip()  # the run's fine-tuned tiny model writes something (the bare one may not)
+    assert letters["full"] == apply_form(letters["auto"], "full", fields) and is_full(letters["full"], fields)
+    assert letters["full"].startswith("Dear Acme Corp team,") and letters["full"].endswith("Sincerely,\nJane Doe")
+    assert letters["body"] == apply_form(letters["auto"], "body", fields)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main([*common, "--form", "letter"])
+    assert "invalid choice: 'letter'" in capsys.readouterr().err

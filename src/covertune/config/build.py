@@ -87,6 +87,7 @@ def build(stage: str, *layers: dict) -> Any:
     hints = field_types(cls)
     cfg = cls(**{k: coerce(k, v, hints[k]) for k, v in values.items()})
     validate(cfg)
+    cfg.given = frozenset(values)  # the options set by a layer, not defaulted (covertune.models.recipe reads them)
     return cfg
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from covertune.config.options import (
-    BASE_WEIGHTS_HELP, CANDIDATES_HELP, CLASSIFIER_HELP, CLASSIFIER_THRESHOLD_HELP, EMBEDDED_MODEL,
+    BASE_WEIGHTS_HELP, CANDIDATES_HELP, CLASSIFIER_HELP, CLASSIFIER_THRESHOLD_HELP, EMBEDDED_MODEL, FORM_HELP,
     MODEL_SOURCE_HELP, SELECT_HELP, SELECT_REPETITION_HELP, opt,
 )
 
@@ -86,6 +86,7 @@ CANDIDATES = Group(
     candidate_top_p=spec(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)", gt=0, le=1),
     classifier=spec("", CLASSIFIER_HELP),
     classifier_threshold=spec(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1),
+    form=spec("auto", FORM_HELP),
 )
 
 

@@ -30,14 +30,17 @@ Select = Literal["greedy", "mbr", "grounded-mbr", "classifier-mbr"]
 ClassifyAction = Literal["train", "score"]
 SplitAny = Literal["train", "validation", "test"]
 ClassifierFeatures = Literal["text+checks", "text"]
-Engine = Literal["auto", "plain", "static", "continuous"]
-ExportFormat = Literal["gguf", "safetensors"]
-GgufQuant = Literal["f16", "q8_0", "q4_0"]
+Engine = Literal["auto", "plain", "static", "continuous", "llama.cpp"]
+LetterEngine = Literal["auto", "torch", "llama.cpp"]  # covertune.generation.letter_engines
+ExportFormat = Literal["gguf", "gguf-lora", "safetensors"]
+GgufQuant = Literal["f16", "bf16", "q8_0", "q5_1", "q5_0", "q4_0", "q2_k", "q3_k_s", "q3_k_m", "q3_k_l",
+                    "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m", "q6_k"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 CheckpointChoice = Literal["last", "loss", "rouge_l", "task"]
 PreferenceLoss = Literal["dpo", "ipo", "rpo"]
 Reject = Literal["invented", "any"]
 ChosenFallback = Literal["none", "ground_truth"]
+LetterForm = Literal["auto", "full", "body"]
 Distributed = Literal["ddp", "fsdp"]
 
 
@@ -101,3 +104,7 @@ MODEL_SOURCE_HELP = {
     "adapter": "Adapter folder (default: <out>/adapter if present)",
     "merged": "Merged model folder (instead of base + adapter)",
 }
+
+FORM_HELP = ("Letter form: auto (as the model writes it), full (greeting, body, sign-off with the applicant's name: "
+             "full-form candidates preferred among the grounded ones, a missing greeting or sign-off completed "
+             "from the inputs), body (the letter without greeting and sign-off)")

@@ -15,7 +15,7 @@ from covertune.config.groups import CANDIDATES, DECODING, MODEL_SOURCE
 from covertune.config.options import (
     BASE_WEIGHTS_HELP, CANDIDATES_HELP, DEFAULT_DATASET, EMBEDDED_MODEL, MAX_FIELD_CHARS, MAX_PROMPT_TOKENS, AutoOnOff,
     BaseWeights, CheckpointChoice, ChosenFallback, ClassifierFeatures, ClassifyAction, Distributed, Dtype, Engine,
-    ExportFormat, GgufQuant, LogLevel, LossOn, ModelName, PreferenceLoss, PromptFormat, PromptFormatOrAuto,
+    ExportFormat, FORM_HELP, GgufQuant, LetterEngine, LetterForm, LogLevel, LossOn, ModelName, PreferenceLoss, PromptFormat, PromptFormatOrAuto,
     Quantization, Reject, SELECT_HELP, Select, Split, SplitAny, Strategy, Tracker, opt,
 )
 
@@ -220,7 +220,9 @@ class GenerateConfig:
                          "(a static KV cache sized once, the decoding step compiled with CUDA graphs on a GPU), "
                          "continuous (transformers' continuous batching, paged KV cache; opt-in: it changed "
                          "letters in a measurement), auto (plain: for one pass over a split, static's first "
-                         "batch pays about a minute of compilation); see docs/PERFORMANCE.md")
+                         "batch pays about a minute of compilation), llama.cpp (the models as GGUF files on the CPU, "
+                         "covertune.generation.llamacpp_engine; other letters than torch's); see docs/PERFORMANCE.md")
+    gguf_quant: GgufQuant = opt("q8_0", "With --engine llama.cpp: the GGUF's weight type (as export's --quant)")
     merge_adapter: bool = opt(True, "Fold the adapter into the base weights for the fine-tuned pass when it "
                               "runs on the original base (undone afterwards): the same letters, fewer operations "
                               "per token; --no-merge-adapter runs the LoRA layers unmerged")
@@ -241,6 +243,8 @@ class GenerateConfig:
     candidate_top_p: float = CANDIDATES.field("candidate_top_p")
     classifier: str = CANDIDATES.field("classifier")
     classifier_threshold: float = CANDIDATES.field("classifier_threshold")
+    form: LetterForm = CANDIDATES.field("form", help=FORM_HELP + " of the fine-tuned letters (the base pass "
+                                        "stays auto)")
     dtype: Dtype = MODEL_SOURCE.field("dtype", help="auto (as train's compute_dtype: bf16 on GPUs and CPUs with "
                                       "native bf16, fp16 on older GPUs, else fp32), bf16, fp16, fp32")
     limit: int = opt(0, "Only the first N rows (0: all)", ge=0)
@@ -308,8 +312,14 @@ class WriteConfig:
     candidate_top_p: float = CANDIDATES.field("candidate_top_p")
     classifier: str = CANDIDATES.field("classifier")
     classifier_threshold: float = CANDIDATES.field("classifier_threshold")
+    form: LetterForm = CANDIDATES.field("form", default="full")
     dtype: Dtype = MODEL_SOURCE.field("dtype")
     trust_remote_code: bool = MODEL_SOURCE.field("trust_remote_code")
+    engine: LetterEngine = opt("auto", "torch (transformers), llama.cpp (the model as a GGUF file, exported once "
+                               "into <out>/.engine/, candidates decoded in one batch), auto (llama.cpp on a "
+                               "machine without a GPU where llama-cpp-python is installed, else torch)")
+    gguf_quant: GgufQuant = opt("q8_0", "With the llama.cpp engine: the GGUF's weight type (as export's --quant)")
+    threads: int = opt(0, "With the llama.cpp engine: CPU threads (0: the physical cores)", ge=0)
 
 
 @dataclass
@@ -327,8 +337,11 @@ class ServeConfig:
     model_name: str = opt("covertune", "Name clients use for the served model (OpenAI 'model', Ollama name)")
     api_key: str = opt("", "Require 'Authorization: Bearer KEY' (default: the COVERTUNE_API_KEY "
                        "environment variable; empty: no auth)")
-    cors_origins: list[str] = opt([], "Origins allowed besides chrome-extension:// ones (e.g. "
-                                  "http://localhost:3000; '*' for any)")
+    cors_origins: list[str] = opt([], "Web origins allowed to send requests (e.g. http://localhost:3000; '*' for "
+                                  "any); browser extensions are allowed unless one is named here "
+                                  "(chrome-extension://ID pins the extension); other origins get 403")
+    allowed_hosts: list[str] = opt([], "Host names served besides loopback ones and the bound address (a DNS "
+                                   "rebinding guard; '*' for any); other Host headers get 403")
     max_batch_size: int = opt(16, "Most requests generated together in one batch")
     batch_window_ms: float = opt(20.0, "How long the batcher waits for more requests after the first")
     max_queue: int = opt(64, "Requests waiting for the model at most; more get 503 with Retry-After")
@@ -348,6 +361,8 @@ class ServeConfig:
                                                     "candidates after the first (a request's 'temperature' wins)")
     candidate_top_p: float = CANDIDATES.field("candidate_top_p", help="Nucleus sampling p of the candidates after "
                                               "the first (a request's 'top_p' wins)")
+    seed: int = DECODING.field("seed", help="Seed of the candidates' draws (a request's 'seed' wins)")
+    form: LetterForm = CANDIDATES.field("form", default="full", help=FORM_HELP + "; a request's 'form' wins")
     max_body_bytes: int = opt(65536, "Largest request body; larger gets 413")
     max_field_chars: int = opt(8000, "Longest input field or message, in characters; longer gets 422")
     graceful_timeout_s: int = opt(60, "On shutdown, seconds to let in-flight requests finish")
@@ -359,9 +374,11 @@ class ExportConfig:
     out: str = opt("runs/default", "Run directory; reads <out>/merged, else <out>/adapter merged on the fly "
                    "(nothing is written to <out>/merged); writes <out>/export/")
     format: ExportFormat = opt("gguf", "gguf: one file for llama.cpp, Ollama and LM Studio, with an Ollama Modelfile; "
-                      "safetensors: the merged model folder with a model card")
-    quant: GgufQuant = opt("f16", "GGUF weights: f16, q8_0 or q4_0 (norms stay f32; q4_0 keeps the token "
-                     "embedding and output matrix in q8_0)")
+                      "gguf-lora: the adapter alone as a GGUF LoRA (llama.cpp --lora, Ollama ADAPTER) with a "
+                      "Modelfile naming the base; safetensors: the merged model folder with a model card")
+    quant: GgufQuant = opt("f16", "GGUF weights: f16, bf16, q8_0, q5_1, q5_0 or q4_0 (norms stay f32; q5_1, q5_0 "
+                     "and q4_0 keep the token embedding and output matrix in q8_0); K-quants (q4_k_m, q5_k_m, "
+                     "q6_k, ...) through llama.cpp's llama-quantize on PATH or llama-cpp-python")
     export_dir: str = opt("", "Output folder (default: <out>/export/gguf-<quant> or <out>/export/safetensors)")
     merged: str = opt("", "Merged model folder (default: <out>/merged if it holds a model)")
     model: str = opt(EMBEDDED_MODEL, "Base model the adapter was trained on (when merging on the fly)")

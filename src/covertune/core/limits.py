@@ -78,18 +78,27 @@ def check_rows(records: Sequence[dict], max_field_chars: int, max_prompt_tokens:
     return dict(sorted(problems.items()))
 
 
+def context_overflow(prompt_tokens: int, max_new_tokens: int, context: int | None,
+                     new_tokens: str = "--max-new-tokens") -> tuple[str, str] | None:
+    """The one check that a prompt and its ``max_new_tokens`` fit the model's context (None: unknown,
+    nothing checked), shared by generate, write and serve: None when they fit, else (what to shorten:
+    "prompt" when the prompt alone fills the context, else ``new_tokens``, the option's name; the reason)."""
+    if not context or prompt_tokens + max_new_tokens <= context:
+        return None
+    if prompt_tokens >= context:
+        return "prompt", f"the prompt is {prompt_tokens:,} tokens, over the model's context of {context:,} tokens"
+    return new_tokens, (f"the prompt is {prompt_tokens:,} tokens; with {new_tokens} {max_new_tokens} it does not "
+                        f"fit the model's context of {context:,} tokens")
+
+
 def check_context(lengths: Sequence[int], ids: Sequence, context: int | None, max_new_tokens: int,
                   source: str = "") -> None:
     """Raise a one-line error naming the first row whose prompt (``lengths``: its tokens as generate
     encodes it) and ``max_new_tokens`` do not fit the model's context (None: unknown, nothing checked)."""
-    if not context:
-        return
-    room = context - max_new_tokens
-    over = [(row, n) for row, n in zip(ids, lengths) if n > room]
+    over = [(row, found) for row, n in zip(ids, lengths) if (found := context_overflow(n, max_new_tokens, context))]
     if over:
-        row, n = over[0]
+        row, (_, reason) = over[0]
         more = f" (and {len(over) - 1} more row(s))" if len(over) > 1 else ""
         where = f"{source}: " if source else ""
-        raise ValueError(f"{where}row {row}: the prompt is {n:,} tokens; with --max-new-tokens {max_new_tokens} "
-                         f"it does not fit the model's context of {context:,} tokens{more}. Shorten the row "
+        raise ValueError(f"{where}row {row}: {reason}{more}. Shorten the row "
                          "(`covertune data` drops or refuses rows over --max-prompt-tokens) or lower --max-new-tokens")

@@ -8,6 +8,8 @@ them for a long stage; there the same bar writes a plain log line through ``logg
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -91,3 +93,19 @@ def quiet_library_bars() -> None:
         disable_progress_bars()
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def library_bars(module_name: str):
+    """While inside, the bars a library module draws with its own ``tqdm`` (transformers' GGUF conversion)
+    are ``progress_bar``s where stderr is not a terminal: log lines instead of carriage returns."""
+    module = importlib.import_module(module_name)
+    if is_terminal() or not hasattr(module, "tqdm"):
+        yield
+        return
+    original = module.tqdm
+    module.tqdm = progress_bar
+    try:
+        yield
+    finally:
+        module.tqdm = original

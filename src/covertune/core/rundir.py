@@ -37,6 +37,7 @@ PREFERENCE_ADAPTER_DIR = "preference_adapter"
 CHECKPOINTS_DIR = "checkpoints"
 EVAL_CSV = "eval.csv"
 GENERATE_STATS = "generate_stats.json"
+RECIPE_FILE = "recipe.json"  # the decoding the fine-tuned letters were written with (covertune.models.recipe)
 RESULTS_FILE = "results_per_example.csv"
 SUMMARY_FILE = "eval_summary.csv"
 METRICS_FILE = "metrics.json"
@@ -83,6 +84,11 @@ def checkpoints_dir(out: PathLike) -> Path:
 
 def eval_csv(out: PathLike) -> Path:
     return Path(out) / EVAL_CSV
+
+
+def recipe_path(folder: PathLike) -> Path:
+    """A run's (or a shipped model's) recipe: the decoding its letters were measured with."""
+    return Path(folder) / RECIPE_FILE
 
 
 def train_log(out: PathLike) -> Path:

@@ -8,9 +8,9 @@ What llama.cpp expects of a Llama GGUF, and what transformers' GGUF loader undoe
 - hyperparameters under ``llama.*`` (context length, sizes, heads, RMSNorm epsilon, rope base and
   dimension; linear rope scaling as metadata, Llama-3.1's as a ``rope_freqs`` tensor of per-frequency
   divisors, as llama.cpp's converter writes it);
-- weights as f16, q8_0 or q4_0 (``gguf.quants``); 1-D tensors (norms, biases) stay f32, and rows whose
-  length is not a multiple of the 32-value block stay f16. With q4_0 the token embedding and output
-  matrix are q8_0, as llama.cpp's own quantizer keeps them finer.
+- weights as f16, bf16, q8_0, q5_1, q5_0 or q4_0 (``gguf.quants``); 1-D tensors (norms, biases) stay f32,
+  and rows whose length is not a multiple of the 32-value block stay f16. With q5_1, q5_0 and q4_0 the
+  token embedding and output matrix are q8_0, as llama.cpp's own quantizer keeps them finer.
 
 The file is streamed: header and tensor table first, then each tensor loaded, converted and written
 in turn, so memory holds one tensor at a time beyond the source.
@@ -31,9 +31,13 @@ log = logging.getLogger(__name__)
 
 QUANTS = {
     "f16": (gguf.GGMLQuantizationType.F16, gguf.LlamaFileType.MOSTLY_F16),
+    "bf16": (gguf.GGMLQuantizationType.BF16, gguf.LlamaFileType.MOSTLY_BF16),
     "q8_0": (gguf.GGMLQuantizationType.Q8_0, gguf.LlamaFileType.MOSTLY_Q8_0),
+    "q5_1": (gguf.GGMLQuantizationType.Q5_1, gguf.LlamaFileType.MOSTLY_Q5_1),
+    "q5_0": (gguf.GGMLQuantizationType.Q5_0, gguf.LlamaFileType.MOSTLY_Q5_0),
     "q4_0": (gguf.GGMLQuantizationType.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
+FINER_EMBEDDINGS = ("q5_1", "q5_0", "q4_0")  # token embedding and output matrix kept in q8_0
 ARCHITECTURES = {"llama": gguf.MODEL_ARCH.LLAMA}
 SKIPPED = ("rotary_emb.inv_freq",)  # buffers some checkpoints carry; llama.cpp computes them
 
@@ -90,7 +94,7 @@ def tensor_type(gguf_name: str, shape: tuple[int, ...], quant: str) -> gguf.GGML
     if len(shape) < 2:
         return gguf.GGMLQuantizationType.F32
     qtype = QUANTS[quant][0]
-    if quant == "q4_0" and gguf_name in ("token_embd.weight", "output.weight"):
+    if quant in FINER_EMBEDDINGS and gguf_name in ("token_embd.weight", "output.weight"):
         qtype = gguf.GGMLQuantizationType.Q8_0
     block = gguf.GGML_QUANT_SIZES[qtype][0]
     return qtype if shape[-1] % block == 0 else gguf.GGMLQuantizationType.F16

@@ -1,5 +1,6 @@
 """A Hugging Face tokenizer as GGUF tokenizer metadata (llama.cpp's ``tokenizer.ggml.*`` keys).
 
+SentencePiece-style tokenizers (Llama-2's) are written by ``covertune.export.gguf_spm``.
 Byte-level BPE tokenizers (GPT-2's scheme: SmolLM2, Llama-3, the tiny test models) are written as
 llama.cpp's ``gpt2`` tokenizer model: the vocabulary in id order, the merges, a type per token (normal,
 control for special tokens, user-defined for other added tokens, unused for ids without a token), the
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 
 import gguf
+
+from covertune.export.gguf_spm import add_spm_vocab, is_spm, spm_fields
 
 # Llama-3's split rule (tokenizer.json's Split pattern; llama.cpp's "llama-bpe")
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -68,10 +71,10 @@ def vocab_fields(tokenizer, vocab_size: int) -> dict:
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     model = spec.get("model", {})
     if model.get("type") != "BPE":
-        raise ValueError(f"a {model.get('type')} tokenizer is not supported yet for GGUF export (byte-level BPE only)")
-    if model.get("byte_fallback"):
-        raise ValueError("a byte-fallback BPE tokenizer (SentencePiece style, as Llama-2's) is not supported yet "
-                         "for GGUF export (byte-level BPE only); use --format safetensors")
+        raise ValueError(f"a {model.get('type')} tokenizer is not supported yet for GGUF export "
+                         "(byte-level BPE and SentencePiece-style BPE only)")
+    if is_spm(spec):  # Llama-2's
+        return _with_specials(tokenizer, {"model": "llama", "pre": "default", "spm": spm_fields(tokenizer, vocab_size)})
     decoder = spec.get("decoder") or {}
     if decoder.get("type") != "ByteLevel":
         raise ValueError(f"tokenizer decoder {decoder.get('type')} is not byte-level: "
@@ -95,12 +98,17 @@ def vocab_fields(tokenizer, vocab_size: int) -> dict:
         if t is None:  # an embedding row no token maps to (e.g. a vocabulary padded to a multiple of 64)
             tokens[i] = f"[PAD{i}]"
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return _with_specials(tokenizer, {"model": "gpt2", "pre": pre, "tokens": tokens, "types": types, "merges": merges})
+
+
+def _with_specials(tokenizer, fields: dict) -> dict:
+    """``fields`` with the special token ids, whether BOS/EOS are added, and the chat template."""
 
     def token_id(name: str) -> int | None:
         return getattr(tokenizer, f"{name}_token_id", None)
 
     fields = {
-        "model": "gpt2", "pre": pre, "tokens": tokens, "types": types, "merges": merges,
+        **fields,
         "bos": token_id("bos"), "eos": token_id("eos"), "unk": token_id("unk"), "pad": token_id("pad"),
         "add_bos": _adds(tokenizer, token_id("bos"), at_start=True),
         "add_eos": _adds(tokenizer, token_id("eos"), at_start=False),
@@ -113,6 +121,9 @@ def vocab_fields(tokenizer, vocab_size: int) -> dict:
 
 
 def add_vocab(writer: gguf.GGUFWriter, fields: dict) -> None:
+    if "spm" in fields:
+        add_spm_vocab(writer, fields)
+        return
     writer.add_tokenizer_model(fields["model"])
     writer.add_tokenizer_pre(fields["pre"])
     writer.add_token_list(fields["tokens"])

@@ -45,10 +45,15 @@ def template_parts(tokenizer, prompt_format: str, probe_prompt: str) -> tuple[st
         return prefix, suffix, 0
     sep = separator_ids(tokenizer)
     target = text_ids(probe_prompt, tokenizer, "raw")  # what generation feeds
+    prompt_only = tokenizer(probe_prompt, add_special_tokens=False)["input_ids"]
+    before = tokenizer.decode(prompt_only)
     for k in range(len(sep), -1, -1):
-        suffix = tokenizer.decode(sep[:k]) if k else ""
-        if runtime_ids(tokenizer, probe_prompt + suffix) == target[:len(target) - len(sep) + k]:
-            return "", suffix, len(sep) - k
+        # the separator's text alone, or as it reads after the prompt (a SentencePiece "▁" token is a space
+        # there, while decoded alone it is dropped as the text's leading space)
+        for suffix in dict.fromkeys([tokenizer.decode(sep[:k]) if k else "",
+                                     tokenizer.decode(prompt_only + sep[:k])[len(before):] if k else ""]):
+            if runtime_ids(tokenizer, probe_prompt + suffix) == target[:len(target) - len(sep) + k]:
+                return "", suffix, len(sep) - k
     raise ValueError("the raw prompt does not tokenize the same whole as covertune encodes it; "
                      "the Modelfile cannot reproduce the prompt")
 
@@ -73,7 +78,8 @@ def stop_texts(tokenizer, generation_config=None) -> list[str]:
 
 def render_modelfile(tokenizer, prompt_format: str, probe_prompt: str, *, context_length: int,
                      num_predict: int = 512, generation_config=None, example_file: str = "example_prompt.txt",
-                     name: str = "covertune") -> str:
+                     name: str = "covertune", base: str = f"./{MODEL_FILE}", adapter: str | None = None) -> str:
+    """The Modelfile: ``FROM base`` (the exported GGUF; for a LoRA, the base model) and, for a LoRA, ``ADAPTER``."""
     prefix, suffix, left = template_parts(tokenizer, prompt_format, probe_prompt)
     template = _go_literal(prefix) + "{{ .Prompt }}" + _go_literal(suffix)
     if '"""' in template:
@@ -89,9 +95,13 @@ def render_modelfile(tokenizer, prompt_format: str, probe_prompt: str, *, contex
         f"{example_file}.",
         f"# TEMPLATE feeds {how}.",
         "# Greedy decoding (temperature 0, no repeat penalty), as covertune generates.",
-        f"FROM ./{MODEL_FILE}",
-        f'TEMPLATE """{template}"""',
+        f"FROM {base}",
     ]
+    if adapter:
+        lines[-1:-1] = ["# FROM is the base model the adapter was trained on (a GGUF file, a safetensors folder or an",
+                        "# Ollama model of the same weights); ADAPTER applies the fine-tune to it."]
+        lines.append(f"ADAPTER ./{adapter}")
+    lines.append(f'TEMPLATE """{template}"""')
     lines += [f'PARAMETER stop "{t}"' for t in stop_texts(tokenizer, generation_config)]
     lines += ["PARAMETER temperature 0", "PARAMETER top_k 1", "PARAMETER repeat_penalty 1",
               f"PARAMETER num_predict {num_predict}", f"PARAMETER num_ctx {min(context_length, 4096)}"]

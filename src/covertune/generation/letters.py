@@ -134,7 +134,8 @@ def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_
     decides how the batches are decoded: plain, static, continuous or auto."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    engine = engines.resolve(engine, model, decoding)
+    llamacpp = getattr(model, "is_llamacpp", False)  # covertune.generation.llamacpp_engine decodes its own batches
+    engine = engine if llamacpp else engines.resolve(engine, model, decoding)
     stop = stop_token_ids(tokenizer, model)
     pad = check_pad(tokenizer, stop)
     indices = list(range(len(inputs))) if indices is None else list(indices)
@@ -143,6 +144,9 @@ def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_
     order = sorted(indices, key=lambda i: (-len(inputs[i]), i))
     batches = ((order[s:s + batch_size], [list(inputs[i]) for i in order[s:s + batch_size]])
                for s in range(0, len(order), batch_size))
+    if llamacpp:
+        yield from model.batches(batches, stop=stop, decoding=decoding)
+        return
     yield from engines.generate_batches(model, batches, engine=engine, stop=stop, pad=pad, decoding=decoding,
                                         batch_size=batch_size, max_prompt_tokens=len(inputs[order[0]]))
 

@@ -1,8 +1,10 @@
 """Grounded decoding: several candidate letters per prompt, and the choice among them.
 
-For every prompt the model writes N candidates in one ``model.generate`` call (``num_return_sequences``
-= N, sampling at ``temperature``/``top_p``/``top_k``): the first of each prompt's N rows is held to its
-most likely token at every step, so it is the greedy letter; the other N-1 are samples. Then one
+For every prompt the model writes N candidates in one ``model.generate`` call (the prompt repeated N
+times): the first of each prompt's N rows is the greedy letter; the other N-1 are samples at
+``temperature``/``top_p``/``top_k``, each drawn from its own seed (covertune.generation.seeded_sampling: the run's
+seed, the candidate's number and the prompt), so a prompt's candidates are the same in a batch of many
+prompts (``covertune generate``) and alone (``covertune write``, ``covertune serve``). Then one
 candidate is chosen:
 
 - ``greedy``: the greedy letter.
@@ -117,12 +119,14 @@ class Choice:
 
 def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None,
            quality: Sequence[float] | None = None, threshold: float = 0.5,
-           repetition_weight: float = 0.0) -> Choice:
+           repetition_weight: float = 0.0, form: str = "auto", scores: Sequence[float] | None = None) -> Choice:
     """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
     prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
     ``select`` is, when they are given); ``quality`` the letter-quality classifier's score of each
     candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut;
-    ``repetition_weight`` what a point of repetition ratio costs a candidate's MBR score (0: plain MBR)."""
+    ``repetition_weight`` what a point of repetition ratio costs a candidate's MBR score (0: plain MBR);
+    ``form`` full: among the candidates left, those already in full form (covertune.generation.letter_form) are
+    preferred; ``scores``: the candidates' MBR scores where they are known (a choice record's), else computed."""
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     candidates = list(candidates)
@@ -138,7 +142,7 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     threshold_used = threshold if select == "classifier-mbr" else None
     if select == "greedy" or len(candidates) == 1:
         return Choice(0, select, candidates, [], reasons, quality, threshold_used)
-    scores = mbr_scores(candidates)
+    scores = list(scores) if scores is not None else mbr_scores(candidates)
     pool = list(range(len(candidates)))
     if select in ("grounded-mbr", "classifier-mbr") and reasons:
         passing = [k for k in pool if not reasons[k]]
@@ -147,6 +151,10 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
         else:  # the fewest failures; an empty letter is worse than any written one
             bad = [(not candidates[k].strip(), len(reasons[k])) for k in pool]
             pool = [k for k, b in zip(pool, bad) if b == min(bad)]
+    if form == "full":
+        from covertune.generation.letter_form import prefer_full
+
+        pool = prefer_full(pool, candidates, inputs)
     if select == "classifier-mbr":
         good = [k for k in pool if quality[k] >= threshold]
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
@@ -193,35 +201,18 @@ def summarise(choices: Sequence[dict]) -> dict:
 # ---------------------------------------------------------------- candidates, batched
 
 
-def hold_greedy(rows: Sequence[int]):
-    """A logits processor: the batch rows ``rows`` keep only their most likely token at every step, so
-    sampling reproduces greedy decoding on them."""
-    import torch
-    from transformers import LogitsProcessor
-
-    index = list(rows)
-
-    class HoldGreedy(LogitsProcessor):
-        def __call__(self, input_ids, scores):
-            picked = scores[index]
-            held = torch.full_like(picked, float("-inf"))
-            top = picked.argmax(dim=-1, keepdim=True)
-            held.scatter_(1, top, picked.gather(1, top))
-            scores[index] = held
-            return scores
-
-    return HoldGreedy()
-
-
 def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n: int, decoding, batch_size: int = 8,
                            indices: Sequence[int] | None = None) -> Iterator[tuple[list[int], list[list[list[int]]]]]:
     """Yield ``(row indices, n candidates' new token ids per row)`` batch by batch: one ``model.generate``
     call per batch of ``batch_size`` prompts (``inputs``: token ids, ``covertune.core.prompt.prompt_ids``;
     ``batch_size`` x ``n`` sequences), the first candidate of each prompt greedy, the rest sampled with
-    ``decoding`` (whose ``do_sample`` must be on)."""
+    ``decoding`` (whose ``do_sample`` must be on), each from its own seed (covertune.generation.seeded_sampling)."""
+    from dataclasses import replace
+
     from transformers import LogitsProcessorList
 
     from covertune.generation.decoding import check_pad, generate_batch, stop_token_ids  # torch: only when letters are generated
+    from covertune.generation.seeded_sampling import RowSampler, row_seed  # torch too
 
     if n < 1 or batch_size < 1:
         raise ValueError(f"candidates and batch_size must be at least 1, got {n} and {batch_size}")
@@ -236,9 +227,44 @@ def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n:
     order = sorted(indices, key=lambda i: (-len(encoded[i]), i))
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        rows = generate_batch(model, [encoded[i] for i in batch], decoding, stop, pad, num_return_sequences=n,
-                              logits_processor=LogitsProcessorList([hold_greedy(range(0, n * len(batch), n))]))
+        if getattr(model, "is_llamacpp", False):  # covertune.generation.llamacpp_engine: one batch, the prompts shared
+            yield batch, model.generate([encoded[i] for i in batch], n, decoding, stop)
+            continue
+        seeds = [None if k == 0 else row_seed(decoding.seed, encoded[i], k) for i in batch for k in range(n)]
+        processors = LogitsProcessorList([RowSampler(seeds, decoding.temperature, decoding.top_k, decoding.top_p)])
+        greedy = replace(decoding, do_sample=False)  # RowSampler draws each seeded row's token
+        if min(len(encoded[i]) for i in batch) > 1:
+            rows = shared_prompt_batch(model, [encoded[i] for i in batch], n, greedy, stop, pad, processors)
+        else:
+            rows = generate_batch(model, [encoded[i] for i in batch for _ in range(n)], greedy, stop, pad,
+                                  logits_processor=processors)
         yield batch, [rows[k * n:(k + 1) * n] for k in range(len(batch))]
+
+
+def shared_prompt_batch(model, rows: Sequence[Sequence[int]], n: int, decoding, stop: Sequence[int], pad: int,
+                        processors) -> list[list[int]]:
+    """``n`` rows per prompt from one ``model.generate`` call, each prompt prefilled once: its key/value
+    cache (all but the last prompt token, left-padded, positions as ``generate`` numbers them) is repeated
+    into its ``n`` rows, which ``generate`` then continues from the last prompt token. Rows in the order
+    of the prompt repeated n times, so the same per-row seeded draws; cut after their first stop token."""
+    import torch
+
+    from covertune.generation.decoding import _left_pad, cut_at_stop, model_device
+
+    ids, mask = _left_pad([list(r) for r in rows], pad)
+    device = model_device(model)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    with torch.inference_mode():
+        prefix = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                       use_cache=True)
+        key = "cache" if "cache" in prefix else "past_key_values"  # transformers >= 5.2x call it `cache`
+        cache = prefix[key]
+        cache.batch_repeat_interleave(n)
+        out = model.generate(input_ids=ids.repeat_interleave(n, 0), attention_mask=mask.repeat_interleave(n, 0),
+                             eos_token_id=list(stop), pad_token_id=pad, logits_processor=processors,
+                             **{key: cache}, **decoding.generate_kwargs())
+    return [cut_at_stop(row, stop) for row in out[:, ids.shape[1]:].tolist()]
 
 
 def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
@@ -246,7 +272,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                             batch_size: int = 8, *, journal=None, stats: dict | None = None,
                             progress: bool = True, desc: str = "letters", classifier=None,
                             threshold: float = 0.5, repetition_weight: float = 0.0,
-                            indices: Sequence[int] | None = None) -> tuple[list[str], list[dict]]:
+                            indices: Sequence[int] | None = None, form: str = "auto") -> tuple[list[str], list[dict]]:
     """The chosen letter for every prompt (``inputs``: token ids, ``covertune.core.prompt.prompt_ids``), and
     each prompt's choice record (``Choice.record``).
 
@@ -255,7 +281,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
     new_tokens (all candidates') and seconds of this call. A ``classifier``
     (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
-    drops those below ``threshold``); ``repetition_weight``: as ``choose``. ``indices``: the rows to write (default all; the others are left
+    drops those below ``threshold``); ``repetition_weight``, ``form``: as ``choose`` (the chosen
+    candidate is returned as written; covertune.generation.letter_form.apply_form gives it its form). ``indices``: the rows to write (default all; the others are left
     None), as ``covertune.generation.letters.generate_letters``."""
     from covertune.generation.letters import ids_sha  # torch (through the decoding primitives): only when letters are generated
 
@@ -288,7 +315,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                 if classifier is not None:
                     known = fields[i] if fields[i] is not None else inputs_of({})
                     quality = classifier.score(texts, [known] * len(texts))
-                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight)
+                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight, form)
                 tokens = [len(ids) for ids in group]
                 letters[i], choices[i] = choice.letter, choice.record(tokens)
                 records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),

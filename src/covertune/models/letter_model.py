@@ -4,6 +4,8 @@ run directory, adapter or merged folder) as generate's fine-tuned pass loads it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import contextlib
 import gc
 import logging
@@ -15,6 +17,7 @@ from covertune.config.options import BaseWeights, PromptFormat, check_choice, ch
 from covertune.config.stages import GenerateConfig
 from covertune.core import rundir
 from covertune.core.prompt import prompt_ids, text_ids
+from covertune.models import adapter_check, recipe
 from covertune.models import load as models
 
 log = logging.getLogger(__name__)
@@ -45,14 +48,12 @@ def fine_tuned_weights(cfg: GenerateConfig, merged: Path | None, adapter: Path |
         log.info("loading the merged model %s", merged)
         return models.load_model(str(merged), "none", cfg.dtype, tokenizer=tokenizer,
                                  trust_remote_code=cfg.trust_remote_code)
-    from peft import PeftModel
-
     trained_q = train_cfg.get("quantization")
     log.info("loading %s quantized %s as in training, dequantized, and merging the adapter %s",
              cfg.model, trained_q, adapter)
     base = models.load_adapter_base(cfg.model, trained_q, "trained", cfg.dtype, tokenizer=tokenizer,
                                     trust_remote_code=cfg.trust_remote_code)
-    return PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    return adapter_check.load_peft(base, adapter, cfg.model).merge_and_unload()
 
 
 @dataclass
@@ -74,14 +75,11 @@ class LetterModel:
         return text_ids(text, self.tokenizer, self.prompt_format)
 
 
-def load_letter_model(cfg) -> LetterModel:
-    """The model ``write`` and ``serve`` use, loaded as the fine-tuned pass of ``generate`` loads it: a
-    merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
-    against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
-    ``cfg`` is any config with the model-source fields (covertune.config.groups.MODEL_SOURCE: ``model, out,
-    adapter, merged, base_weights, prompt_format, dtype, trust_remote_code``) and optionally ``merge_adapter``
-    (default: on, as generate's); nothing else is read."""
-    check_choice("base_weights", cfg.base_weights, BaseWeights)
+def letter_source(cfg):
+    """What a model-source config (``cfg``) names: ``(cfg with the adapter's trained base as its model, the
+    run directory or None, the adapter folder or None, the merged folder or None, the train config)``;
+    the folders are checked (safetensors only, finite adapter weights, the base the adapter was trained
+    on unless another is named: covertune.models.adapter_check)."""
     out = Path(cfg.out).expanduser() if cfg.out else None
     if out is not None and not out.is_dir():
         raise FileNotFoundError(f"run directory {out} does not exist")
@@ -92,7 +90,20 @@ def load_letter_model(cfg) -> LetterModel:
         rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None:
-        models.check_base_model(cfg.model, train_cfg, adapter)
+        cfg = dataclasses.replace(cfg, model=adapter_check.base_model(cfg.model, train_cfg, adapter))
+        adapter_check.check_weights(adapter)
+    return cfg, out, adapter, merged, train_cfg
+
+
+def load_letter_model(cfg) -> LetterModel:
+    """The model ``write`` and ``serve`` use, loaded as the fine-tuned pass of ``generate`` loads it: a
+    merged folder, or the adapter (``cfg.adapter``, else ``<cfg.out>/adapter``) on the base it learned
+    against; the base model alone when there is neither (``cfg.out`` empty, or a run without an adapter).
+    ``cfg`` is any config with the model-source fields (covertune.config.groups.MODEL_SOURCE: ``model, out,
+    adapter, merged, base_weights, prompt_format, dtype, trust_remote_code``) and optionally ``merge_adapter``
+    (default: on, as generate's); nothing else is read."""
+    check_choice("base_weights", cfg.base_weights, BaseWeights)
+    cfg, out, adapter, merged, train_cfg = letter_source(cfg)
     prompt_format = resolve_format(cfg, train_cfg)
     tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
     base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
@@ -106,16 +117,15 @@ def load_letter_model(cfg) -> LetterModel:
                                   trust_remote_code=cfg.trust_remote_code)
         source = cfg.model
         if adapter is not None:
-            from peft import PeftModel
-
             log.info("loading the adapter %s", adapter)
-            model = PeftModel.from_pretrained(model, str(adapter))
+            model = adapter_check.load_peft(model, adapter, cfg.model)
             source = f"{cfg.model} + adapter {adapter}"
             if getattr(cfg, "merge_adapter", True):  # as generate's fine-tuned pass: the same letters
                 model = model.merge_and_unload()
                 source += " (merged in memory)"
         elif out is not None:
             log.warning("%s holds no adapter or merged model: writing with the base model %s", out, cfg.model)
+    recipe.add_end_tokens(model, merged or adapter)
     return LetterModel(model.eval(), tokenizer, prompt_format, source)
 
 

@@ -56,8 +56,11 @@ def embedded_model_dir() -> Path:
 
     log.info("converting the embedded model %s into %s (once)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    from covertune.core.progress import library_bars
+
+    with library_bars("transformers.modeling_gguf_pytorch_utils"):  # its own bar: a log line in a log
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                     dtype=torch.float32)
     # The weights are dequantized; drop the GGUF quantizer so the model saves as plain safetensors.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -276,6 +279,19 @@ def context_length(model: str) -> int | None:
             config = AutoConfig.from_pretrained(model).to_dict()
         except (OSError, ValueError):
             return None
+    config = {**config.get("text_config", {}), **config}
+    values = [config[k] for k in CONTEXT_KEYS if isinstance(config.get(k), int) and config[k] > 0]
+    return values[0] if values else None
+
+
+def model_context(model) -> int | None:
+    """A loaded model's context length in tokens (its config's first ``CONTEXT_KEYS`` entry; a llama.cpp
+    model's trained context, ``n_ctx_train``), or None."""
+    trained = getattr(model, "n_ctx_train", None)
+    if isinstance(trained, int) and trained > 0:
+        return trained
+    config = getattr(model, "config", None)
+    config = config.to_dict() if hasattr(config, "to_dict") else {}
     config = {**config.get("text_config", {}), **config}
     values = [config[k] for k in CONTEXT_KEYS if isinstance(config.get(k), int) and config[k] > 0]
     return values[0] if values else None

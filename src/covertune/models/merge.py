@@ -10,11 +10,13 @@ crash never leaves a half-written model behind.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 from covertune.config.stages import MergeConfig
 from covertune.core import io, rundir
+from covertune.models import adapter_check
 from covertune.models import load as models
 
 log = logging.getLogger(__name__)
@@ -28,7 +30,8 @@ def merged_model(cfg: MergeConfig, adapter: Path | None = None, train_cfg: dict 
     train_cfg = rundir.read_train_config(adapter) if train_cfg is None else train_cfg
     trained_q = train_cfg.get("quantization", "none")
     base_weights = models.resolve_base_weights(cfg.base_weights, trained_q)
-    models.check_base_model(cfg.model, train_cfg, adapter)
+    cfg = dataclasses.replace(cfg, model=adapter_check.base_model(cfg.model, train_cfg, adapter))
+    adapter_check.check_weights(adapter)
 
     dtype = models.compute_dtype(cfg.dtype)
     dtype_name = str(dtype).replace("torch.", "")
@@ -39,13 +42,11 @@ def merged_model(cfg: MergeConfig, adapter: Path | None = None, train_cfg: dict 
         log.info("the adapter was trained on a %s-quantized base; merging into the unquantized %s base "
                  "(merging into %s weights would lose the adapter's precision)", trained_q, dtype_name, trained_q)
 
-    from peft import PeftModel
-
     log.info("loading %s in %s and the adapter %s", cfg.model, dtype_name, adapter)
     tokenizer = models.load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     base = models.load_adapter_base(cfg.model, trained_q, base_weights, cfg.dtype, tokenizer=tokenizer,
                                     trust_remote_code=cfg.trust_remote_code)
-    peft_model = PeftModel.from_pretrained(base, str(adapter))
+    peft_model = adapter_check.load_peft(base, adapter, cfg.model)
     merged = peft_model.merge_and_unload()
     merged.eval()
     info = {"base_model": cfg.model, "base_model_path": models.resolve_model(cfg.model),

@@ -9,8 +9,9 @@ well-kept ASGI server with graceful shutdown.
 
 The model is loaded once; one worker thread generates (``covertune.serve.batching``). Every request but
 ``GET /health`` and CORS preflights needs ``Authorization: Bearer KEY`` when a key is set (``--api-key``
-or the ``COVERTUNE_API_KEY`` environment variable). CORS allows ``chrome-extension://`` origins and those
-given with ``--cors-origins``. On SIGINT/SIGTERM uvicorn stops accepting connections, lets in-flight
+or the ``COVERTUNE_API_KEY`` environment variable). Requests from web origins and host names the server
+does not allow are refused first (``covertune.serve.origins``); CORS allows browser extension origins
+(unless one is pinned) and those given with ``--cors-origins``. On SIGINT/SIGTERM uvicorn stops accepting connections, lets in-flight
 requests finish (``--graceful-timeout-s``), then the worker finishes what is queued.
 """
 
@@ -32,11 +33,11 @@ from covertune.config.groups import CANDIDATES
 from covertune.config.stages import ServeConfig
 from covertune.generation.select import SELECT_MODES
 from covertune.serve.errors import APIError
+from covertune.serve.origins import OriginHostMiddleware, cors_settings
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "COVERTUNE_API_KEY"
-EXTENSION_ORIGINS = r"(chrome-extension|moz-extension|safari-web-extension)://[A-Za-z0-9._-]+"
 OPEN_PATHS = ("/health",)
 
 
@@ -122,9 +123,11 @@ def create_app(engine, cfg: ServeConfig) -> FastAPI:
     api_key = cfg.api_key or os.environ.get(API_KEY_ENV, "")
     app.add_middleware(GuardMiddleware, engine=engine, api_key=api_key)
     # added last, so outermost: preflights are answered and every response (401 included) carries CORS headers
-    app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_origin_regex=EXTENSION_ORIGINS,
-                       allow_methods=["GET", "POST", "OPTIONS"], allow_headers=["Authorization", "Content-Type"],
-                       max_age=600)
+    app.add_middleware(CORSMiddleware, **cors_settings(cfg.cors_origins), allow_methods=["GET", "POST", "OPTIONS"],
+                       allow_headers=["Authorization", "Content-Type"], max_age=600)
+    # outermost: a foreign web origin or host name gets 403 before anything else runs
+    app.add_middleware(OriginHostMiddleware, cors_origins=cfg.cors_origins, bound=cfg.host,
+                       allowed_hosts=cfg.allowed_hosts)
     return app
 
 

@@ -5,8 +5,9 @@ The worker takes the oldest waiting request, then keeps taking requests for ``wi
 the function ``covertune generate`` uses. Only requests with the same decoding settings share a batch:
 greedy requests batch together (each with its own ``max_new_tokens``: greedy tokens do not depend on how
 long the batch runs); a sampling request is generated alone, seeded, so its letter depends only on its
-own settings; the candidates of one request (``group``) are generated together, seeded, the greedy one
-held to its most likely token. Requests that do not fit the current batch wait, first in line, for the
+own settings; the candidates of one request (``group``) are generated together, the greedy one as is and
+each sampled one from its own seed (``row_seed``, covertune.generation.seeded_sampling), so they are the candidates
+``covertune generate`` writes for the same prompt. Requests that do not fit the current batch wait, first in line, for the
 next one.
 
 A ``BatchTracker`` (a transformers ``BaseStreamer`` and ``StoppingCriteria``) receives each step's new
@@ -30,7 +31,6 @@ from transformers.generation.streamers import BaseStreamer
 
 from covertune.core.prompt import COVER_LETTER_HEADER, INSTRUCTION, extract_letter
 from covertune.generation.decoding import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
-from covertune.generation.select import hold_greedy
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Job:
     cancelled: bool = False
     submitted: float = field(default_factory=time.perf_counter)
     group: list | None = field(default=None, repr=False)  # the candidate jobs of one request, batched together
-    hold_greedy: bool = False  # the group's greedy candidate: its row keeps its most likely token
+    row_seed: int | None = None  # a sampled candidate's own seed (covertune.generation.seeded_sampling); None: greedy
 
     def batch_key(self):
         """Jobs with equal keys may share a batch (None: never shared)."""
@@ -175,8 +175,11 @@ class Batcher:
         self.pad_id = check_pad(tokenizer, self.stop_ids)
         self.max_batch_size, self.window_s = max_batch_size, window_s
         self.on_batch = on_batch  # (rows, new tokens, seconds) after each batch
-        self._queue: queue.Queue[Job] = queue.Queue(maxsize=max_queue)
+        self.max_queue = max_queue
+        self._queue: queue.Queue[Job] = queue.Queue()
         self._held: list[Job] = []  # taken from the queue, waiting for a batch with their settings
+        self._waiting = 0  # submitted and not yet in a batch: in the queue or held (the --max-queue bound)
+        self._count_lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.busy = False
@@ -184,13 +187,14 @@ class Batcher:
     def submit(self, job: Job) -> None:
         if self._stopping.is_set():
             raise QueueFull("the server is shutting down")
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(f"{self._queue.maxsize} requests are waiting") from None
+        with self._count_lock:
+            if self._waiting >= self.max_queue:
+                raise QueueFull(f"{self.max_queue} requests are waiting")
+            self._waiting += 1
+        self._queue.put_nowait(job)
 
     def waiting(self) -> int:
-        return self._queue.qsize() + len(self._held)
+        return self._waiting
 
     def start(self) -> None:
         if self._thread is None:
@@ -215,6 +219,13 @@ class Batcher:
             return None
 
     def _take_batch(self) -> list[Job]:
+        """The next batch; its jobs stop counting against ``max_queue``."""
+        batch = self._gather()
+        with self._count_lock:
+            self._waiting -= len(batch)
+        return batch
+
+    def _gather(self) -> list[Job]:
         first = self._next(0.1)
         if first is None:
             return []
@@ -264,16 +275,19 @@ class Batcher:
         decoding = replace(batch[0].decoding, max_new_tokens=max(j.decoding.max_new_tokens for j in batch))
         width = max(len(j.ids) for j in batch)
         tracker = BatchTracker(batch, self.tokenizer, self.stop_ids, width)
-        if decoding.do_sample:
+        extra = {}
+        if batch[0].group is not None:  # candidates: each sampled row draws from its own seed, the rest greedy
+            from transformers import LogitsProcessorList
+
+            from covertune.generation.seeded_sampling import RowSampler
+
+            extra["logits_processor"] = LogitsProcessorList([RowSampler(
+                [j.row_seed for j in batch], decoding.temperature, decoding.top_k, decoding.top_p)])
+            decoding = replace(decoding, do_sample=False)
+        elif decoding.do_sample:
             from transformers import set_seed
 
             set_seed(decoding.seed)
-        held = [i for i, j in enumerate(batch) if j.hold_greedy]
-        extra = {}
-        if held:
-            from transformers import LogitsProcessorList
-
-            extra["logits_processor"] = LogitsProcessorList([hold_greedy(held)])
         rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id,
                               streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
         for i, row in enumerate(rows):  # rows the tracker did not finish (cancelled ones)

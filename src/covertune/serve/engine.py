@@ -166,8 +166,9 @@ class Engine:
         self.metrics = Metrics()
         self.batcher = Batcher(lm.model, lm.tokenizer, cfg.max_batch_size, cfg.batch_window_ms / 1000,
                                cfg.max_queue, on_batch=self.metrics.batch)
-        config = getattr(lm.model, "config", None)
-        self.context = getattr(config, "max_position_embeddings", None)
+        from covertune.models.load import model_context
+
+        self.context = model_context(lm.model)
         self.created = int(time.time())
 
     # ------------------------------------------------------------ checks
@@ -201,10 +202,16 @@ class Engine:
     def text_ids(self, text: str) -> list[int]:
         return self.lm.text_ids(text)
 
-    def check_context(self, ids: list[int], decoding: Decoding, field: str) -> None:
-        if self.context and len(ids) + decoding.max_new_tokens > self.context:
-            raise APIError(422, f"the prompt ({len(ids)} tokens) plus max_new_tokens ({decoding.max_new_tokens}) "
-                           f"exceed the model's context of {self.context} tokens; shorten '{field}'", field)
+    def check_context(self, ids: list[int], decoding: Decoding, field: str,
+                      new_tokens: str = "max_new_tokens") -> None:
+        """422 when the prompt (request field ``field``) and its new tokens (field ``new_tokens``) do not fit
+        the model's context, naming the prompt's field when the prompt alone fills it."""
+        from covertune.core.limits import context_overflow
+
+        found = context_overflow(len(ids), decoding.max_new_tokens, self.context, new_tokens)
+        if found:
+            blame = field if found[0] == "prompt" else new_tokens
+            raise APIError(422, f"{found[1]}; shorten '{blame}'", blame)
 
     # ------------------------------------------------------------ generation
 
@@ -219,14 +226,17 @@ class Engine:
         return ticket
 
     def submit_candidates(self, ids: list[int], decoding: Decoding, n: int) -> list[Ticket]:
-        """``n`` candidates of one prompt generated in one batch: the first greedy (held to its most likely
-        token), the rest sampled with ``decoding``."""
+        """``n`` candidates of one prompt generated in one batch: the first greedy, the rest sampled with
+        ``decoding``, candidate k from ``row_seed(decoding.seed, ids, k)`` as ``covertune generate`` draws it."""
+        from covertune.generation.seeded_sampling import row_seed
+
         loop = asyncio.get_running_loop()
         tickets = [Ticket(loop, ids, decoding, stream=False) for _ in range(n)]
         group = [t.job for t in tickets]
         for k, ticket in enumerate(tickets):
             ticket.on_done = self.metrics.letter
-            ticket.job.group, ticket.job.hold_greedy = group, k == 0
+            ticket.job.group = group
+            ticket.job.row_seed = None if k == 0 else row_seed(decoding.seed, ids, k)
         try:
             for ticket in tickets:
                 self.batcher.submit(ticket.job)
@@ -240,7 +250,7 @@ class Engine:
     def candidate_decoding(self, max_new_tokens: int | None, temperature: float | None, top_p: float | None,
                            top_k: int | None, seed: int | None, repetition_penalty: float | None) -> Decoding:
         """How a request's candidates after the first are sampled: its own settings, else the server's
-        --candidate-temperature and --candidate-top-p."""
+        --candidate-temperature, --candidate-top-p and --seed."""
         return self.decoding(max_new_tokens, temperature or self.cfg.candidate_temperature,
-                             top_p if top_p is not None else self.cfg.candidate_top_p, top_k, seed,
-                             repetition_penalty)
+                             top_p if top_p is not None else self.cfg.candidate_top_p, top_k,
+                             seed if seed is not None else self.cfg.seed, repetition_penalty)

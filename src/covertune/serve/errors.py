@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from fastapi.responses import JSONResponse
 
-TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-         405: "invalid_request_error", 413: "request_too_large", 422: "invalid_request_error",
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+         404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+         415: "invalid_request_error", 422: "invalid_request_error",
          503: "overloaded_error", 500: "server_error"}
 
 

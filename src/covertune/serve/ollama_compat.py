@@ -7,7 +7,8 @@ durations (nanoseconds); ``stream: false`` answers that object alone with the wh
 ``{"error": "message"}``. ``options.num_predict``, ``temperature``, ``top_p``, ``top_k``, ``seed`` and
 ``repeat_penalty`` are honoured; unlike Ollama (temperature 0.8), decoding is greedy unless a temperature
 above 0 is given. ``system`` prompts are not fed to the model. The prompt (or the last user message) maps
-to a letter as ``covertune.serve.engine.message_fields`` says.
+to a letter as ``covertune.serve.engine.message_fields`` says; one of the 8 fields gets the server's recipe,
+candidates and form, as /v1/cover-letter does (its chosen letter streamed as one piece).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from covertune.serve.common import parse, read_json
+from covertune.serve.chosen import letter_ticket
+from covertune.serve.common import parse, read_json, results_unless_gone
 from covertune.serve.engine import GenerationFailed
 from covertune.serve.errors import APIError
 from covertune.serve.openai_compat import last_user_text, message_ids
@@ -41,13 +43,13 @@ def _param_size(n: int) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M" if n >= 1e6 else f"{n / 1e3:.0f}K"
 
 
-def _decoding(engine, options):
+def _decoding_args(options) -> dict:
     n = options.num_predict if options.num_predict and options.num_predict > 0 else None
-    return engine.decoding(n, options.temperature, options.top_p, options.top_k, options.seed,
-                           options.repeat_penalty)
+    return dict(max_new_tokens=n, temperature=options.temperature, top_p=options.top_p, top_k=options.top_k,
+                seed=options.seed, repetition_penalty=options.repeat_penalty)
 
 
-async def _respond(engine, ticket, stream: bool, piece, t0: float):
+async def _respond(request, engine, ticket, stream: bool, piece, t0: float):
     """The NDJSON stream or the single object; ``piece(text)`` is the route's text field(s)."""
     def final(result) -> dict:
         total = time.perf_counter_ns() - t0
@@ -57,7 +59,7 @@ async def _respond(engine, ticket, stream: bool, piece, t0: float):
 
     if not stream:
         try:
-            return final(await ticket.result())
+            return final((await results_unless_gone(request, [ticket]))[0])
         except GenerationFailed as e:
             raise APIError(500, str(e)) from None
 
@@ -85,11 +87,12 @@ async def generate(request: Request):
     if not req.prompt.strip():
         # Ollama loads the model and answers done for an empty prompt; here the model is always loaded
         return {"model": engine.name, "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
-    decoding = _decoding(engine, req.options)
-    ids, _ = message_ids(engine, req.prompt)
-    engine.check_context(ids, decoding, "prompt")
-    ticket = engine.submit(ids, decoding, stream=req.stream)
-    return await _respond(engine, ticket, req.stream, lambda text: {"response": text}, t0)
+    args = _decoding_args(req.options)
+    decoding = engine.decoding(**args)
+    ids, fields = message_ids(engine, req.prompt)
+    engine.check_context(ids, decoding, "prompt", "options.num_predict")
+    ticket, _ = letter_ticket(engine, ids, fields, args, stream=req.stream)
+    return await _respond(request, engine, ticket, req.stream, lambda text: {"response": text}, t0)
 
 
 @router.post("/api/chat")
@@ -98,11 +101,12 @@ async def chat(request: Request):
     req = parse(OllamaChatRequest, await read_json(request, engine.cfg.max_body_bytes))
     engine.check_model(req.model)
     text = last_user_text(req.messages, engine)
-    decoding = _decoding(engine, req.options)
-    ids, _ = message_ids(engine, text)
-    engine.check_context(ids, decoding, "messages")
-    ticket = engine.submit(ids, decoding, stream=req.stream)
-    return await _respond(engine, ticket, req.stream,
+    args = _decoding_args(req.options)
+    decoding = engine.decoding(**args)
+    ids, fields = message_ids(engine, text)
+    engine.check_context(ids, decoding, "messages", "options.num_predict")
+    ticket, _ = letter_ticket(engine, ids, fields, args, stream=req.stream)
+    return await _respond(request, engine, ticket, req.stream,
                           lambda text: {"message": {"role": "assistant", "content": text}}, t0)
 
 

@@ -2,7 +2,8 @@
 ``chat.completion.chunk`` events ending in ``[DONE]``) and ``GET /v1/models``.
 
 The last user message is the request (see ``covertune.serve.engine.message_fields`` for how it maps to a
-letter); earlier turns and system messages are not fed to the model. ``max_completion_tokens`` (or the
+letter; a message of the 8 fields gets the server's recipe, candidates and form, as /v1/cover-letter does,
+its chosen letter streamed as one piece); earlier turns and system messages are not fed to the model. ``max_completion_tokens`` (or the
 older ``max_tokens``), ``temperature``, ``top_p`` and ``seed`` are honoured; greedy when temperature is
 absent or 0. With ``stream_options.include_usage`` a last chunk carries the token counts. Other request
 fields (``stop``, ``tools``, ``response_format``, ``logprobs``, ...) are accepted and ignored; ``n`` must be 1.
@@ -16,7 +17,8 @@ import uuid
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
+from covertune.serve.chosen import letter_ticket
+from covertune.serve.common import SSE_HEADERS, parse, read_json, results_unless_gone, sse, usage
 from covertune.serve.engine import GenerationFailed, message_fields
 from covertune.serve.errors import APIError
 from covertune.serve.schemas import ChatCompletionRequest
@@ -58,17 +60,18 @@ async def chat_completions(request: Request):
     req = parse(ChatCompletionRequest, await read_json(request, engine.cfg.max_body_bytes))
     engine.check_model(req.model)
     text = last_user_text(req.messages, engine)
-    decoding = engine.decoding(req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p,
-                               None, req.seed)
-    ids, _ = message_ids(engine, text)
-    engine.check_context(ids, decoding, "messages")
-    ticket = engine.submit(ids, decoding, stream=req.stream)
+    args = dict(max_new_tokens=req.max_completion_tokens or req.max_tokens, temperature=req.temperature,
+                top_p=req.top_p, top_k=None, seed=req.seed, repetition_penalty=None)
+    decoding = engine.decoding(**args)
+    ids, fields = message_ids(engine, text)
+    engine.check_context(ids, decoding, "messages", "max_completion_tokens")
+    ticket, _ = letter_ticket(engine, ids, fields, args, stream=req.stream)
     cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     head = {"id": cid, "created": created, "model": engine.name, "system_fingerprint": None}
 
     if not req.stream:
         try:
-            result = await ticket.result()
+            [result] = await results_unless_gone(request, [ticket])
         except GenerationFailed as e:
             raise APIError(500, str(e)) from None
         return {**head, "object": "chat.completion",

@@ -5,29 +5,35 @@ usage, model}``; ``grounding`` is the evaluate stage's per-letter check (``groun
 ``"stream": true`` it answers server-sent events: ``{"type": "delta", "text"}`` as the letter grows (their
 texts concatenate to the letter), one ``{"type": "done", letter, grounding, usage, model}``, then
 ``[DONE]``; an error after streaming began is ``{"type": "error", "error": {"message"}}``.
-``"candidates": N`` (default ``--candidates``) writes the greedy letter and N-1 samples in one batch and
-answers the one ``"select"`` chooses (greedy, mbr, grounded-mbr, classifier-mbr when the server loaded a
-letter-quality classifier; default ``--select``), with every
-candidate, its grounding failures and MBR score under ``candidates``; not with ``"stream": true``.
+``"candidates": N`` (default ``--candidates``, the recipe's) writes the greedy letter and N-1 samples in one
+batch and answers the one ``"select"`` chooses (greedy, mbr, grounded-mbr, classifier-mbr when the server
+loaded a letter-quality classifier; default ``--select``), with every candidate, its grounding failures and
+MBR score under ``candidates``; ``"form"`` (auto, full, body; default ``--form``) shapes the letter
+(covertune.generation.letter_form). Streamed with candidates or a form other than auto: ``{"type": "progress", "done",
+"total"}`` as each candidate is written, then the chosen letter as one delta, done and ``[DONE]``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from covertune.generation.select import SELECT_MODES, choose
 from covertune.metrics.grounding import ground_json
-from covertune.serve.common import SSE_HEADERS, parse, read_json, sse, usage
+from covertune.serve.chosen import ChosenTicket, check_form, check_select, chosen_events, submit
+from covertune.serve.common import SSE_HEADERS, parse, read_json, results_unless_gone, sse, usage
 from covertune.serve.engine import GenerationFailed
 from covertune.serve.errors import APIError
 from covertune.serve.schemas import CoverLetterRequest
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+
+
+def longest(fields: dict[str, str]) -> str:
+    """The field to shorten when the prompt is too long: the longest one."""
+    return max(fields, key=lambda k: len(fields[k]))
 
 
 def _engine(request: Request):
@@ -55,21 +61,22 @@ async def cover_letter(request: Request):
     for name, value in fields.items():
         engine.check_length(name, value)
     n = req.candidates or engine.cfg.candidates
-    if n > 1:
-        return await _candidates(engine, req, fields, n)
+    form = check_form(req.form or engine.cfg.form)
+    if n > 1 or form != "auto":
+        return await _chosen(request, engine, req, fields, n, form)
     decoding = engine.decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
                                req.repetition_penalty)
     ids = engine.fields_ids(fields)
-    engine.check_context(ids, decoding, "max_new_tokens")
+    engine.check_context(ids, decoding, longest(fields))
     ticket = engine.submit(ids, decoding, stream=req.stream)
 
     def final(result) -> dict:
         return {"letter": result.letter, "grounding": ground_json(result.letter, fields),
-                "usage": usage(result), "model": engine.name}
+                "usage": usage(result), "model": engine.name, "form": form}
 
     if not req.stream:
         try:
-            return final(await ticket.result())
+            return final((await results_unless_gone(request, [ticket]))[0])
         except GenerationFailed as e:
             raise APIError(500, str(e)) from None
 
@@ -89,41 +96,49 @@ async def cover_letter(request: Request):
     return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _candidates(engine, req: CoverLetterRequest, fields: dict[str, str], n: int) -> dict:
-    """The letter chosen among ``n`` candidates (covertune.generation.select), with every candidate under "candidates"."""
-
-    select = req.select or engine.cfg.select
-    if select not in SELECT_MODES:
-        raise APIError(422, f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}", "select")
-    classifier = getattr(engine, "classifier", None)
-    if select == "classifier-mbr" and classifier is None:
-        raise APIError(422, "select classifier-mbr needs a letter-quality classifier and this server has none "
-                       "(start it with --classifier); choose greedy, mbr or grounded-mbr", "select")
-    if n > engine.cfg.max_batch_size:
-        raise APIError(422, f"candidates is {n}; this server writes at most {engine.cfg.max_batch_size} "
-                       "(--max-batch-size) together", "candidates")
-    if req.stream:
-        raise APIError(422, "stream cannot be combined with candidates above 1: the letter is chosen once every "
-                       "candidate is written", "stream")
-    decoding = engine.candidate_decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
-                                         req.repetition_penalty)
+async def _chosen(request: Request, engine, req: CoverLetterRequest, fields: dict[str, str], n: int, form: str):
+    """The letter chosen among ``n`` candidates (covertune.generation.select) and given its ``form``, with every
+    candidate under "candidates" (n > 1). Streamed: a progress event per candidate written, then the
+    letter as a delta, then done."""
+    if n > 1:
+        check_select(engine, n, req.select or engine.cfg.select)
+        decoding = engine.candidate_decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
+                                             req.repetition_penalty)
+    else:
+        decoding = engine.decoding(req.max_new_tokens, req.temperature, req.top_p, req.top_k, req.seed,
+                                   req.repetition_penalty)
     ids = engine.fields_ids(fields)
-    engine.check_context(ids, decoding, "max_new_tokens")
-    tickets = engine.submit_candidates(ids, decoding, n)
-    try:
-        results = await asyncio.gather(*(t.result() for t in tickets))
-    except GenerationFailed as e:
-        raise APIError(500, str(e)) from None
-    finally:
-        for t in tickets:
-            t.cancel()
-    letters = [r.letter for r in results]
-    quality = classifier.score(letters, [fields] * len(letters)) if classifier is not None else None
-    choice = choose(letters, select, fields, quality, engine.cfg.classifier_threshold,
-                    engine.cfg.select_repetition_weight)
-    prompt_tokens = results[0].prompt_tokens
-    completion = sum(r.completion_tokens for r in results)
-    return {"letter": choice.letter, "grounding": ground_json(choice.letter, fields),
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                      "total_tokens": prompt_tokens + completion},
-            "model": engine.name, "candidates": choice.record([r.completion_tokens for r in results])}
+    engine.check_context(ids, decoding, longest(fields))
+    tickets = submit(engine, ids, n, decoding)
+    select = req.select or engine.cfg.select
+
+    def final(chosen) -> dict:
+        out = {"letter": chosen.letter, "grounding": ground_json(chosen.letter, fields), "usage": usage(chosen),
+               "model": engine.name, "form": form}
+        if chosen.record is not None:
+            out["candidates"] = chosen.record
+        return out
+
+    if not req.stream:  # a client gone before its letter stops the candidates (results_unless_gone)
+        try:
+            return final((await results_unless_gone(request, [ChosenTicket(engine, tickets, fields, select, form)]))[0])
+        except GenerationFailed as e:
+            raise APIError(500, str(e)) from None
+    letters = chosen_events(engine, tickets, fields, select, form)
+
+    async def events():
+        try:
+            async for kind, *payload in letters:
+                if kind == "progress":
+                    yield sse({"type": "progress", "done": payload[0], "total": payload[1]})
+                else:
+                    if payload[0].letter:
+                        yield sse({"type": "delta", "text": payload[0].letter})
+                    yield sse({"type": "done", **final(payload[0])})
+            yield sse("[DONE]")
+        except GenerationFailed as e:
+            yield sse({"type": "error", "error": {"message": str(e)}})
+        finally:
+            await letters.aclose()  # a client gone mid-letter frees the batch rows
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -5,11 +5,13 @@ Unknown keys are ignored (clients send more than these servers use); wrong types
 
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from covertune.core.records import INPUT_FIELDS
+
+Seed = Optional[Annotated[int, Field(ge=0, le=2**32 - 1)]]  # the range torch's and numpy's seeds take
 
 
 class _Body(BaseModel):
@@ -23,7 +25,7 @@ class Sampling(_Body):
     temperature: Optional[float] = Field(None, ge=0)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     top_k: Optional[int] = Field(None, ge=0)
-    seed: Optional[int] = None
+    seed: Seed = None
     repetition_penalty: Optional[float] = Field(None, gt=0)
 
 
@@ -40,6 +42,7 @@ class CoverLetterRequest(Sampling):
     model: Optional[StrictStr] = None
     candidates: Optional[int] = Field(None, ge=1)
     select: Optional[StrictStr] = None
+    form: Optional[StrictStr] = None
 
     def fields(self) -> dict[str, str]:
         """The 8 fields; null counts as empty (rendered "None" in the prompt, as a missing field)."""
@@ -71,7 +74,7 @@ class ChatCompletionRequest(_Body):
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
-    seed: Optional[int] = None
+    seed: Seed = None
     n: int = Field(1, ge=1, le=1)
     stream_options: Optional[dict[str, Any]] = None
 
@@ -81,7 +84,7 @@ class OllamaOptions(_Body):
     temperature: Optional[float] = Field(None, ge=0)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     top_k: Optional[int] = Field(None, ge=0)
-    seed: Optional[int] = None
+    seed: Seed = None
     repeat_penalty: Optional[float] = Field(None, gt=0)
 
 

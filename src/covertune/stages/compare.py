@@ -21,6 +21,7 @@ import pandas as pd
 
 from covertune.config.stages import CompareConfig
 from covertune.core import io
+from covertune.core.md_text import md_inline, no_nul, shown_path
 from covertune.metrics.bertscore import NONE_HASH
 from covertune.metrics.evaluate import METRICS_FILE, SUMMARY_FILE
 from covertune.metrics.summary import METRICS, SUBSET_HELP, SUBSETS, is_nan
@@ -52,9 +53,11 @@ def compare(cfg: CompareConfig) -> str:
 
     out = Path(cfg.out)
     io.write_csv(out / "compare.csv", to_csv(tables))
+    for run in runs:  # as the pages show them: relative to this folder and to each run, never this machine's
+        run["path"], run["input"] = shown_path(run["path"], Path.cwd()), shown_path(run["input"], run["path"])
     markdown = render_markdown(cfg.title, runs, tables, scorers)
-    io.write_text(out / "compare.md", markdown)
-    io.write_text(out / "compare.html", render_html(cfg.title, runs, tables, scorers))
+    io.write_text(out / "compare.md", no_nul(markdown))
+    io.write_text(out / "compare.html", no_nul(render_html(cfg.title, runs, tables, scorers)))
     full = next(iter(tables))
     return (f"compare: {len(runs)} runs -> {out / 'compare.md'}, {out / 'compare.csv'}, {out / 'compare.html'}\n\n"
             + _md_table(tables[full], scorers["mixed"]))
@@ -196,7 +199,7 @@ def _fmt(metric: str, x) -> str:
 
 def _runs_lines(runs: list[dict], scorers: dict) -> list[str]:
     each = scorers["mixed"] or scorers["versions_differ"]  # else one scorer line says it for all
-    return [f"- **{r['label']}**: `{r['path']}` ({r['rows']} examples from `{r['input']}`"
+    return [f"- **{md_inline(r['label'])}**: `{r['path']}` ({r['rows']} examples from `{r['input']}`"
             + (f"; BERTScore scorer `{r['scorer']}`)" if each else ")") for r in runs]
 
 
@@ -214,7 +217,7 @@ def _scorer_note(scorers: dict) -> str:
 def _md_table(table: pd.DataFrame, mixed: bool) -> str:
     ns = table.attrs["n"]
     best = best_cells(table)
-    lines = ["| metric | " + " | ".join(column_label(k, ns[k]) for k in table.columns) + " |",
+    lines = ["| metric | " + " | ".join(md_inline(column_label(k, ns[k])) for k in table.columns) + " |",
              "|---" * (len(table.columns) + 1) + "|"]
     for metric in table.index:
         cells = []
@@ -227,7 +230,7 @@ def _md_table(table: pd.DataFrame, mixed: bool) -> str:
 
 
 def render_markdown(title: str, runs: list[dict], tables: dict[str, pd.DataFrame], scorers: dict) -> str:
-    lines = [f"# {title}", "", *_runs_lines(runs, scorers), "", _scorer_note(scorers), "",
+    lines = [f"# {md_inline(title)}", "", *_runs_lines(runs, scorers), "", _scorer_note(scorers), "",
              "Means per letter; ↑ higher is better, ↓ lower is better; the best of each row in bold.", ""]
     for subset, table in tables.items():
         lines += [f"## {subset}: {SUBSET_HELP.get(subset, '')}", "", _md_table(table, scorers["mixed"])]

@@ -12,10 +12,12 @@ import pandas as pd
 from covertune.config.build import validate
 from covertune.config.stages import EvaluateConfig
 from covertune.core import io, rundir
+from covertune.core.md_text import run_relative
 from covertune.core.progress import progress_bar
 from covertune.core.prompt import try_parse_prompt
 from covertune.core.records import EVAL_COLUMNS, MODEL_COLUMNS
 from covertune.metrics import bertscore, summary
+
 from covertune.metrics.evaluate import METRICS_FILE, RESULT_COLUMNS, RESULTS_FILE, SUMMARY_FILE, letter_scores, read_eval_csv
 from covertune.training import tracking
 
@@ -34,7 +36,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
                 f"run `covertune generate --out {out}` first, or pass --eval-csv")
         raise FileNotFoundError(f"{path} does not exist; {hint} (a CSV with the columns {', '.join(EVAL_COLUMNS)})")
     spec = bertscore.resolve(cfg.bertscore_model, cfg.bertscore_layers, cfg.bertscore_rescale)
-    key = {"input": _file_id(path), "bertscore_hash": bertscore.scorer_hash(spec)}
+    key = {"input": _file_id(path, out), "bertscore_hash": bertscore.scorer_hash(spec)}
     if not cfg.force and _complete(out, key):
         return f"evaluate: {out} already scored {path} (use --force to score again)"
 
@@ -76,7 +78,7 @@ def evaluate(cfg: EvaluateConfig) -> str:
     table = summary.summarize(results, subsets, models)
     table.insert(3, "bertscore_hash", scorer_hash)
     metrics = {
-        "input": {**key["input"], "rows": n},
+        "input": {**key["input"], "sha256": rundir.file_hash(path), "rows": n},
         "models": models,
         "bertscore": {"model": cfg.bertscore_model, "hash": scorer_hash,
                       "num_layers": spec.num_layers if spec else None, "idf": False,
@@ -103,9 +105,10 @@ def evaluate(cfg: EvaluateConfig) -> str:
             f"[{scorer_hash}]")
 
 
-def _file_id(path: Path) -> dict:
+def _file_id(path: Path, out: Path) -> dict:
+    """The scored file: its path (relative to the run directory when inside it), size and mtime."""
     st = path.stat()
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": run_relative(path.resolve(), out), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _complete(out: Path, key: dict) -> bool:

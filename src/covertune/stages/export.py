@@ -2,6 +2,8 @@
 
 - ``--format gguf``: ``<out>/export/gguf-<quant>/`` holds ``model.gguf`` (llama.cpp, Ollama, LM Studio),
   an Ollama ``Modelfile``, ``example_prompt.txt`` (a prompt in covertune's schema) and a model card.
+- ``--format gguf-lora``: ``<out>/export/gguf-lora/`` holds ``adapter.gguf``, the adapter alone as a GGUF
+  LoRA (llama.cpp's ``--lora``, Ollama's ``ADAPTER``), and a Modelfile whose FROM is the base model.
 - ``--format safetensors``: ``<out>/export/safetensors/`` holds the merged model (safetensors,
   tokenizer, the training settings) with a model card, for pushing to a hub.
 
@@ -28,6 +30,8 @@ from covertune.core.prompt import render_prompt
 from covertune.core.records import from_source_row
 from covertune.data.sample import sample_dir
 from covertune.export.gguf_llama import QUANTS, check_architecture, write_gguf
+from covertune.export.kquant import KQUANTS, check_kquant, write_model_gguf
+from covertune.export.lora_gguf import write_lora_gguf
 from covertune.export.modelfile import MODEL_FILE, render_modelfile
 from covertune.export.source import ModelSource, adapter_folder, merged_folder, resolve_source
 from covertune.models import load as models
@@ -36,7 +40,8 @@ from covertune.models.merge import save_merged
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("gguf", "safetensors")
+FORMATS = ("gguf", "gguf-lora", "safetensors")
+LORA_FILE = "adapter.gguf"
 EXPORT_INFO = "covertune_export.json"
 EXAMPLE_FILE = "example_prompt.txt"
 
@@ -44,15 +49,17 @@ EXAMPLE_FILE = "example_prompt.txt"
 def export_dir(cfg: ExportConfig) -> Path:
     if cfg.export_dir:
         return Path(cfg.export_dir).expanduser()
-    sub = f"gguf-{cfg.quant}" if cfg.format == "gguf" else "safetensors"
+    sub = f"gguf-{cfg.quant}" if cfg.format == "gguf" else cfg.format
     return Path(cfg.out) / "export" / sub
 
 
 def _validate(cfg: ExportConfig) -> None:
     if cfg.format not in FORMATS:
-        raise ValueError(f"format must be gguf or safetensors, got {cfg.format!r}")
-    if cfg.format == "gguf" and cfg.quant not in QUANTS:
-        raise ValueError(f"quant must be one of {', '.join(QUANTS)}, got {cfg.quant!r}")
+        raise ValueError(f"format must be gguf, gguf-lora or safetensors, got {cfg.format!r}")
+    if cfg.format == "gguf" and cfg.quant not in (*QUANTS, *KQUANTS):
+        raise ValueError(f"quant must be one of {', '.join((*QUANTS, *KQUANTS))}, got {cfg.quant!r}")
+    if cfg.format == "gguf":
+        check_kquant(cfg.quant)
     if cfg.prompt_format not in ("auto", *choices(PromptFormat)):
         raise ValueError(f"prompt_format must be auto, raw or chat, got {cfg.prompt_format!r}")
     if cfg.max_new_tokens < 1:
@@ -73,6 +80,9 @@ def _source_config(cfg: ExportConfig):
     """The model config of what will be exported, read without loading weights."""
     from transformers import AutoConfig
 
+    if cfg.format == "gguf-lora":
+        where = models.resolve_model(lora_base(cfg))
+        return AutoConfig.from_pretrained(where, trust_remote_code=cfg.trust_remote_code), where
     folder = merged_folder(cfg)
     where = str(folder) if folder is not None else models.resolve_model(cfg.model)
     if folder is None:
@@ -82,7 +92,7 @@ def _source_config(cfg: ExportConfig):
 
 def _identity(cfg: ExportConfig) -> dict:
     """What the export is built from: the source folder's files (names, sizes, times) and the settings."""
-    folder = merged_folder(cfg)
+    folder = merged_folder(cfg) if cfg.format != "gguf-lora" else None
     src = folder if folder is not None else adapter_folder(cfg)
     files = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(src.iterdir()) if p.is_file()}
     settings = {k: getattr(cfg, k) for k in ("format", "quant", "prompt_format", "max_new_tokens", "name")}
@@ -114,12 +124,53 @@ def example_record(out: Path) -> dict:
     return from_source_row(frame.iloc[0].to_dict())
 
 
+def lora_base(cfg: ExportConfig) -> str:
+    """The base model a GGUF LoRA applies to: the one the adapter was trained on, else ``--model``."""
+    return str(rundir.read_train_config(adapter_folder(cfg)).get("model") or cfg.model)
+
+
+def _lora_from(base: str) -> str:
+    """The Modelfile's FROM for a LoRA's base: the embedded model's own GGUF, a local folder's path, or the name."""
+    from covertune.config.options import EMBEDDED_MODEL
+
+    if base in ("", EMBEDDED_MODEL):
+        return str(models.embedded_gguf_path())
+    path = Path(base).expanduser()
+    return str(path.resolve()) if path.exists() else base
+
+
+def _write_lora_folder(tmp: Path, cfg: ExportConfig, config, name: str) -> dict:
+    adapter = adapter_folder(cfg)
+    train_cfg = rundir.read_train_config(adapter)
+    base = lora_base(cfg)
+    written = write_lora_gguf(tmp / LORA_FILE, adapter, config, name)
+    tokenizer = models.load_tokenizer(models.resolve_model(base), trust_remote_code=cfg.trust_remote_code)
+    prompt_format = _prompt_format(cfg, train_cfg)
+    prompt = render_prompt(example_record(Path(cfg.out)))
+    io.write_text(tmp / EXAMPLE_FILE, prompt + "\n")
+    tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "covertune"
+    context = getattr(config, "max_position_embeddings", 4096)
+    io.write_text(tmp / "Modelfile", render_modelfile(
+        tokenizer, prompt_format, prompt, context_length=context, num_predict=cfg.max_new_tokens,
+        example_file=EXAMPLE_FILE, name=tag, base=_lora_from(base), adapter=LORA_FILE))
+    usage = (f"```bash\nollama create {tag} -f Modelfile\nollama run {tag} \"$(cat {EXAMPLE_FILE})\"\n"
+             f"llama-cli -m BASE.gguf --lora {LORA_FILE} -no-cnv -p \"$(cat {EXAMPLE_FILE})\"$'\\n' --temp 0 "
+             f"--repeat-penalty 1 -n {cfg.max_new_tokens}\n```\nBASE.gguf is `{base}` as a GGUF (the Modelfile's "
+             "FROM); the adapter applies to the base's unquantized weights as trained.")
+    files = (f"- `{LORA_FILE}`: GGUF LoRA (rank {written['rank']}, alpha {written['alpha']:g}, on "
+             f"{', '.join(written['modules'])}) for `{base}`\n- `Modelfile`: for `ollama create` (FROM the base, "
+             f"ADAPTER this file)\n- `{EXAMPLE_FILE}`: a prompt in the schema below")
+    io.write_text(tmp / "README.md", model_card(name, base, train_cfg, prompt_format, fmt="a GGUF LoRA adapter",
+                                                files=files, usage=usage))
+    return {**written, "base": base, "prompt_format": prompt_format}
+
+
 def _base_model(source: ModelSource) -> str:
     return str(source.train_cfg.get("model") or source.origin.get("base_model") or "")
 
 
 def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: str, prompt_format: str) -> dict:
-    written = write_gguf(tmp / MODEL_FILE, source, cfg.quant, name)
+    written = write_model_gguf(tmp / MODEL_FILE, source, cfg.quant, name)
     prompt = render_prompt(example_record(Path(cfg.out)))
     io.write_text(tmp / EXAMPLE_FILE, prompt + "\n")
     tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "covertune"  # an Ollama model name
@@ -161,7 +212,7 @@ def export(cfg: ExportConfig) -> str:
     out = Path(cfg.out)
     target = export_dir(cfg)
     config, where = _source_config(cfg)
-    if cfg.format == "gguf":
+    if cfg.format in ("gguf", "gguf-lora"):
         check_architecture(config, where)
     identity = _identity(cfg)
     info_path = target / EXPORT_INFO
@@ -173,10 +224,22 @@ def export(cfg: ExportConfig) -> str:
         if done.get("identity") == identity:
             return f"export: {target} is complete (use --force to export again)"
     check_writable(target)
+    name = cfg.name or f"covertune-{out.resolve().name}"
+    if cfg.format == "gguf-lora":
+        try:
+            with io.atomic_dir(target) as tmp:
+                written = _write_lora_folder(tmp, cfg, config, name)
+                io.write_json(tmp / EXPORT_INFO, {"identity": identity, "prompt_format": written["prompt_format"],
+                                                  "origin": {"adapter": str(adapter_folder(cfg).resolve())},
+                                                  "written": written})
+        except OSError as e:
+            raise RuntimeError(f"writing the export to {target} failed: {e.strerror or e}; nothing was left there "
+                               "(free some space or pass --export-dir)") from None
+        return (f"export: wrote {target}: {LORA_FILE} (LoRA rank {written['rank']}, {written['tensors']} tensors) "
+                f"and an Ollama Modelfile on the base {written['base']}")
 
     source = resolve_source(cfg)
     prompt_format = _prompt_format(cfg, source.train_cfg)
-    name = cfg.name or f"covertune-{out.resolve().name}"
     try:
         with io.atomic_dir(target) as tmp:
             if cfg.format == "gguf":

@@ -21,6 +21,7 @@ each candidate's score is recorded there as ``quality``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from covertune.generation.letters import Journal, candidates_path, generate_lett
 from covertune.generation.select import (
     candidate_batch, candidate_decoding, check_candidates, generate_chosen_letters, uses_candidates,
 )
+from covertune.models import adapter_check
 from covertune.models import load as models
 from covertune.models.letter_model import fine_tuned_weights, free_model, merged_adapter, resolve_format
 
@@ -82,6 +84,8 @@ class PassModels:
 
     def model_for(self, which: str):
         """(model, context to generate in) for the pass ``which`` (base or fine_tuned)."""
+        if self.cfg.engine == "llama.cpp":  # the pass's model as a GGUF file (covertune.generation.gguf_cache)
+            return self._get(f"llama.cpp:{which}"), contextlib.nullcontext()
         if which == "fine_tuned" and not self.adapter_on_base:
             return self._get("merged"), contextlib.nullcontext()
         m = self._get("base")
@@ -99,16 +103,18 @@ class PassModels:
 
     def _load(self, name: str):
         cfg = self.cfg
+        if name.startswith("llama.cpp:"):
+            from covertune.generation.gguf_cache import load_pass_model
+
+            return load_pass_model(cfg, name.split(":")[1] == "fine_tuned")
         if name == "merged":
             return fine_tuned_weights(cfg, self.merged, self.adapter, self.train_cfg, self.tokenizer)
         log.info("loading %s", cfg.model)
         m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=self.tokenizer,
                               trust_remote_code=cfg.trust_remote_code)
         if self.adapter_on_base:
-            from peft import PeftModel
-
             log.info("loading the adapter %s", self.adapter)
-            m = PeftModel.from_pretrained(m, str(self.adapter))
+            m = adapter_check.load_peft(m, self.adapter, cfg.model)
         return m
 
     def close(self) -> None:
@@ -138,7 +144,8 @@ def generate(cfg: GenerateConfig) -> str:
         rundir.check_safetensors(merged or adapter)
     train_cfg = rundir.read_train_config(merged or adapter) if (merged or adapter) else {}
     if adapter is not None and "fine_tuned" in cfg.models:
-        models.check_base_model(cfg.model, train_cfg, adapter)
+        cfg = dataclasses.replace(cfg, model=adapter_check.base_model(cfg.model, train_cfg, adapter))
+        adapter_check.check_weights(adapter)
     prompt_format = resolve_format(cfg, train_cfg)
     base_weights = (models.resolve_base_weights(cfg.base_weights, train_cfg.get("quantization"))
                     if adapter is not None and merged is None else None)
@@ -148,22 +155,26 @@ def generate(cfg: GenerateConfig) -> str:
     dtype_name = str(models.compute_dtype(cfg.dtype)).replace("torch.", "")
     common = {"base_model": models.resolve_model(cfg.model), "dtype": dtype_name,
               "prompt_format": prompt_format, "decoding": decoding.identity()}
+    if cfg.engine == "llama.cpp":  # another engine's letters
+        common["engine"] = {"name": "llama.cpp", "quant": cfg.gguf_quant}
     classifier, classifier_path = None, None
     tuned: dict = {}  # the fine-tuned pass's own settings: candidates are for its letters only
     if cfg.candidates > 1:
         tuned["candidates"] = {"n": cfg.candidates, "select": cfg.select,
                                "repetition_weight": cfg.select_repetition_weight,
                                "sampling": candidate_decoding(cfg).identity(),
-                               "batch_size": candidate_batch(cfg)}  # batch composition changes the draws
+                               # each row's draws from its own seed (covertune.generation.seeded_sampling): the batch
+                               # composition and the processes no longer change them
+                               "draws": "per-row seed"}
         if cfg.select == "classifier-mbr":  # loaded (and checked) before any model
             classifier, classifier_path = load_classifier(cfg.classifier, out)
             tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
                                        classifier_threshold=cfg.classifier_threshold)
+    if cfg.form != "auto":  # full prefers full-form candidates: it changes the choice
+        tuned["form"] = cfg.form
     processes, main = distributed.world_size(), distributed.is_main()
     if processes > 1:
         distributed.state()  # join the process group before the first barrier
-        if cfg.candidates > 1:  # each process's share of the rows changes the draws too
-            tuned["candidates"]["processes"] = processes
     if cfg.do_sample:
         common["batch_size"] = cfg.batch_size  # batch composition changes the random draws
         if processes > 1:  # and so does each process's share of the rows
@@ -180,6 +191,10 @@ def generate(cfg: GenerateConfig) -> str:
     info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():
         if info.get("key") == run_key and info.get("output_file") == cfg.output_file:
+            if "fine_tuned" in cfg.models and not rundir.recipe_path(out).exists():  # a run from before recipes
+                from covertune.models.recipe import write_recipe
+
+                write_recipe(out, cfg, prompt_format)
             return f"generate: {output} is complete (use --force to generate again)"
 
     with distributed.main_first():  # the embedded model is converted once, by the main process
@@ -219,14 +234,19 @@ def generate(cfg: GenerateConfig) -> str:
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
                             classifier=classifier, threshold=cfg.classifier_threshold,
                             repetition_weight=cfg.select_repetition_weight, progress=main,
-                            indices=share)
+                            indices=share, form=cfg.form)
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)
-                device = model_device(model)
-                # --candidates writes every prompt's candidates in one plain model.generate call
-                engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model, decoding)
-                device = f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else str(device)
+                if getattr(model, "is_llamacpp", False):
+                    device, engine_used = "cpu", f"llama.cpp ({cfg.gguf_quant})"
+                else:
+                    device = model_device(model)
+                    # --candidates writes every prompt's candidates in one plain model.generate call
+                    engine_used = "plain" if uses_candidates(cfg, which) else engines.resolve(cfg.engine, model,
+                                                                                              decoding)
+                    device = (f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda"
+                              else str(device))
                 model = None  # so that freeing the base before the merged model's pass frees its memory
         shares = distributed.gather({**st, "device": device, "engine": engine_used})  # also a barrier
         if not main:
@@ -239,6 +259,10 @@ def generate(cfg: GenerateConfig) -> str:
             raise RuntimeError(f"generate: {len(missing)} row(s) of {cfg.split} have no letter after the pass "
                                f"{which} (first: row {missing[0]}); run the same command again to write them")
         outputs[which] = [row["output"] for row in rows]
+        if which == "fine_tuned" and cfg.form != "auto":
+            from covertune.generation.letter_form import apply_form
+
+            outputs[which] = [apply_form(text, cfg.form, inputs_of(r)) for text, r in zip(outputs[which], records)]
         if uses_candidates(cfg, which):
             choices[which] = [{"index": i, "id": r.get("id"), **row["choice"]}
                               for i, (r, row) in enumerate(zip(records, rows))]
@@ -280,6 +304,10 @@ def generate(cfg: GenerateConfig) -> str:
         elif side.exists():  # from an earlier run with --candidates: not these letters
             side.unlink()
     io.write_json(out / STATS_FILE, stats)
+    if "fine_tuned" in cfg.models:
+        from covertune.models.recipe import write_recipe
+
+        write_recipe(out, cfg, prompt_format)
     rundir.mark_done(out, "generate", {"key": run_key, "output_file": cfg.output_file, "rows": len(records),
                                    "split": cfg.split, "models": list(cfg.models),
                                    "prompt_format": prompt_format, "stats": stats,

@@ -27,6 +27,7 @@ from covertune.config.build import validate
 from covertune.config.stages import ReportConfig
 from covertune.core import io, rundir
 from covertune.core.io import read_utf8
+from covertune.core.md_text import md_inline, no_nul, shown_path
 from covertune.core.prompt import try_parse_prompt
 from covertune.core.records import INPUT_FIELDS, SOURCE_COLUMNS
 from covertune.core.rundir import METRICS_FILE, RESULTS_FILE, SUMMARY_FILE
@@ -66,6 +67,7 @@ def report(cfg: ReportConfig) -> str:
         raise FileNotFoundError(f"{', '.join(missing)} not found; run `covertune evaluate --out {out}` first")
     if cfg.examples < 0:
         raise ValueError(f"examples must be >= 0, got {cfg.examples}")
+    check_scores_current(out, read_metrics(paths[METRICS_FILE]))
     key = {"inputs": {p.name: p.stat().st_mtime_ns for p in paths.values()}, "title": cfg.title,
            "examples": cfg.examples,
            "candidates": {p.name: p.stat().st_mtime_ns for p in sorted((out / "candidates").glob("*.jsonl"))}}
@@ -93,15 +95,36 @@ def report(cfg: ReportConfig) -> str:
     # ---- grounded decoding: what choosing among candidates did (covertune generate --candidates)
     decoding = candidate_summaries(out)
 
-    # ---- documents
-    io.write_text(out / "report.md", render_markdown(cfg.title, metrics, models, written, groups, results)
-                  + _md_candidates(decoding))
-    io.write_text(out / "report.html", render_html(cfg.title, out, metrics, models, written, groups, results)
-                  .replace("<footer>", _html_candidates(decoding) + "<footer>", 1))
+    # ---- documents (the input as a page shows it: relative to the run, not this machine's folders)
+    metrics = {**metrics, "input": {**metrics["input"], "path": shown_path(metrics["input"]["path"], out)}}
+    io.write_text(out / "report.md", no_nul(render_markdown(cfg.title, metrics, models, written, groups, results)
+                                            + _md_candidates(decoding)))
+    io.write_text(out / "report.html", no_nul(render_html(cfg.title, out, metrics, models, written, groups, results)
+                                              .replace("<footer>", _html_candidates(decoding) + "<footer>", 1)))
     rundir.mark_done(out, STAGE, key)
     tracking.log_results(out, figures=[out / name for name in written])  # the training's tracker runs, if any
     return (f"report: wrote {out / 'report.html'}, {out / 'report.md'} and {len(written)} plot(s) "
             f"({', '.join(written)})")
+
+
+def check_scores_current(out: Path, metrics: dict) -> None:
+    """The scores are of the eval.csv there now: a one-line error when it changed after evaluate (a new
+    generate), as the stage fingerprints refuse stale outputs elsewhere."""
+    scored = metrics.get("input") or {}
+    if not scored.get("path"):
+        return
+    path = Path(scored["path"])
+    path = path if path.is_absolute() else out / path
+    if not path.is_file():
+        return  # a run folder copied without its eval.csv (docs/results): nothing to compare with
+    st = path.stat()
+    if scored.get("sha256"):  # its contents: a copy or checkout of the run (new mtimes) is still current
+        changed = rundir.file_hash(path) != scored["sha256"]
+    else:
+        changed = (st.st_size, st.st_mtime_ns) != (scored.get("size"), scored.get("mtime_ns"))
+    if changed:
+        raise ValueError(f"{path} changed after evaluate scored it (a new generate?): run `covertune evaluate "
+                         f"--out {out}` first, then the report")
 
 
 def _rerun(path: Path) -> str:
@@ -458,7 +481,7 @@ def _html_candidates(decoding: dict[str, dict]) -> str:
 
 
 def render_markdown(title, metrics, models, plots, groups, results) -> str:
-    lines = [f"# {title}", ""]
+    lines = [f"# {md_inline(title)}", ""]
     lines += [f"- input: `{metrics['input']['path']}` ({metrics['input']['rows']} examples)",
               f"- models: {', '.join(MODEL_LABEL.get(m, m) for m in models)}",
               f"- BERTScore: `{metrics['bertscore']['hash']}` (rescaled with baseline: "
@@ -490,7 +513,7 @@ def _md_example(results, example, models) -> list[str]:
         if not r:
             continue
         out += [f"**{MODEL_LABEL.get(m, m)}**", "", *_fenced(r["prediction"] or "(empty)"), ""]
-        out += [f"- {'✓' if ok else '✗'} {text}" for ok, text in _problems(r)] + [""]
+        out += [f"- {'✓' if ok else '✗'} {md_inline(text)}" for ok, text in _problems(r)] + [""]
     return out
 
 

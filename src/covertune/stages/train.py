@@ -198,6 +198,14 @@ def train(cfg: TrainConfig) -> str:
     log.info("LoRA r=%d on %s: %s trainable of %s parameters (%.3f%%)", cfg.lora_r, cfg.target_modules,
              f"{trainable:,}", f"{total:,}", 100 * trainable / total)
 
+    if not on_gpu and processes == 1:  # a micro-batch that fits this machine, the global batch kept (train_fit)
+        from covertune.training import train_fit
+
+        plan = train_fit.plan_cpu(model, batch_size, grad_accum, max(len(e["input_ids"]) for e in train_set.examples),
+                                  train_set.tokens, cfg.epochs, cfg.gradient_checkpointing)
+        batch_size, grad_accum = plan.micro_batch, plan.grad_accum
+        args.per_device_train_batch_size, args.gradient_accumulation_steps = batch_size, grad_accum
+
     if main:
         if resume_from is None:  # a fresh run: the old run's checkpoints and log go
             shutil.rmtree(ckpt_dir, ignore_errors=True)

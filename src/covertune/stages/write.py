@@ -12,6 +12,11 @@ grounding check (names, company, skills, numbers and organisations the inputs do
 ``--candidates N --select grounded-mbr`` writes N letters in one batched call and prints the one chosen
 as ``covertune generate`` chooses (covertune.generation.select); ``--json`` then lists every candidate with its
 grounding failures and MBR score. The completion tokens count every candidate.
+
+With no model named, the shipped model (covertune.models.shipped) writes; the decoding options left at their
+defaults take the recipe of the model loaded (covertune.models.recipe: the shipped model's, or ``<out>/recipe.json``
+that ``covertune generate`` recorded). ``--form`` full (the default) gives a greeting, the body and a
+sign-off with the applicant's name (covertune.generation.letter_form).
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ from pathlib import Path
 from covertune.classify.model import load_classifier
 from covertune.config.build import validate
 from covertune.config.stages import WriteConfig
+from covertune.core.limits import context_overflow
 from covertune.core.records import INPUT_FIELDS
 from covertune.generation.decoding import Decoding
+from covertune.generation.letter_engines import load_letter_model
+from covertune.generation.letter_form import apply_form
 from covertune.generation.letters import generate_letters
+from covertune.models.load import model_context
 from covertune.generation.select import check_candidates, candidate_decoding, generate_chosen_letters
 from covertune.metrics.grounding import ground_json
-from covertune.models.letter_model import load_letter_model
+from covertune.models.recipe import resolve_letter_model
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +94,32 @@ def collect_fields(cfg: WriteConfig) -> dict[str, str]:
     return fields
 
 
+def check_fits(ids: list[int], fields: dict[str, str], cfg: WriteConfig, model) -> None:
+    """The prompt and --max-new-tokens fit the model's context (``limits.context_overflow``, the check
+    generate and serve make), else a one-line error naming the option to shorten."""
+    found = context_overflow(len(ids), cfg.max_new_tokens, model_context(model))
+    if found is None:
+        return
+    if found[0] != "prompt":
+        raise ValueError(f"{found[1]}; lower --max-new-tokens")
+    longest = max(fields, key=lambda k: len(fields[k]))
+    options = {v: k for k, v in TEXT_FILE_FIELDS.items() if getattr(cfg, k) and not getattr(cfg, v)}
+    option = options.get(longest, longest)
+    raise ValueError(f"{found[1]}; shorten --{option.replace('_', '-')}")
+
+
 def write(cfg: WriteConfig) -> str:
+    resolve_letter_model(cfg)  # the shipped model when none is named; the recipe of the model loaded
     validate(cfg)  # the decoding and candidate ranges (covertune.config.groups), before the model loads
     check_candidates(cfg)
     classifier = None
     if cfg.candidates > 1 and cfg.select == "classifier-mbr":  # before the model loads
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
     fields = collect_fields(cfg)
-    lm = load_letter_model(cfg)
+    lm = load_letter_model(cfg.engine, cfg, quant=cfg.gguf_quant, threads=cfg.threads)
     log.info("writing with %s (%s prompts)", lm.source, lm.prompt_format)
     ids = lm.prompt_ids(fields)
+    check_fits(ids, fields, cfg, lm.model)
     decoding = Decoding(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
                         top_p=cfg.top_p, top_k=cfg.top_k, repetition_penalty=cfg.repetition_penalty, seed=cfg.seed)
     stats: dict = {}
@@ -104,16 +129,18 @@ def write(cfg: WriteConfig) -> str:
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
                                                    stats=stats, progress=False, classifier=classifier,
                                                    threshold=cfg.classifier_threshold,
-                                                   repetition_weight=cfg.select_repetition_weight)
+                                                   repetition_weight=cfg.select_repetition_weight, form=cfg.form)
         letter, choice = letters[0], choices[0]
     else:
         letter = generate_letters(lm.model, lm.tokenizer, [ids], 1, decoding, stats=stats, progress=False)[0]
+    letter = apply_form(letter, cfg.form, fields)
     if not cfg.json:
         return letter
     prompt_tokens = len(ids)
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": stats["new_tokens"],
              "total_tokens": prompt_tokens + stats["new_tokens"]}
-    result = {"letter": letter, "grounding": ground_json(letter, fields), "usage": usage, "model": lm.source}
+    result = {"letter": letter, "grounding": ground_json(letter, fields), "usage": usage, "model": lm.source,
+              "form": cfg.form}
     if choice is not None:
         result["candidates"] = choice
     return json.dumps(result, ensure_ascii=False, indent=2)

@@ -1,0 +1,90 @@
+"""covertune write --engine (covertune.generation.letter_engines): auto picks llama.cpp on a machine without a GPU where
+llama-cpp-python is installed, and ``write --engine llama.cpp`` writes the llama.cpp engine's letter of the run's
+model, exported once into the run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from covertune.generation import letter_engines, llamacpp_engine
+from covertune.models import load as models
+from covertune.config.stages import GenerateConfig, WriteConfig
+
+
+def test_auto_follows_the_machine(monkeypatch):
+    monkeypatch.setattr(models, "has_cuda", lambda: True)
+    assert letter_engines.resolve("auto") == "torch"
+    monkeypatch.setattr(models, "has_cuda", lambda: False)
+    monkeypatch.setattr(llamacpp_engine, "available", lambda: False)
+    assert letter_engines.resolve("auto") == "torch"
+    with pytest.raises(ValueError, match="needs llama-cpp-python"):
+        letter_engines.resolve("llama.cpp")
+    monkeypatch.setattr(llamacpp_engine, "available", lambda: True)
+    assert letter_engines.resolve("auto") == "llama.cpp"
+    with pytest.raises(ValueError, match="engine must be one of auto, torch, llama.cpp"):
+        letter_engines.resolve("vllm")
+
+
+def test_write_with_llamacpp_writes_its_greedy_letter(tiny_model_dir, make_tiny_adapter, dataset_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")
+    import pandas as pd
+
+    from covertune.core import records
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_letters
+    from covertune.generation.gguf_cache import load_letter_model
+    from covertune.stages.write import write
+
+    out = tmp_path / "run"
+    make_tiny_adapter(tiny_model_dir, out / "adapter", quantization="none")
+    row = records.from_source_row(pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).iloc[0])
+    fields = {k: v for k, v in records.inputs_of(row).items() if v}
+    cfg = WriteConfig(model=str(tiny_model_dir), out=str(out), max_new_tokens=12, engine="llama.cpp",
+                      gguf_quant="f16", threads=1, form="auto", **fields)
+    letter = write(cfg)
+    assert list((out / ".engine" / "gguf").glob("f16-*/model.gguf"))  # exported into the run directory
+    lm = load_letter_model(GenerateConfig(model=str(tiny_model_dir), out=str(out)), quant="f16", threads=1)
+    assert "llama.cpp" in lm.source
+    ids = lm.prompt_ids(records.inputs_of(row))
+    assert letter == generate_letters(lm.model, lm.tokenizer, [ids], 1, Decoding(max_new_tokens=12),
+                                      progress=False)[0]
+    cfg.candidates, cfg.json, cfg.select = 4, True, "mbr"
+    result = json.loads(write(cfg))
+    assert len(result["candidates"]["candidates"]) == 4
+    assert result["candidates"]["candidates"][0]["letter"] == letter  # candidate 0 is the greedy letter
+    assert result["usage"]["completion_tokens"] == sum(c["new_tokens"] for c in result["candidates"]["candidates"])
+
+
+def test_generate_with_llamacpp_writes_its_letters(tiny_model_dir, make_tiny_adapter, dataset_dir, tmp_path):
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")
+    import pandas as pd
+
+    from covertune.core import io, records
+    from covertune.generation.decoding import Decoding
+    from covertune.stages.generate import generate
+    from covertune.generation.letters import generate_letters
+    from covertune.generation.gguf_cache import load_letter_model
+
+    out = tmp_path / "run"
+    rows = [records.from_source_row(r) for r in
+            pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(3).to_dict("records")]
+    io.write_jsonl(out / "data" / "test.jsonl", rows)
+    make_tiny_adapter(tiny_model_dir, out / "adapter", quantization="none")
+    cfg = GenerateConfig(model=str(tiny_model_dir), out=str(out), max_new_tokens=12, batch_size=2,
+                         engine="llama.cpp", gguf_quant="f16")
+    generate(cfg)
+    frame = pd.read_csv(out / "eval.csv", dtype=str, keep_default_na=False)
+    lm = load_letter_model(GenerateConfig(model=str(tiny_model_dir), out=str(out)), quant="f16")
+    ids = [lm.prompt_ids(records.inputs_of(r)) for r in rows]
+    expected = generate_letters(lm.model, lm.tokenizer, ids, 2, Decoding(max_new_tokens=12), progress=False)
+    assert frame["fine_tuned_output"].tolist() == expected
+    stats = json.loads((out / "generate_stats.json").read_text())
+    assert stats["fine_tuned"]["engine"] == "llama.cpp (f16)" and stats["base"]["engine"] == "llama.cpp (f16)"
+    assert frame["base_output"].tolist() != expected  # the base pass ran the base model alone
+    # with candidates: one batch per prompt group, candidate 0 the greedy letter
+    generate(GenerateConfig(**{**cfg.__dict__, "models": ["fine_tuned"], "candidates": 3, "select": "mbr",
+                               "output_file": "eval_candidates.csv"}))
+    side = io.read_jsonl(out / "candidates" / "test.fine_tuned.jsonl")
+    assert [c["candidates"][0]["letter"] for c in side] == expected

@@ -1,0 +1,64 @@
+"""covertune.generation.letter_form: a letter's form detected, completed to a full letter from the inputs only, cut to
+its body; full-form candidates preferred by the choice."""
+
+from __future__ import annotations
+
+import pytest
+
+from covertune.generation.letter_form import FORMS, apply_form, body_of, complete, detect, is_full
+from covertune.generation.select import choose
+
+FIELDS = {"applicant_name": "Jane Doe", "hiring_company": "Acme Corp", "job_title": "Data Analyst"}
+BODY = "I am writing to apply for the Data Analyst position at Acme Corp. I know SQL and Python."
+FULL = f"Dear Hiring Manager,\n\n{BODY}\n\nSincerely,\nJane Doe"
+
+
+def test_detect():
+    assert detect(FULL, "Jane Doe").full
+    shape = detect(BODY, "Jane Doe")
+    assert not shape.greeting and not shape.sign_off and not shape.full
+    no_name = detect(f"Dear Hiring Manager,\n\n{BODY}\n\nBest regards,\nJohn Smith", "Jane Doe")
+    assert no_name.greeting and no_name.sign_off and not no_name.name_sign_off and not no_name.full
+    assert detect(f"{BODY}\n\nSincerely,\nJane Doe", "Jane Doe") == detect(f"{BODY}\n\nSincerely,\nJane Doe", "")
+    assert not detect(f"Dear Hiring Manager,\n\n{BODY}\n\nSincerely,", "Jane Doe").sign_off  # no name after it
+    assert detect(f"Dear Hiring Manager,\n\n{BODY}\n\nKind regards,\nJane", "").full  # no name known: any line
+
+
+def test_complete_adds_only_what_the_inputs_hold():
+    assert complete(FULL, FIELDS) == FULL
+    assert complete(BODY, FIELDS) == f"Dear Acme Corp team,\n\n{BODY}\n\nSincerely,\nJane Doe"
+    assert complete(BODY, {"applicant_name": "None"}) == f"Dear Hiring Manager,\n\n{BODY}\n\nSincerely,"
+    # a greeting of its own is kept; a sign-off naming someone else is replaced by the applicant's
+    other = f"Dear Ms. Lee,\n\n{BODY}\n\nBest regards,\nJohn Smith"
+    assert complete(other, FIELDS) == f"Dear Ms. Lee,\n\n{BODY}\n\nSincerely,\nJane Doe"
+    kept = f"{BODY}\n\nWarm regards,\nJane Doe"
+    assert complete(kept, FIELDS) == f"Dear Acme Corp team,\n\n{BODY}\n\nWarm regards,\nJane Doe"
+    for letter in (BODY, other, kept):
+        assert is_full(complete(letter, FIELDS), FIELDS)
+
+
+def test_body_and_apply_form():
+    assert body_of(FULL) == BODY
+    assert body_of(BODY) == BODY
+    assert body_of(f"{BODY}\n\nThank you,\nJane Doe") == BODY
+    assert apply_form(BODY, "auto", FIELDS) == BODY
+    assert apply_form(BODY, "full", FIELDS).startswith("Dear Acme Corp team,")
+    assert apply_form(FULL, "body", FIELDS) == BODY
+    assert apply_form("", "full", FIELDS) == ""
+    assert FORMS == ("auto", "full", "body")
+    with pytest.raises(ValueError, match="form must be one of auto, full, body"):
+        apply_form(BODY, "letter", FIELDS)
+
+
+def test_full_prefers_grounded_full_form_candidates():
+    fields = {**FIELDS, "skillsets": "SQL, Python"}
+    grounded_body = f"I am Jane Doe. {BODY}"
+    invented_full = f"Dear Hiring Manager,\n\nAt Acme Corp I grew revenue 250%. {BODY}\n\nSincerely,\nJane Doe"
+    cands = [grounded_body, grounded_body + " I like data.", FULL, invented_full]
+    assert choose(cands, "grounded-mbr", fields, form="auto").index in (0, 1)
+    assert choose(cands, "grounded-mbr", fields, form="full").index == 2  # full and grounded
+    assert choose(cands[:2], "grounded-mbr", fields, form="full").index in (0, 1)  # none full: the usual choice
+    # recorded MBR scores give the choice they were computed for; other scores another
+    computed = choose(cands, "mbr", fields)
+    assert choose(cands, "mbr", fields, scores=computed.scores).index == computed.index
+    assert choose(cands, "mbr", fields, scores=[0.0, 0.0, 0.0, 1.0]).index == 3
