@@ -171,15 +171,21 @@ def fine_tuned_source(out: PathLike, adapter: str = "", merged: str = "") -> tup
     return (default, None) if has_adapter(default) else (None, None)
 
 
-def read_train_config(folder: PathLike) -> dict:
-    """The train stage's config saved beside an adapter (or a merged model); {} if there is none."""
-    path = Path(folder) / TRAIN_INFO
-    if not path.exists():
+def read_json_file(path: PathLike, remedy: str):
+    """A run file's JSON, or {} where the file is absent; a broken one is a one-line error naming the file
+    and ``remedy`` (what to do)."""
+    path = Path(path)
+    if not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); train again or delete it") from e
+        raise ValueError(f"{path} is not valid JSON ({e}); {remedy}") from None
+
+
+def read_train_config(folder: PathLike) -> dict:
+    """The train stage's config saved beside an adapter (or a merged model); {} if there is none."""
+    data = read_json_file(Path(folder) / TRAIN_INFO, "train again or delete it")
     return data if isinstance(data, dict) else {}
 
 

@@ -45,12 +45,7 @@ def read_recipe(folder) -> dict:
     them); other keys (the base model, the split, the training) are left out; a bad value is a one-line
     error naming the file and the option."""
     path = rundir.recipe_path(folder)
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); run `covertune generate` again or delete it") from None
+    data = rundir.read_json_file(path, "run `covertune generate` again or delete it")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of option: value")
     if isinstance(data.get("decoding"), dict):
