@@ -278,6 +278,8 @@ def test_adapter_merged_on_the_fly_as_the_merge_stage_merges_it(tiny_model_dir, 
     get_peft_model(base, lora).save_pretrained(run / "adapter")
     (run / "adapter" / "covertune_train.json").write_text(json.dumps(
         {"model": str(tiny_model_dir), "prompt_format": "raw", "quantization": "none"}))
+    # the adapter's recipe says its letters end with token 1 (as the shipped model's does): a Modelfile stop
+    (run / "adapter" / "recipe.json").write_text(json.dumps({"end_of_letter_token": {"id": 1}}))
 
     export(ExportConfig(out=str(run), model=str(tiny_model_dir), dtype="fp32"))
     assert not (run / "merged").exists()
@@ -288,6 +290,8 @@ def test_adapter_merged_on_the_fly_as_the_merge_stage_merges_it(tiny_model_dir, 
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "other" / "merged", dtype=torch.float32).eval()
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     back, tok = load_gguf(run / "export" / "gguf-f16")
+    end = tok.convert_ids_to_tokens(1)
+    assert end != tok.eos_token and f'PARAMETER stop "{end}"' in (run / "export" / "gguf-f16" / "Modelfile").read_text()
     ids = torch.tensor([tok(PROMPTS[0]).input_ids])
     expected = logits(merged, ids)
     assert (expected - logits(original, ids)).abs().max() > 0.05, "the adapter should change the model"

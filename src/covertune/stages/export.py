@@ -34,7 +34,7 @@ from covertune.export.kquant import KQUANTS, check_kquant, write_model_gguf
 from covertune.export.lora_gguf import write_lora_gguf
 from covertune.export.modelfile import MODEL_FILE, render_modelfile
 from covertune.export.source import ModelSource, adapter_folder, merged_folder, resolve_source
-from covertune.models import load as models
+from covertune.models import load as models, recipe
 from covertune.models.card import export_card
 from covertune.models.merge import save_merged
 
@@ -150,9 +150,12 @@ def _write_lora_folder(tmp: Path, cfg: ExportConfig, config, name: str) -> dict:
     io.write_text(tmp / EXAMPLE_FILE, prompt + "\n")
     tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "covertune"
     context = getattr(config, "max_position_embeddings", 4096)
+    from transformers import GenerationConfig
+
+    ends = GenerationConfig(eos_token_id=recipe.end_token_ids(adapter) or None)  # the recipe's end token, if any
     io.write_text(tmp / "Modelfile", render_modelfile(
         tokenizer, prompt_format, prompt, context_length=context, num_predict=cfg.max_new_tokens,
-        example_file=EXAMPLE_FILE, name=tag, base=_lora_from(base), adapter=LORA_FILE))
+        generation_config=ends, example_file=EXAMPLE_FILE, name=tag, base=_lora_from(base), adapter=LORA_FILE))
     usage = (f"```bash\nollama create {tag} -f Modelfile\nollama run {tag} \"$(cat {EXAMPLE_FILE})\"\n"
              f"llama-cli -m BASE.gguf --lora {LORA_FILE} -no-cnv -p \"$(cat {EXAMPLE_FILE})\"$'\\n' --temp 0 "
              f"--repeat-penalty 1 -n {cfg.max_new_tokens}\n```\nBASE.gguf is `{base}` as a GGUF (the Modelfile's "
@@ -174,6 +177,8 @@ def _write_gguf_folder(tmp: Path, cfg: ExportConfig, source: ModelSource, name: 
     prompt = render_prompt(example_record(Path(cfg.out)))
     io.write_text(tmp / EXAMPLE_FILE, prompt + "\n")
     tag = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "covertune"  # an Ollama model name
+    if source.origin.get("adapter"):  # the letters end where the adapter's recipe says (a stop of the Modelfile)
+        recipe.add_end_tokens(source, source.origin["adapter"])
     modelfile = render_modelfile(source.tokenizer, prompt_format, prompt, context_length=written["context_length"],
                                  num_predict=cfg.max_new_tokens, generation_config=source.generation_config,
                                  example_file=EXAMPLE_FILE, name=tag)
