@@ -163,7 +163,7 @@ def _write_lora_folder(tmp: Path, cfg: ExportConfig, config, name: str) -> dict:
     files = (f"- `{LORA_FILE}`: GGUF LoRA (rank {written['rank']}, alpha {written['alpha']:g}, on "
              f"{', '.join(written['modules'])}) for `{base}`\n- `Modelfile`: for `ollama create` (FROM the base, "
              f"ADAPTER this file)\n- `{EXAMPLE_FILE}`: a prompt in the schema below")
-    io.write_text(tmp / "README.md", model_card(name, base, train_cfg, prompt_format, fmt="a GGUF LoRA adapter",
+    io.write_text(tmp / "README.md", export_card(name, base, train_cfg, prompt_format, fmt="a GGUF LoRA adapter",
                                                 files=files, usage=usage))
     return {**written, "base": base, "prompt_format": prompt_format}
 
