@@ -76,7 +76,7 @@ def test_served_letters_are_generates(measured, serve_model_dir, monkeypatch):  
 
     monkeypatch.delenv("COVERTUNE_API_KEY", raising=False)
     out, rows, letters = measured
-    cfg = ServeConfig(model=str(serve_model_dir), out=str(out), dtype="fp32")
+    cfg = ServeConfig(model=str(serve_model_dir), out=str(out), dtype="fp32", engine="torch")
     engine = build_engine(cfg)
     assert (cfg.candidates, cfg.seed, cfg.max_new_tokens, cfg.candidate_temperature) == (3, 7, 16, 1.3)
     with TestClient(create_app(engine, cfg), base_url="http://127.0.0.1:8000") as client:

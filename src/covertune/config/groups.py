@@ -2,7 +2,7 @@
 
 ``MODEL_SOURCE`` (which model writes: base, run directory, adapter or merged folder), ``DECODING`` (what
 ``model.generate`` is told) and ``CANDIDATES`` (several letters per prompt and how one is chosen) are used
-by generate, write and serve (export and prefer take a few model-source fields). A stage config takes a
+by generate, write and serve, ``LETTER_ENGINE`` (torch or llama.cpp) by write and serve (export and prefer take a few model-source fields). A stage config takes a
 field from a group (``DECODING.field("top_p")``), optionally with its own help text or default; the range
 comes with it, so ``build`` and ``validate`` check it for every stage alike, before any model loads. The
 stage configs stay flat: the flags and YAML keys are the field names, as before.
@@ -87,6 +87,15 @@ CANDIDATES = Group(
     classifier=spec("", CLASSIFIER_HELP),
     classifier_threshold=spec(0.5, CLASSIFIER_THRESHOLD_HELP, ge=0, le=1),
     form=spec("auto", FORM_HELP),
+)
+
+LETTER_ENGINE = Group(
+    "letter engine",
+    engine=spec("auto", "torch (transformers), llama.cpp (the model as a GGUF file, exported once into "
+                "<out>/.engine/, candidates decoded in one batch), auto (llama.cpp on a machine without a GPU "
+                "where llama-cpp-python is installed, else torch)"),
+    gguf_quant=spec("q8_0", "With the llama.cpp engine: the GGUF's weight type (as export's --quant)"),
+    threads=spec(0, "With the llama.cpp engine: CPU threads (0: the physical cores)", ge=0),
 )
 
 

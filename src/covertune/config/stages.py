@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from covertune.config.groups import CANDIDATES, DECODING, MODEL_SOURCE
+from covertune.config.groups import CANDIDATES, DECODING, LETTER_ENGINE, MODEL_SOURCE
 from covertune.config.options import (
     BASE_WEIGHTS_HELP, CANDIDATES_HELP, DEFAULT_DATASET, EMBEDDED_MODEL, MAX_FIELD_CHARS, MAX_PROMPT_TOKENS, AutoOnOff,
     BaseWeights, CheckpointChoice, ChosenFallback, ClassifierFeatures, ClassifyAction, Distributed, Dtype, Engine,
@@ -315,11 +315,9 @@ class WriteConfig:
     form: LetterForm = CANDIDATES.field("form", default="full")
     dtype: Dtype = MODEL_SOURCE.field("dtype")
     trust_remote_code: bool = MODEL_SOURCE.field("trust_remote_code")
-    engine: LetterEngine = opt("auto", "torch (transformers), llama.cpp (the model as a GGUF file, exported once "
-                               "into <out>/.engine/, candidates decoded in one batch), auto (llama.cpp on a "
-                               "machine without a GPU where llama-cpp-python is installed, else torch)")
-    gguf_quant: GgufQuant = opt("q8_0", "With the llama.cpp engine: the GGUF's weight type (as export's --quant)")
-    threads: int = opt(0, "With the llama.cpp engine: CPU threads (0: the physical cores)", ge=0)
+    engine: LetterEngine = LETTER_ENGINE.field("engine")
+    gguf_quant: GgufQuant = LETTER_ENGINE.field("gguf_quant")
+    threads: int = LETTER_ENGINE.field("threads")
 
 
 @dataclass
@@ -332,6 +330,9 @@ class ServeConfig:
     prompt_format: PromptFormatOrAuto = MODEL_SOURCE.field("prompt_format")
     dtype: Dtype = MODEL_SOURCE.field("dtype")
     trust_remote_code: bool = MODEL_SOURCE.field("trust_remote_code")
+    engine: LetterEngine = LETTER_ENGINE.field("engine")
+    gguf_quant: GgufQuant = LETTER_ENGINE.field("gguf_quant")
+    threads: int = LETTER_ENGINE.field("threads")
     host: str = opt("127.0.0.1", "Address to bind (127.0.0.1: this machine only)")
     port: int = opt(8000, "Port")
     model_name: str = opt("covertune", "Name clients use for the served model (OpenAI 'model', Ollama name)")

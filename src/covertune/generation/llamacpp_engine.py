@@ -31,7 +31,7 @@ import logging
 import os
 import zlib
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -206,11 +206,14 @@ class LlamaCppModel:
         return np.stack(rows)
 
     def generate(self, prompts: Sequence[Sequence[int]], n: int, decoding, stop: Sequence[int],
-                 greedy_first: bool = True) -> list[list[list[int]]]:
+                 greedy_first: bool = True, on_token: Callable[[int, int], bool] | None = None
+                 ) -> list[list[list[int]]]:
         """``n`` candidates' new token ids for each prompt (each cut after its first stop token, which is
         kept): candidate 0 greedy (unless ``greedy_first`` is off), the others sampled by ``decoding``
         (greedy too when it does not sample). All prompts and candidates of the call are decoded together
-        (see the module's notes)."""
+        (see the module's notes). ``on_token(sequence, token)``, if given, is called for every new token
+        (sequence ``p * n + k``: prompt p's candidate k); when it returns True the sequence ends there (a
+        server's finished or abandoned request)."""
         if n < 1:
             raise ValueError(f"candidates must be at least 1, got {n}")
         prompts = [[int(t) for t in p] for p in prompts]
@@ -253,7 +256,8 @@ class LlamaCppModel:
                     out[s].append(tok)
                     if penalised:
                         seen[s].add(tok)
-                    if tok in stop_set or len(out[s]) >= decoding.max_new_tokens:
+                    ended = on_token(s, tok) if on_token is not None else False
+                    if ended or tok in stop_set or len(out[s]) >= decoding.max_new_tokens:
                         lib.llama_memory_seq_rm(mem, s, -1, -1)  # its own cells; shared ones stay for the others
                     else:
                         step.append(s)

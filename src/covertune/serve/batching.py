@@ -129,16 +129,22 @@ class BatchTracker(BaseStreamer, StoppingCriteria):
             self._prompt_seen = True
             return
         for i, token in enumerate(value.view(-1).tolist()):
-            if self.finished[i]:
-                continue
-            job = self.jobs[i]
-            self.rows[i].append(int(token))
-            if int(token) in self.stop_ids or len(self.rows[i]) >= job.decoding.max_new_tokens:
-                self.finish(i, self.rows[i])
-            elif job.stream and not job.cancelled:
-                piece = self.texts[i].delta(self.tokenizer.decode(self.rows[i], skip_special_tokens=True))
-                if piece:
-                    job.emit("delta", piece)
+            self.token(i, int(token))
+
+    def token(self, i: int, token: int) -> bool:
+        """Row ``i``'s next token: kept, streamed, and the row finished at a stop token or its own
+        ``max_new_tokens``. True when the row needs no more tokens (finished, or its client went away)."""
+        if self.finished[i]:
+            return True
+        job = self.jobs[i]
+        self.rows[i].append(token)
+        if token in self.stop_ids or len(self.rows[i]) >= job.decoding.max_new_tokens:
+            self.finish(i, self.rows[i])
+        elif job.stream and not job.cancelled:
+            piece = self.texts[i].delta(self.tokenizer.decode(self.rows[i], skip_special_tokens=True))
+            if piece:
+                job.emit("delta", piece)
+        return self.finished[i] or job.cancelled
 
     def end(self) -> None:
         pass
@@ -275,6 +281,30 @@ class Batcher:
         decoding = replace(batch[0].decoding, max_new_tokens=max(j.decoding.max_new_tokens for j in batch))
         width = max(len(j.ids) for j in batch)
         tracker = BatchTracker(batch, self.tokenizer, self.stop_ids, width)
+        if getattr(self.model, "is_llamacpp", False):
+            self._run_llamacpp(batch, decoding, tracker)
+        else:
+            self._run_torch(batch, decoding, tracker)
+        if self.on_batch is not None:
+            self.on_batch(len(batch), sum(len(r) for r in tracker.rows), time.perf_counter() - t0)
+
+    def _run_llamacpp(self, batch: list[Job], decoding: Decoding, tracker: BatchTracker) -> None:
+        """The batch in the llama.cpp engine (covertune.generation.llamacpp_engine): a request's candidates
+        as one prompt's N sequences sharing its cache (candidate k is sequence k, seeded as ``covertune
+        generate --engine llama.cpp`` seeds it; 0 greedy), greedy requests as one batch of prompts, a
+        sampled request alone; each token goes through the tracker as it is decoded."""
+        if batch[0].group is not None:
+            group = batch[0].group
+            row = {group.index(j): i for i, j in enumerate(batch)}  # candidate number -> row of the batch
+            self.model.generate([batch[0].ids], max(row) + 1, decoding, sorted(self.stop_ids), greedy_first=True,
+                                on_token=lambda s, tok: tracker.token(row[s], tok) if s in row else True)
+        else:
+            self.model.generate([j.ids for j in batch], 1, decoding, sorted(self.stop_ids),
+                                greedy_first=False, on_token=tracker.token)
+        for i, row_ids in enumerate(tracker.rows):  # rows the tracker did not finish (cancelled ones)
+            tracker.finish(i, row_ids)
+
+    def _run_torch(self, batch: list[Job], decoding: Decoding, tracker: BatchTracker) -> None:
         extra = {}
         if batch[0].group is not None:  # candidates: each sampled row draws from its own seed, the rest greedy
             from transformers import LogitsProcessorList
@@ -292,5 +322,3 @@ class Batcher:
                               streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
         for i, row in enumerate(rows):  # rows the tracker did not finish (cancelled ones)
             tracker.finish(i, row)
-        if self.on_batch is not None:
-            self.on_batch(len(batch), sum(len(r) for r in tracker.rows), time.perf_counter() - t0)

@@ -8,7 +8,7 @@ import os
 
 from covertune.classify.model import load_classifier
 from covertune.config.stages import ServeConfig
-from covertune.models.letter_model import load_letter_model
+from covertune.generation.letter_engines import load_letter_model
 from covertune.models.recipe import resolve_letter_model
 from covertune.serve.app import API_KEY_ENV, check_config, create_app
 from covertune.serve.engine import Engine
@@ -22,7 +22,8 @@ def build_engine(cfg: ServeConfig):
     classifier = None
     if cfg.classifier or (cfg.select == "classifier-mbr" and cfg.candidates > 1):  # before the model loads
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
-    lm = load_letter_model(cfg)
+    lm = load_letter_model(cfg.engine, cfg, quant=cfg.gguf_quant, threads=cfg.threads)
+    log.info("serving %s", lm.source)
     engine = Engine(lm, cfg)
     engine.classifier = classifier
     return engine
