@@ -88,3 +88,53 @@ def test_generate_with_llamacpp_writes_its_letters(tiny_model_dir, make_tiny_ada
                                "output_file": "eval_candidates.csv"}))
     side = io.read_jsonl(out / "candidates" / "test.fine_tuned.jsonl")
     assert [c["candidates"][0]["letter"] for c in side] == expected
+
+
+@pytest.mark.parametrize("engine", ["torch", "llama.cpp"])
+def test_generate_stops_where_the_adapters_recipe_says(engine, tiny_model_dir, make_tiny_adapter, dataset_dir,
+                                                        tmp_path):
+    """An adapter whose recipe names the token its letters end with (the shipped model's <|im_start|>): the
+    generate stage's fine-tuned pass stops there, as write's loaders do."""
+    if engine == "llama.cpp":
+        pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")
+    import pandas as pd
+
+    from covertune.core import io, records
+    from covertune.generation.decoding import Decoding
+    from covertune.generation.letters import generate_letters, generate_token_ids
+    from covertune.stages.generate import generate
+
+    from conftest import varied_tiny_llama
+
+    model_dir = tmp_path / "varied"  # a tiny Llama that writes varied tokens (the tied one repeats one)
+    model, tokenizer = varied_tiny_llama(tiny_model_dir)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    out = tmp_path / "run"
+    rows = [records.from_source_row(r) for r in
+            pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).head(2).to_dict("records")]
+    io.write_jsonl(out / "data" / "test.jsonl", rows)
+    make_tiny_adapter(model_dir, out / "adapter", quantization="none")
+    source = GenerateConfig(model=str(model_dir), out=str(out), dtype="fp32")
+    cfg = GenerateConfig(**{**source.__dict__, "models": ["fine_tuned"], "max_new_tokens": 12, "batch_size": 2,
+                            "engine": "plain" if engine == "torch" else engine, "gguf_quant": "f16"})
+
+    def loaded():
+        return letter_engines.load_letter_model(engine, source, quant="f16", threads=1)
+
+    lm = loaded()
+    inputs = [lm.prompt_ids(records.inputs_of(r)) for r in rows]
+    found = dict((i, r) for indices, batch in generate_token_ids(lm.model, lm.tokenizer, inputs, 2,
+                                                                  Decoding(max_new_tokens=12))
+                 for i, r in zip(indices, batch))
+    ids = found[0]
+    end = next(t for k, t in enumerate(ids) if k > 0 and t not in ids[:k])  # a token the letter reaches later
+    generate(cfg)
+    before = pd.read_csv(out / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"].tolist()
+    (out / "adapter" / "recipe.json").write_text(json.dumps({"end_of_letter_token": {"id": int(end)}}))
+    generate(cfg)  # another adapter (its files changed): generated again
+    after = pd.read_csv(out / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"].tolist()
+    lm = loaded()  # write's loader, which adds the recipe's end token
+    assert end in lm.model.generation_config.eos_token_id
+    assert after == generate_letters(lm.model, lm.tokenizer, inputs, 2, Decoding(max_new_tokens=12), progress=False)
+    assert after[0] != before[0] and len(after[0]) < len(before[0])

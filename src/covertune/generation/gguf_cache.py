@@ -133,4 +133,7 @@ def load_pass_model(cfg, fine_tuned: bool):
                         trust_remote_code=cfg.trust_remote_code)
     else:
         path = run_gguf("", model=cfg.model, quant=cfg.gguf_quant, trust_remote_code=cfg.trust_remote_code)
-    return LlamaCppModel(path, generation_config=_generation_config(merged, cfg.model))
+    model = LlamaCppModel(path, generation_config=_generation_config(merged, cfg.model))
+    if fine_tuned:
+        recipe.add_end_tokens(model, merged or adapter)  # where the adapter's letters end (its recipe)
+    return model

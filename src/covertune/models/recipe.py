@@ -11,6 +11,7 @@ serves that form.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -144,3 +145,17 @@ def add_end_tokens(model, folder) -> None:
     eos = gen.eos_token_id
     eos = list(eos) if isinstance(eos, (list, tuple)) else [] if eos is None else [eos]
     gen.eos_token_id = sorted({*eos, *extra})
+
+
+@contextlib.contextmanager
+def end_tokens_added(model, folder):
+    """``add_end_tokens`` while the block runs, the model's own EOS ids back afterwards (a base model that
+    writes the fine-tuned pass through an adapter, then the base pass)."""
+    gen = getattr(model, "generation_config", None)
+    saved = getattr(gen, "eos_token_id", None)
+    add_end_tokens(model, folder)
+    try:
+        yield
+    finally:
+        if gen is not None:
+            gen.eos_token_id = saved

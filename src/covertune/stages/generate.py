@@ -42,6 +42,7 @@ from covertune.generation.select import (
 from covertune.models import adapter_check
 from covertune.models import load as models
 from covertune.models.letter_model import fine_tuned_weights, free_model, merged_adapter, resolve_format
+from covertune.models.recipe import add_end_tokens, end_tokens_added
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,12 @@ class PassModels:
         m = self._get("base")
         if which == "base" and self.adapter_on_base:
             return m, m.disable_adapter()
-        if which == "fine_tuned" and self.cfg.merge_adapter:
-            return m, merged_adapter(m)
+        if which == "fine_tuned":  # the adapter on the base: its recipe's end token for this pass only
+            stack = contextlib.ExitStack()
+            stack.enter_context(end_tokens_added(m, self.merged or self.adapter))
+            if self.cfg.merge_adapter:
+                stack.enter_context(merged_adapter(m))
+            return m, stack
         return m, contextlib.nullcontext()
 
     def _get(self, name: str):
@@ -108,7 +113,9 @@ class PassModels:
 
             return load_pass_model(cfg, name.split(":")[1] == "fine_tuned")
         if name == "merged":
-            return fine_tuned_weights(cfg, self.merged, self.adapter, self.train_cfg, self.tokenizer)
+            m = fine_tuned_weights(cfg, self.merged, self.adapter, self.train_cfg, self.tokenizer)
+            add_end_tokens(m, self.merged or self.adapter)  # where the adapter's letters end (its recipe)
+            return m
         log.info("loading %s", cfg.model)
         m = models.load_model(cfg.model, "none", cfg.dtype, tokenizer=self.tokenizer,
                               trust_remote_code=cfg.trust_remote_code)
