@@ -81,6 +81,9 @@ def _events(stream: bytes) -> list:
 # ------------------------------------------------------------------ the real server, the test pages
 
 
+SERVER_LOG: dict[str, Path] = {}  # the server fixture's log file
+
+
 @pytest.fixture(scope="module")
 def server(request, tmp_path_factory):
     """`covertune serve` on a free 127.0.0.1 port with an API key, in its own process."""
@@ -111,6 +114,7 @@ def server(request, tmp_path_factory):
             if time.monotonic() > deadline:
                 pytest.fail(f"covertune serve did not answer /health within 300 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
+        SERVER_LOG["path"] = log
         yield url
     finally:
         process.terminate()
@@ -225,6 +229,16 @@ def browser(site, tmp_path_factory):
 
 
 # ------------------------------------------------------------------ the tests
+
+
+def test_the_server_writes_with_the_fast_cpu_engine(server):
+    """With llama-cpp-python installed and no GPU, `covertune serve` (engine auto) writes with llama.cpp."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")
+    from covertune.models.load import has_cuda
+
+    if has_cuda():
+        pytest.skip("a CUDA GPU: engine auto writes with torch")
+    assert "(llama.cpp, q8_0)" in SERVER_LOG["path"].read_text()
 
 
 def test_options_page_saves_the_profile_and_reaches_the_server(browser, server):
