@@ -69,6 +69,14 @@ def test_input_precedence_and_text_files(tmp_path):
                       "current_experience": "Ten years of welding."}
 
 
+def test_input_file_text_is_kept_as_written(tmp_path):
+    """A field's text from --input is the prompt's as written, as a served request's JSON and a dataset row
+    are: the same fields give the same prompt through every door."""
+    (tmp_path / "app.json").write_text(json.dumps({"job_title": " Data Scientist", "skillsets": "SQL\n"}))
+    fields = collect_fields(WriteConfig(input=str(tmp_path / "app.json")))
+    assert fields["job_title"] == " Data Scientist" and fields["skillsets"] == "SQL\n"
+
+
 def test_bad_inputs(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("job_title: X\nsalary: 5\n")
     with pytest.raises(ValueError, match=r"bad.yaml: unknown field\(s\) \['salary'\]"):

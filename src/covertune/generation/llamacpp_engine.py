@@ -68,8 +68,11 @@ def _lib():
     if _LOG_CALLBACK is None:  # llama.cpp's own log: its errors to this module's logger, the rest dropped
         @llama_cpp.llama_log_callback
         def _log(level, text, user_data):
-            if level == 3:  # GGML_LOG_LEVEL_ERROR
-                log.error("llama.cpp: %s", text.decode("utf-8", "replace").rstrip())
+            message = text.decode("utf-8", "replace").rstrip()
+            if level == 3 and "possible training context overflow" not in message:  # GGML_LOG_LEVEL_ERROR
+                log.error("llama.cpp: %s", message)
+            # (the unified cache holds every candidate of a prompt: its size may pass the trained context
+            # while no sequence's positions do, which generate checks)
 
         _LOG_CALLBACK = _log  # kept: llama.cpp holds only the pointer
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))

@@ -55,7 +55,8 @@ def _read_text(path: str, option: str) -> str:
 
 
 def read_input_file(path: str) -> dict[str, str]:
-    """The fields of a YAML/JSON file (a mapping of record names to text)."""
+    """The fields of a YAML/JSON file (a mapping of record names to text), their text as written (a dataset
+    row's " Data Scientist" keeps its space, as `covertune generate` and `covertune serve` keep it)."""
     import yaml
 
     p = Path(path).expanduser()
@@ -74,7 +75,7 @@ def read_input_file(path: str) -> dict[str, str]:
     for k, v in data.items():
         if isinstance(v, (dict, list)):
             raise ValueError(f"--input {p}: field {k!r} must be text, got a {type(v).__name__}")
-        out[k] = "" if v is None else str(v).strip()
+        out[k] = "" if v is None else str(v)  # as written: the same fields as a served request's, the same letter
     return out
 
 
