@@ -8,11 +8,12 @@ rows; the share of letters with a greeting, with a sign-off naming the applicant
 letters holding a number the inputs do not support, and those numbers in all. Each row's inputs come from
 the split's JSONL (``--split-jsonl``, row by row) or else from the eval.csv's prompt.
 
-With ``--candidates`` (generate's candidates/<split>.fine_tuned.jsonl, gzipped or not), full is the whole
-mechanism: each row's letter is chosen again among its candidates with ``form="full"`` (full-form
-candidates preferred among those that pass the grounding check, covertune.generation.select.choose, with the MBR
-scores the file records) and then completed; without it, full only completes the letters in the eval.csv. The letters chosen again with
-form auto are checked against the eval.csv's (the count that differ is printed).
+``full`` is covertune's mechanism: the chosen letter completed (covertune.generation.letter_form.apply_form).
+With ``--candidates`` (generate's candidates/<split>.fine_tuned.jsonl, gzipped or not) the alternative is
+measured beside it: each row's letter chosen again among its candidates with full-form candidates
+preferred among those that pass the grounding check (``prefer_full_choice``, with the MBR scores the file
+records), then completed. The letters chosen again without a preference are checked against the
+eval.csv's (the count that differ is printed).
 
     python bench/letter_form.py --eval-csv docs/results/smol_rslora/eval.csv \\
         --candidates docs/results/smol_rslora/candidates_test.fine_tuned.jsonl.gz --json /tmp/forms.json
@@ -42,12 +43,25 @@ def read_candidates(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def letters_for(form: str, letters: list[str], fields: list[dict], choices: list[dict] | None) -> list[str]:
-    if choices is not None and form == "full":
-        from covertune.generation.select import choose
+def prefer_full_choice(record: dict, fields: dict) -> str:
+    """The alternative mechanism for ``full``, measured here and not taken: among the candidates that pass
+    the grounding check (all, when none does), those already in full form preferred, then the highest
+    recorded MBR score (grounded MBR's order, ties to the earlier candidate)."""
+    from covertune.generation.letter_form import is_full
+    from covertune.generation.select import choose
 
-        letters = [choose([c["letter"] for c in ch["candidates"]], ch["select"], f, form="full",
-                          scores=[c["mbr"] for c in ch["candidates"]]).letter for ch, f in zip(choices, fields)]
+    texts = [c["letter"] for c in record["candidates"]]
+    scores = [c["mbr"] for c in record["candidates"]]
+    usual = choose(texts, record["select"], fields, scores=scores)
+    passing = [k for k in range(len(texts)) if not usual.reasons[k]] or list(range(len(texts)))
+    full = [k for k in passing if is_full(texts[k], fields)]
+    return texts[max(full, key=lambda k: (scores[k], -k))] if full else usual.letter
+
+
+def letters_for(form: str, letters: list[str], fields: list[dict], choices: list[dict] | None) -> list[str]:
+    if form == "full, full-form candidates preferred":
+        letters = [prefer_full_choice(ch, f) for ch, f in zip(choices, fields)]
+        form = "full"
     return [apply_form(text, form, f) for text, f in zip(letters, fields)]
 
 
@@ -103,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"letters chosen again with form auto that differ from the eval.csv's: "
               f"{sum(a != b for a, b in zip(again, letters))} of {len(letters)}")
     ref_full = [detect(r, f.get("applicant_name", "")).full for r, f in zip(references, fields)]
-    table = {form: score(letters_for(form, letters, fields, choices), references, fields, ref_full) for form in FORMS}
+    forms = [*FORMS, *(["full, full-form candidates preferred"] if choices is not None else [])]
+    table = {form: score(letters_for(form, letters, fields, choices), references, fields, ref_full) for form in forms}
     table["reference"] = score(references, references, fields, ref_full)
     print(f"{len(letters)} rows; reference letters in full form: {sum(ref_full)}, body: {len(ref_full) - sum(ref_full)}")
     cols = list(next(iter(table.values())))

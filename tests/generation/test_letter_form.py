@@ -50,14 +50,18 @@ def test_body_and_apply_form():
         apply_form(BODY, "letter", FIELDS)
 
 
-def test_full_prefers_grounded_full_form_candidates():
+def test_full_completes_the_usual_choice():
+    """The form plays no part in the choice (preferring full-form candidates gained nothing on validation):
+    full is the grounded MBR choice, completed."""
     fields = {**FIELDS, "skillsets": "SQL, Python"}
     grounded_body = f"I am Jane Doe. {BODY}"
     invented_full = f"Dear Hiring Manager,\n\nAt Acme Corp I grew revenue 250%. {BODY}\n\nSincerely,\nJane Doe"
     cands = [grounded_body, grounded_body + " I like data.", FULL, invented_full]
-    assert choose(cands, "grounded-mbr", fields, form="auto").index in (0, 1)
-    assert choose(cands, "grounded-mbr", fields, form="full").index == 2  # full and grounded
-    assert choose(cands[:2], "grounded-mbr", fields, form="full").index in (0, 1)  # none full: the usual choice
+    chosen = choose(cands, "grounded-mbr", fields)
+    assert chosen.index in (0, 1)  # the grounded body letters agree most with the others
+    full = apply_form(chosen.letter, "full", fields)
+    assert full.startswith("Dear Acme Corp team,") and full.endswith("Sincerely,\nJane Doe")
+    assert body_of(full) == body_of(chosen.letter)
     # recorded MBR scores give the choice they were computed for; other scores another
     computed = choose(cands, "mbr", fields)
     assert choose(cands, "mbr", fields, scores=computed.scores).index == computed.index

@@ -494,3 +494,26 @@ def test_interrupted_force_run_says_how_to_continue_without_losing_letters(tiny_
     assert main(command[1:]) == 0
     stats = json.loads((tmp_path / STATS_FILE).read_text())
     assert stats["base"]["resumed"] == 2 and stats["base"]["letters"] == 2
+
+
+def test_another_letter_form_reuses_the_letters_and_writes_its_own_eval_csv(run_dir, tiny_model_dir, adapter_dir,
+                                                                           test_records):
+    """The form is applied after the journal: generate --form full after --form auto writes the same chosen
+    letters completed (none generated again), and never reports the auto eval.csv as complete."""
+    import pandas as pd
+
+    from covertune.core.records import inputs_of
+    from covertune.generation.letter_form import apply_form, is_full
+
+    generate(_cfg(run_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"], candidates=2))
+    auto = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"].tolist()
+    message = generate(_cfg(run_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"], candidates=2, form="full"))
+    assert "is complete" not in message
+    full = pd.read_csv(run_dir / "eval.csv", dtype=str, keep_default_na=False)["fine_tuned_output"].tolist()
+    fields = [inputs_of(r) for r in test_records]
+    assert full == [apply_form(a, "full", f) for a, f in zip(auto, fields)]
+    assert all(is_full(text, f) for text, f in zip(full, fields) if text.strip())
+    stats = json.loads((run_dir / "generate_stats.json").read_text())["fine_tuned"]
+    assert stats["resumed"] == len(test_records)  # the journal's letters, none written again
+    assert "is complete" in generate(_cfg(run_dir, tiny_model_dir, adapter_dir, models=["fine_tuned"], candidates=2,
+                                          form="full"))

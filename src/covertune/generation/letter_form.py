@@ -4,9 +4,9 @@ The dataset holds both forms, and a fine-tuned model learns from the inputs whic
 posting gets a body paragraph). ``form`` says what a person gets:
 
 - ``auto``: the letter as the model wrote it (the test split's comparability with the reference).
-- ``full``: among the candidates that pass the grounding check, those already in full form are preferred
-  (``prefer_full``); a letter still missing its greeting or its sign-off gets them completed around the
-  model's text (``complete``): "Dear {hiring_company} team," where the company is known, else "Dear Hiring
+- ``full``: the chosen letter (the choice among candidates does not look at the form: preferring
+  full-form candidates gained nothing on the validation split, docs/RESULTS.md), its greeting or sign-off
+  completed around the model's text where it lacks them (``complete``): "Dear {hiring_company} team," where the company is known, else "Dear Hiring
   Manager,", and "Sincerely,\\n{applicant_name}" (the sign-off word alone when the name is not known).
   Nothing is added that the inputs do not hold.
 - ``body``: the letter without its greeting and sign-off (``body_of``).
@@ -129,14 +129,6 @@ def complete(letter: str, fields: dict[str, str]) -> str:
     tail = "\n".join(lines[_closing_index(lines):]) if shape.name_sign_off else sign_off_for(fields)
     body = body_of(letter)
     return "\n\n".join(p for p in (head, body, tail) if p)
-
-
-def prefer_full(pool: list[int], candidates: list[str], fields: dict[str, str] | None) -> list[int]:
-    """The candidates of ``pool`` already in full form, or ``pool`` when none is."""
-    if fields is None:
-        return pool
-    full = [k for k in pool if is_full(candidates[k], fields)]
-    return full or pool
 
 
 def apply_form(letter: str, form: str, fields: dict[str, str] | None) -> str:

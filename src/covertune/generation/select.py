@@ -119,14 +119,16 @@ class Choice:
 
 def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None,
            quality: Sequence[float] | None = None, threshold: float = 0.5,
-           repetition_weight: float = 0.0, form: str = "auto", scores: Sequence[float] | None = None) -> Choice:
+           repetition_weight: float = 0.0, scores: Sequence[float] | None = None) -> Choice:
     """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
     prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
     ``select`` is, when they are given); ``quality`` the letter-quality classifier's score of each
     candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut;
     ``repetition_weight`` what a point of repetition ratio costs a candidate's MBR score (0: plain MBR);
-    ``form`` full: among the candidates left, those already in full form (covertune.generation.letter_form) are
-    preferred; ``scores``: the candidates' MBR scores where they are known (a choice record's), else computed."""
+    ``scores``: the candidates' MBR scores where they are known (a choice record's), else computed. The
+    letter form plays no part in the choice: the chosen letter gets its form afterwards
+    (covertune.generation.letter_form.apply_form; preferring full-form candidates was measured on the
+    validation split and gained nothing, docs/RESULTS.md)."""
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
     candidates = list(candidates)
@@ -151,10 +153,6 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
         else:  # the fewest failures; an empty letter is worse than any written one
             bad = [(not candidates[k].strip(), len(reasons[k])) for k in pool]
             pool = [k for k, b in zip(pool, bad) if b == min(bad)]
-    if form == "full":
-        from covertune.generation.letter_form import prefer_full
-
-        pool = prefer_full(pool, candidates, inputs)
     if select == "classifier-mbr":
         good = [k for k in pool if quality[k] >= threshold]
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
@@ -272,7 +270,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                             batch_size: int = 8, *, journal=None, stats: dict | None = None,
                             progress: bool = True, desc: str = "letters", classifier=None,
                             threshold: float = 0.5, repetition_weight: float = 0.0,
-                            indices: Sequence[int] | None = None, form: str = "auto") -> tuple[list[str], list[dict]]:
+                            indices: Sequence[int] | None = None) -> tuple[list[str], list[dict]]:
     """The chosen letter for every prompt (``inputs``: token ids, ``covertune.core.prompt.prompt_ids``), and
     each prompt's choice record (``Choice.record``).
 
@@ -281,7 +279,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
     new_tokens (all candidates') and seconds of this call. A ``classifier``
     (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
-    drops those below ``threshold``); ``repetition_weight``, ``form``: as ``choose`` (the chosen
+    drops those below ``threshold``); ``repetition_weight``: as ``choose`` (the chosen
     candidate is returned as written; covertune.generation.letter_form.apply_form gives it its form). ``indices``: the rows to write (default all; the others are left
     None), as ``covertune.generation.letters.generate_letters``."""
     from covertune.generation.letters import ids_sha  # torch (through the decoding primitives): only when letters are generated
@@ -315,7 +313,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                 if classifier is not None:
                     known = fields[i] if fields[i] is not None else inputs_of({})
                     quality = classifier.score(texts, [known] * len(texts))
-                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight, form)
+                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight)
                 tokens = [len(ids) for ids in group]
                 letters[i], choices[i] = choice.letter, choice.record(tokens)
                 records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),

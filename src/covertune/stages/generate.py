@@ -177,8 +177,6 @@ def generate(cfg: GenerateConfig) -> str:
             classifier, classifier_path = load_classifier(cfg.classifier, out)
             tuned["candidates"].update(classifier=rundir.file_hash(classifier_path),
                                        classifier_threshold=cfg.classifier_threshold)
-    if cfg.form != "auto":  # full prefers full-form candidates: it changes the choice
-        tuned["form"] = cfg.form
     processes, main = distributed.world_size(), distributed.is_main()
     if processes > 1:
         distributed.state()  # join the process group before the first barrier
@@ -192,8 +190,11 @@ def generate(cfg: GenerateConfig) -> str:
                   else {"adapter": _folder_identity(adapter, hash_contents=True), "base_weights": base_weights,
                         "merge_adapter": cfg.merge_adapter})
         settings["fine_tuned"] = {**common, **tuned, "model": "fine_tuned", **source}
+    # the letter form is applied to the chosen letters after the journal: a run of another form reuses
+    # the journal's letters, and writes its own eval.csv
+    form_key = {"form": cfg.form} if cfg.form != "auto" and "fine_tuned" in cfg.models else {}
     run_key = settings_hash({"models": {m: settings[m] for m in cfg.models}, "split": cfg.split,
-                             "limit": cfg.limit, "data": rundir.file_hash(split_path)})
+                             "limit": cfg.limit, "data": rundir.file_hash(split_path), **form_key})
 
     info = rundir.stage_info(out, "generate")
     if not cfg.force and info is not None and output.exists():
@@ -241,7 +242,7 @@ def generate(cfg: GenerateConfig) -> str:
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
                             classifier=classifier, threshold=cfg.classifier_threshold,
                             repetition_weight=cfg.select_repetition_weight, progress=main,
-                            indices=share, form=cfg.form)
+                            indices=share)
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)

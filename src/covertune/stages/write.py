@@ -130,7 +130,7 @@ def write(cfg: WriteConfig) -> str:
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
                                                    stats=stats, progress=False, classifier=classifier,
                                                    threshold=cfg.classifier_threshold,
-                                                   repetition_weight=cfg.select_repetition_weight, form=cfg.form)
+                                                   repetition_weight=cfg.select_repetition_weight)
         letter, choice = letters[0], choices[0]
     else:
         letter = generate_letters(lm.model, lm.tokenizer, [ids], 1, decoding, stats=stats, progress=False)[0]
