@@ -82,6 +82,7 @@ def test_generate_with_llamacpp_writes_its_letters(tiny_model_dir, make_tiny_ada
     assert frame["fine_tuned_output"].tolist() == expected
     stats = json.loads((out / "generate_stats.json").read_text())
     assert stats["fine_tuned"]["engine"] == "llama.cpp (f16)" and stats["base"]["engine"] == "llama.cpp (f16)"
+    assert stats["fine_tuned"]["dtype"] == "gguf f16"  # the weights llama.cpp ran, not a torch dtype
     assert frame["base_output"].tolist() != expected  # the base pass ran the base model alone
     # with candidates: one batch per prompt group, candidate 0 the greedy letter
     generate(GenerateConfig(**{**cfg.__dict__, "models": ["fine_tuned"], "candidates": 3, "select": "mbr",

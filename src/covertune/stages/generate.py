@@ -283,7 +283,8 @@ def generate(cfg: GenerateConfig) -> str:
                         "tokens_per_s": round(new_tokens / secs, 1) if secs else None,
                         "batch_size": candidate_batch(cfg) if uses_candidates(cfg, which) else cfg.batch_size,
                         "processes": processes,
-                        "device": ", ".join(devices) if devices else None, "dtype": dtype_name,
+                        "device": ", ".join(devices) if devices else None,
+                        "dtype": f"gguf {cfg.gguf_quant}" if cfg.engine == "llama.cpp" else dtype_name,
                         "engine": next((sh["engine"] for sh in shares if sh["engine"]), None),
                         "max_new_tokens": cfg.max_new_tokens}
         if processes > 1:
