@@ -13,12 +13,14 @@ from covertune.models import load as models
 from covertune.config.stages import GenerateConfig, WriteConfig
 
 
-def test_auto_follows_the_machine(monkeypatch):
+def test_auto_follows_the_machine(monkeypatch, caplog):
     monkeypatch.setattr(models, "has_cuda", lambda: True)
     assert letter_engines.resolve("auto") == "torch"
     monkeypatch.setattr(models, "has_cuda", lambda: False)
     monkeypatch.setattr(llamacpp_engine, "available", lambda: False)
-    assert letter_engines.resolve("auto") == "torch"
+    with caplog.at_level("WARNING"):
+        assert letter_engines.resolve("auto") == "torch"
+    assert "pip install 'covertune[llamacpp]'" in caplog.text  # the slow path says how to leave it
     with pytest.raises(ValueError, match="needs llama-cpp-python"):
         letter_engines.resolve("llama.cpp")
     monkeypatch.setattr(llamacpp_engine, "available", lambda: True)

@@ -22,7 +22,13 @@ def resolve(engine: str) -> str:
     if engine not in LETTER_ENGINES:
         raise ValueError(f"engine must be one of {', '.join(LETTER_ENGINES)}, got {engine!r}")
     if engine == "auto":
-        return "llama.cpp" if not models.has_cuda() and llamacpp_engine.available() else "torch"
+        if models.has_cuda():
+            return "torch"
+        if llamacpp_engine.available():
+            return "llama.cpp"
+        log.warning("no GPU and no llama-cpp-python: writing with torch on the CPU, about 6x slower than "
+                    "llama.cpp (docs/PERFORMANCE.md); for letters in seconds: pip install 'covertune[llamacpp]'")
+        return "torch"
     if engine == "llama.cpp" and not llamacpp_engine.available():
         raise ValueError("--engine llama.cpp needs llama-cpp-python: pip install 'covertune[llamacpp]'")
     return engine
