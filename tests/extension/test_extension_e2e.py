@@ -283,7 +283,10 @@ def test_popup_reads_the_job_page_writes_the_letter_and_checks_it(browser, serve
     # the letter shown is the one the server streamed: its deltas, then its "done" event
     events = _events(answer.value.body())
     assert events[-1] == "[DONE]"
-    *deltas, done = [json.loads(e) for e in events[:-1]]
+    received = [json.loads(e) for e in events[:-1]]
+    progress = [e for e in received if e["type"] == "progress"]  # a recipe with candidates: while they are written
+    assert received[:len(progress)] == progress
+    *deltas, done = received[len(progress):]
     assert [d["type"] for d in deltas] == ["delta"] * len(deltas) and done["type"] == "done"
     shown = popup.text_content("#letter")
     assert shown == done["letter"] == "".join(d["text"] for d in deltas)
