@@ -42,7 +42,7 @@ from covertune.core.prompt import extract_letter
 from covertune.core.records import inputs_of
 from covertune.metrics.grounding import ground_details
 from covertune.metrics.repetition import repetition_ratio
-from covertune.metrics.rouge import rouge_l
+from covertune.metrics.rouge import rouge_l_tokens, tokens
 
 if TYPE_CHECKING:
     from covertune.generation.decoding import Decoding
@@ -77,10 +77,11 @@ def mbr_scores(candidates: Sequence[str]) -> list[float]:
     n = len(candidates)
     if n == 1:
         return [1.0]
+    words = [tokens(c) for c in candidates]  # each candidate tokenized once, not once per pair
     pair = [[0.0] * n for _ in range(n)]
     for i in range(n):
         for j in range(i + 1, n):  # the F-measure is symmetric
-            pair[i][j] = pair[j][i] = rouge_l(candidates[i], candidates[j])
+            pair[i][j] = pair[j][i] = rouge_l_tokens(words[i], words[j])
     return [sum(row) / (n - 1) for row in pair]
 
 
