@@ -5,7 +5,7 @@
 # gguf, and FastAPI, uvicorn and pydantic for bench/serve_load.py; anyio, h11 and httpx are there), unpacked,
 # for the machine's python3 3.12; its own torch 2.11 and transformers 5.17 are used.
 # Versions: Unsloth 2026.10.9 accepts transformers <= 5.17 and trl <= 1.15, hence those pins.
-# rouge-score (an sdist only: built into a wheel here) and nltk are for ROUGE-L on that machine (grounded
+# rouge-score (an sdist only: built into a wheel here), rapidfuzz (its LCS) and nltk are for ROUGE-L on that machine (grounded
 # decoding's MBR choice, sweeps). GPU_SITE=lean leaves out Unsloth, xformers, torchao and liger-kernel
 # (only the Unsloth benchmark needs them), for a smaller archive that travels in one call.
 # GPU_TRANSFORMERS=VERSION also builds .gpu/w/tf.tgz: that transformers (the version a fresh install gets;
@@ -24,7 +24,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   nest_asyncio==1.6.0 structlog==26.1.0 gguf==0.19.0 \
   fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 pydantic==2.14.4 pydantic_core==2.50.5 \
   annotated-types==0.8.0 typing-inspection==0.4.5 opentelemetry-api==1.45.2 \
-  nltk==3.9.2 regex==2026.4.4 click==8.3.1 joblib==1.5.2
+  nltk==3.9.2 regex==2026.4.4 click==8.3.1 joblib==1.5.2 rapidfuzz==3.14.6
 python3 -m pip wheel -q --no-deps -w "$W" rouge-score==0.1.2
 if [ "${GPU_SITE:-full}" = lean ]; then
   rm -f "$W"/unsloth* "$W"/xformers* "$W"/torchao* "$W"/liger_kernel* "$W"/cut_cross_entropy* "$W"/tyro* \
