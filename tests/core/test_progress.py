@@ -84,3 +84,22 @@ def test_a_library_bar_becomes_a_log_line_in_a_log(monkeypatch, capfd, caplog):
     assert gguf_utils.tqdm is original
     assert "\r" not in capfd.readouterr().err
     assert any("Converting and de-quantizing GGUF tensors...: 5/5" in r.getMessage() for r in caplog.records)
+
+
+def test_library_bars_are_off_in_a_log_without_importing_the_libraries():
+    """Where stderr is not a terminal, the bars of transformers and the hub are off once they are imported,
+    and switching them off imported neither (a llama.cpp letter never needs them)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "os.environ.pop('HF_HUB_DISABLE_PROGRESS_BARS', None)\n"
+            "from covertune.core.progress import quiet_library_bars\n"
+            "quiet_library_bars()\n"
+            "print('transformers' in sys.modules, 'huggingface_hub' in sys.modules)\n"
+            "from transformers.utils import logging\n"
+            "from huggingface_hub.utils import are_progress_bars_disabled\n"
+            "print(logging.is_progress_bar_enabled(), are_progress_bars_disabled())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False", "False", "True"]

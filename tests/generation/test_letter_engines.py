@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 
 from covertune.generation import letter_engines, llamacpp_engine
@@ -57,6 +58,47 @@ def test_write_with_llamacpp_writes_its_greedy_letter(tiny_model_dir, make_tiny_
     assert len(result["candidates"]["candidates"]) == 4
     assert result["candidates"]["candidates"][0]["letter"] == letter  # candidate 0 is the greedy letter
     assert result["usage"]["completion_tokens"] == sum(c["new_tokens"] for c in result["candidates"]["candidates"])
+
+
+BLOCKED = ("torch", "transformers", "peft", "bitsandbytes", "sklearn")
+WITHOUT_TORCH = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {BLOCKED!r}:
+            raise ImportError("imported " + name)
+sys.meta_path.insert(0, Block())
+from covertune.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_llamacpp_letter_starts_without_torch(tiny_model_dir, make_tiny_adapter, dataset_dir, tmp_path):
+    """Once the run's GGUF is exported, `covertune write --engine llama.cpp` (greedy and with candidates) runs
+    in a process where importing torch, transformers, peft, bitsandbytes or scikit-learn fails, and writes
+    the letter it writes with them: its start-up is not theirs to pay (docs/PERFORMANCE.md)."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    make_tiny_adapter(tiny_model_dir, out / "adapter", quantization="none")
+    app = tmp_path / "app.json"
+    row = pd.read_csv(dataset_dir / "test.csv", dtype=str, keep_default_na=False).iloc[1]
+    from covertune.core import records
+
+    app.write_text(json.dumps({k: v for k, v in records.inputs_of(records.from_source_row(row)).items() if v}))
+    for extra in (["--candidates", "1"], ["--candidates", "3", "--select", "grounded-mbr"]):
+        argv = ["write", "--model", str(tiny_model_dir), "--out", str(out), "--input", str(app), "--json",
+                "--engine", "llama.cpp", "--gguf-quant", "f16", "--threads", "1", "--max-new-tokens", "10", *extra]
+        with_torch = subprocess.run([sys.executable, "-m", "covertune", *argv], capture_output=True, text=True)
+        assert with_torch.returncode == 0, with_torch.stderr
+        without = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *argv], capture_output=True, text=True)
+        assert without.returncode == 0, without.stderr
+        assert json.loads(without.stdout) == json.loads(with_torch.stdout)
+    blocked = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *argv[:-6], "--engine", "torch"],
+                             capture_output=True, text=True)
+    assert blocked.returncode != 0 and "error: imported " in blocked.stderr  # the blocker does block
 
 
 def test_generate_with_llamacpp_writes_its_letters(tiny_model_dir, make_tiny_adapter, dataset_dir, tmp_path):

@@ -80,14 +80,17 @@ def test_a_shape_mismatch_is_one_line_naming_both(two_bases, adapter_on_a, tmp_p
     assert "shape" in msg
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_non_finite_adapter_weights_are_refused(adapter_on_a, value, capsys, tmp_path):
+@pytest.mark.parametrize("value,dtype", [(float("nan"), "float32"), (float("inf"), "float32"),
+                                         (float("-inf"), "bfloat16"), (float("nan"), "float16")])
+def test_non_finite_adapter_weights_are_refused(adapter_on_a, value, dtype, capsys, tmp_path):
+    """A NaN or infinity in an fp32, bf16 (the shipped model's type) or fp16 adapter file."""
+    import torch
     from safetensors.torch import load_file, save_file
 
     path = adapter_on_a / "adapter_model.safetensors"
-    tensors = load_file(path)
-    name = sorted(tensors)[0]
-    tensors[name][0, 0] = value
+    tensors = {k: v.to(getattr(torch, dtype)) for k, v in load_file(path).items()}
+    name = sorted(tensors)[-1]
+    tensors[name][-1, -1] = value
     save_file(tensors, path)
     msg = one_line_error(["write", "--adapter", str(adapter_on_a), "--job-title", "Welder", "--dtype", "fp32"], capsys)
     assert name in msg and "adapter_model.safetensors" in msg and "finite" in msg
@@ -95,3 +98,19 @@ def test_non_finite_adapter_weights_are_refused(adapter_on_a, value, capsys, tmp
         from covertune.models.merge import merged_model
 
         merged_model(MergeConfig(adapter=str(adapter_on_a), out=str(tmp_path), dtype="fp32"))
+
+
+def test_finite_weights_of_every_float_type_pass(adapter_on_a):
+    """Large, small and zero values in fp32, bf16 and fp16 are not mistaken for infinities."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from covertune.models.adapter_check import check_weights
+
+    path = adapter_on_a / "adapter_model.safetensors"
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        tensors = {k: v.to(dtype) for k, v in load_file(path).items()}
+        name = sorted(tensors)[0]
+        tensors[name][0, :3] = torch.tensor([torch.finfo(dtype).max, -torch.finfo(dtype).tiny, 0.0])
+        save_file(tensors, path)
+        check_weights(adapter_on_a)

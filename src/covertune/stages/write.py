@@ -25,7 +25,6 @@ import json
 import logging
 from pathlib import Path
 
-from covertune.classify.model import load_classifier
 from covertune.config.build import validate
 from covertune.config.stages import WriteConfig
 from covertune.core.limits import context_overflow
@@ -115,6 +114,8 @@ def write(cfg: WriteConfig) -> str:
     check_candidates(cfg)
     classifier = None
     if cfg.candidates > 1 and cfg.select == "classifier-mbr":  # before the model loads
+        from covertune.classify.model import load_classifier  # scikit-learn: only where it is used
+
         classifier, _ = load_classifier(cfg.classifier, cfg.out)
     fields = collect_fields(cfg)
     lm = load_letter_model(cfg.engine, cfg, quant=cfg.gguf_quant, threads=cfg.threads)
