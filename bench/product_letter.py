@@ -14,11 +14,15 @@ The application is a row of the dataset's test split (``--row``). The 1-minute l
 each measurement is recorded: on a shared machine the figures are only as good as the load says.
 
     python bench/product_letter.py --json docs/results/bench/product_letter.json
+
+``--baseline-src DIR`` (an earlier checkout's src, e.g. from `git worktree add`) times that checkout's cold
+`write` in turns with this one's, on the same engine, model and application.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -61,19 +65,38 @@ def _post(url: str, body: dict, timeout: float) -> dict:
         return json.loads(response.read())
 
 
-def write_cold(source: list[str], engine: list[str], app: Path, candidates: list[str], timeout: float) -> dict:
+def write_cold(source: list[str], engine: list[str], app: Path, candidates: list[str], timeout: float,
+               src: str = "") -> dict:
+    """One `covertune write` as a new process; ``src``: run another checkout's package (its src folder)."""
     command = [sys.executable, "-m", "covertune", "write", "--input", str(app), "--json", *source, *engine,
                *candidates]
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     before = _load()
     t0 = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
     result = json.loads(done.stdout)
     return {"seconds": round(seconds, 2), "new_tokens": result["usage"]["completion_tokens"],
             "candidates": len((result.get("candidates") or {}).get("candidates") or [1]),
-            "letter_chars": len(result["letter"]), "load_before": before, "load_after": _load()}
+            "letter_chars": len(result["letter"]), "letter_sha": hashlib.sha256(result["letter"].encode()).hexdigest()[:12],
+            "load_before": before, "load_after": _load()}
+
+
+def write_cold_against(baseline: str, source: list[str], engine: list[str], app: Path, candidates: list[str],
+                       timeout: float, repeat: int) -> dict:
+    """`covertune write` cold with this checkout and with ``baseline`` (another checkout's src), taking turns,
+    ``repeat`` times each: the medians side by side, and whether both wrote the same letter."""
+    runs: dict[str, list[dict]] = {"this": [], "baseline": []}
+    for _ in range(repeat):
+        runs["this"].append(write_cold(source, engine, app, candidates, timeout))
+        runs["baseline"].append(write_cold(source, engine, app, candidates, timeout, src=baseline))
+    out = {k: {"median_seconds": round(statistics.median(r["seconds"] for r in v), 2),
+               "seconds": [r["seconds"] for r in v], "new_tokens": v[0]["new_tokens"]} for k, v in runs.items()}
+    out["same_letter"] = len({r["letter_sha"] for v in runs.values() for r in v}) == 1
+    out["baseline_src"] = baseline
+    return out
 
 
 def serve_warm(source: list[str], engine: list[str], fields: dict, repeat: int, timeout: float, log: Path,
@@ -136,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-write", action="store_true")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--json", default="", help="write the results here")
+    p.add_argument("--baseline-src", default="", help="another checkout's src folder: its cold `write` (llama.cpp, "
+                   "greedy and the recipe) timed in turns with this one's, --repeat times each")
     a = p.parse_args(argv)
 
     import covertune
@@ -168,6 +193,11 @@ def main(argv=None) -> int:
                 if engine in a.recipe_engines:
                     run["write_cold_recipe"] = write_cold(source, flags, app, [], a.timeout)
                     print(f"{label}: write cold recipe {run['write_cold_recipe']}", flush=True)
+                if a.baseline_src and engine == "llama.cpp" and threads == a.threads[0]:
+                    for name, extra in (("greedy", ["--candidates", "1"]), ("recipe", [])):
+                        run[f"write_cold_{name}_against_baseline"] = pair = write_cold_against(
+                            a.baseline_src, source, flags, app, extra, a.timeout, a.repeat)
+                        print(f"{label}: write cold {name}, this checkout against the baseline: {pair}", flush=True)
             run["serve"] = serve_warm(source, flags, fields, a.repeat, a.timeout,
                                       work / f"serve-{engine}-{threads}.log", engine in a.recipe_engines)
             print(f"{label}: serve ready in {run['serve']['ready_seconds']} s", flush=True)

@@ -8,7 +8,6 @@ import json
 import shutil
 
 import pandas as pd
-import pytest
 
 from covertune.core import records
 from covertune.core.prompt import prompt_ids
