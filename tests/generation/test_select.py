@@ -89,6 +89,29 @@ def test_grounded_mbr_drops_an_invented_number():
     assert [c["new_tokens"] for c in record["candidates"]] == [5, 6, 7, 8]
 
 
+def test_skills_weight_prefers_the_letter_naming_more_of_the_skills():
+    """Two grounded letters close in MBR score: the weight on skills coverage takes the one naming SQL and
+    Python over the one naming neither; a failing candidate stays out however many skills it names, and
+    when every candidate fails the choice is the least bad one as without the weight."""
+    inputs = {**INPUTS, "skillsets": "SQL, Python, Tableau"}
+    base = "I am applying for the Data Analyst role at Brightwave. Sincerely, Ann Lee"
+    cands = [base, base.replace("role", "role, with SQL and Python,"), base.replace("role", "role gladly"),
+             base.replace("role", "role (9 years of SQL, Python and Tableau)")]
+    plain = choose(cands, "grounded-mbr", inputs)
+    weighted = choose(cands, "grounded-mbr", inputs, skills_weight=0.2)
+    assert plain.index != 1 and weighted.index == 1 and weighted.scores == plain.scores
+    assert weighted.reasons[3] == ["unsupported number: 9"]
+    assert choose(cands, "grounded-mbr", inputs, skills_weight=5.0).index == 1  # never the ungrounded one
+    failing = [c.replace("Ann Lee", "A. L.") for c in cands]
+    assert all(choose(failing, "grounded-mbr", inputs).reasons)
+    assert (choose(failing, "grounded-mbr", inputs, skills_weight=5.0).index
+            == choose(failing, "grounded-mbr", inputs).index)
+    with pytest.raises(ValueError, match="select_skills_weight"):
+        from covertune.config.build import build
+
+        build("write", {"select_skills_weight": -1})
+
+
 def test_grounded_mbr_when_all_fail_takes_the_least_bad():
     cands = ["I have 9 years at Acme Corporation. Ann Lee, for Brightwave.",
              "I have 9 years in analysis. Ann Lee, for Brightwave.",

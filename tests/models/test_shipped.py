@@ -86,6 +86,7 @@ def test_write_uses_the_shipped_model_by_default(installed, capsys):
     assert str(installed) in out["model"] and cfg.adapter == str(installed)
     recipe = read_recipe(installed)
     assert len(out["candidates"]["candidates"]) == recipe["candidates"] and cfg.seed == recipe["seed"]
+    assert cfg.select_skills_weight == recipe["select_skills_weight"] == 0.2  # the selection chosen on validation
     assert out["form"] == "full" and out["letter"].lower().startswith("dear")  # its own greeting, or completed
     assert out["letter"].rstrip().endswith("Jane Doe")
     bare = json.loads(write(build("write", {**fields, "json": True, "max_new_tokens": 6, "model": "embedded"})))

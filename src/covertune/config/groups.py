@@ -16,7 +16,7 @@ from typing import Any
 
 from covertune.config.options import (
     BASE_WEIGHTS_HELP, CANDIDATES_HELP, CLASSIFIER_HELP, CLASSIFIER_THRESHOLD_HELP, EMBEDDED_MODEL, FORM_HELP,
-    MODEL_SOURCE_HELP, SELECT_HELP, SELECT_REPETITION_HELP, opt,
+    MODEL_SOURCE_HELP, SELECT_HELP, SELECT_REPETITION_HELP, SELECT_SKILLS_HELP, opt,
 )
 
 BOUNDS = ("ge", "gt", "le", "lt")
@@ -82,6 +82,7 @@ CANDIDATES = Group(
     candidates=spec(1, CANDIDATES_HELP, ge=1),
     select=spec("grounded-mbr", SELECT_HELP),
     select_repetition_weight=spec(0.0, SELECT_REPETITION_HELP, ge=0),
+    select_skills_weight=spec(0.0, SELECT_SKILLS_HELP, ge=0),
     candidate_temperature=spec(0.7, "Sampling temperature of the candidates after the first", gt=0),
     candidate_top_p=spec(0.95, "Nucleus sampling p of the candidates after the first (top-k: --top-k)", gt=0, le=1),
     classifier=spec("", CLASSIFIER_HELP),

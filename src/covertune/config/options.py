@@ -95,6 +95,8 @@ CLASSIFIER_THRESHOLD_HELP = "With --select classifier-mbr: candidates scored bel
 
 SELECT_REPETITION_HELP = ("With an MBR --select: each candidate's MBR score minus this times its repetition ratio "
                           "decides (0: plain MBR)")
+SELECT_SKILLS_HELP = ("With an MBR --select: each candidate's MBR score plus this times its skills coverage (the "
+                      "share of the applicant's skills the letter names) decides (0: plain MBR)")
 
 
 MODEL_SOURCE_HELP = {

@@ -239,6 +239,7 @@ class GenerateConfig:
                                     "this many x N sequences); 0: --batch-size", ge=0)
     select: Select = CANDIDATES.field("select")
     select_repetition_weight: float = CANDIDATES.field("select_repetition_weight")
+    select_skills_weight: float = CANDIDATES.field("select_skills_weight")
     candidate_temperature: float = CANDIDATES.field("candidate_temperature")
     candidate_top_p: float = CANDIDATES.field("candidate_top_p")
     classifier: str = CANDIDATES.field("classifier")
@@ -308,6 +309,7 @@ class WriteConfig:
     candidates: int = CANDIDATES.field("candidates")
     select: Select = CANDIDATES.field("select")
     select_repetition_weight: float = CANDIDATES.field("select_repetition_weight")
+    select_skills_weight: float = CANDIDATES.field("select_skills_weight")
     candidate_temperature: float = CANDIDATES.field("candidate_temperature")
     candidate_top_p: float = CANDIDATES.field("candidate_top_p")
     classifier: str = CANDIDATES.field("classifier")
@@ -354,6 +356,7 @@ class ServeConfig:
                                        "batch, one chosen by select; at most --max-batch-size")
     select: Select = CANDIDATES.field("select", help=SELECT_HELP + "; a request's 'select' field wins")
     select_repetition_weight: float = CANDIDATES.field("select_repetition_weight")
+    select_skills_weight: float = CANDIDATES.field("select_skills_weight")
     classifier: str = CANDIDATES.field("classifier", help="Letter-quality classifier for select classifier-mbr (a "
                                        "request may ask for it when one is loaded): its classifier.json or folder "
                                        "(default with --select classifier-mbr: <out>/classifier)")

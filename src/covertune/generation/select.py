@@ -21,7 +21,10 @@ candidate is chosen:
 
 With a ``repetition_weight`` w above 0, the MBR choices take the candidate with the highest MBR score
 minus w times its repetition ratio (covertune.metrics.repetition) instead: among candidates that agree
-about as well with the others, the one that repeats its words least.
+about as well with the others, the one that repeats its words least. With a ``skills_weight`` s above 0, s times the
+candidate's skills coverage (the share of the applicant's skills it names) is added to its MBR score,
+among the candidates that pass the grounding check: the shipped recipe's 0.2 names more of the skills at
+the same ROUGE-L (docs/RESULTS.md).
 
 Each choice is kept with every candidate's letter, MBR score, failures and (with a classifier) quality
 score, for the report.
@@ -40,7 +43,7 @@ from covertune.config.stages import GenerateConfig
 from covertune.core.progress import progress_bar
 from covertune.core.prompt import extract_letter
 from covertune.core.records import inputs_of
-from covertune.metrics.grounding import ground_details
+from covertune.metrics.grounding import ground_details, skill_coverage
 from covertune.metrics.repetition import repetition_ratio
 from covertune.metrics.rouge import rouge_l_tokens, tokens
 
@@ -120,13 +123,17 @@ class Choice:
 
 def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict[str, str] | None = None,
            quality: Sequence[float] | None = None, threshold: float = 0.5,
-           repetition_weight: float = 0.0, scores: Sequence[float] | None = None) -> Choice:
+           repetition_weight: float = 0.0, scores: Sequence[float] | None = None,
+           skills_weight: float = 0.0) -> Choice:
     """The chosen candidate of ``candidates`` (the greedy letter first) by ``select``; ``inputs`` are the
     prompt's eight fields, for the grounding check (every candidate's failures are recorded whatever
     ``select`` is, when they are given); ``quality`` the letter-quality classifier's score of each
     candidate (needed by classifier-mbr, recorded whenever given), ``threshold`` its cut;
     ``repetition_weight`` what a point of repetition ratio costs a candidate's MBR score (0: plain MBR);
-    ``scores``: the candidates' MBR scores where they are known (a choice record's), else computed. The
+    ``scores``: the candidates' MBR scores where they are known (a choice record's), else computed;
+    ``skills_weight`` what a candidate's skills coverage (the share of the applicant's skills it names,
+    covertune.metrics.grounding.skill_coverage) adds to its MBR score (0: plain MBR), among the candidates
+    that pass the grounding check (when every one fails, the least bad is chosen as without it). The
     letter form plays no part in the choice: the chosen letter gets its form afterwards
     (covertune.generation.letter_form.apply_form; preferring full-form candidates was measured on the
     validation split and gained nothing, docs/RESULTS.md)."""
@@ -147,11 +154,13 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
         return Choice(0, select, candidates, [], reasons, quality, threshold_used)
     scores = list(scores) if scores is not None else mbr_scores(candidates)
     pool = list(range(len(candidates)))
+    all_failed = False
     if select in ("grounded-mbr", "classifier-mbr") and reasons:
         passing = [k for k in pool if not reasons[k]]
         if passing:
             pool = passing
         else:  # the fewest failures; an empty letter is worse than any written one
+            all_failed = True
             bad = [(not candidates[k].strip(), len(reasons[k])) for k in pool]
             pool = [k for k, b in zip(pool, bad) if b == min(bad)]
     if select == "classifier-mbr":
@@ -160,6 +169,10 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     penalty = dict.fromkeys(pool, 0.0)
     if repetition_weight:
         penalty = {k: repetition_weight * repetition_ratio(candidates[k]) for k in pool}
+    if skills_weight and inputs is not None and not all_failed:  # among letters that pass the check (as measured)
+        for k in pool:
+            total, named, _ = skill_coverage(candidates[k], inputs.get("skillsets", ""))
+            penalty[k] -= skills_weight * (named / total if total else 0.0)
     best = max(pool, key=lambda k: (scores[k] - penalty[k], -k))
     return Choice(best, select, candidates, scores, reasons, quality, threshold_used)
 
@@ -274,7 +287,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                             batch_size: int = 8, *, journal=None, stats: dict | None = None,
                             progress: bool = True, desc: str = "letters", classifier=None,
                             threshold: float = 0.5, repetition_weight: float = 0.0,
-                            indices: Sequence[int] | None = None) -> tuple[list[str], list[dict]]:
+                            indices: Sequence[int] | None = None,
+                            skills_weight: float = 0.0) -> tuple[list[str], list[dict]]:
     """The chosen letter for every prompt (``inputs``: token ids, ``covertune.core.prompt.prompt_ids``), and
     each prompt's choice record (``Choice.record``).
 
@@ -283,7 +297,7 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
     is appended to it, the choice record under "choice". ``stats`` receives letters, resumed,
     new_tokens (all candidates') and seconds of this call. A ``classifier``
     (covertune.classify.model.LetterClassifier) scores every candidate (needed by classifier-mbr, which
-    drops those below ``threshold``); ``repetition_weight``: as ``choose`` (the chosen
+    drops those below ``threshold``); ``repetition_weight``, ``skills_weight``: as ``choose`` (the chosen
     candidate is returned as written; covertune.generation.letter_form.apply_form gives it its form). ``indices``: the rows to write (default all; the others are left
     None), as ``covertune.generation.letters.generate_letters``."""
     from covertune.generation.letters import ids_sha
@@ -317,7 +331,8 @@ def generate_chosen_letters(model, tokenizer, inputs: Sequence[Sequence[int]],
                 if classifier is not None:
                     known = fields[i] if fields[i] is not None else inputs_of({})
                     quality = classifier.score(texts, [known] * len(texts))
-                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight)
+                choice = choose(texts, select, fields[i], quality, threshold, repetition_weight,
+                                skills_weight=skills_weight)
                 tokens = [len(ids) for ids in group]
                 letters[i], choices[i] = choice.letter, choice.record(tokens)
                 records.append({"index": i, "output": letters[i], "new_tokens": sum(tokens),

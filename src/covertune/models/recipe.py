@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # the decoding a recipe holds (the options of generate, write and serve of these names)
 RECIPE_FIELDS = ("candidates", "select", "candidate_temperature", "candidate_top_p", "top_k", "repetition_penalty",
-                 "select_repetition_weight", "seed", "max_new_tokens", "form", "prompt_format")
+                 "select_repetition_weight", "select_skills_weight", "seed", "max_new_tokens", "form", "prompt_format")
 
 
 def recipe_of(cfg, prompt_format: str) -> dict:

@@ -79,7 +79,7 @@ async def chosen_events(engine, tickets: list, fields: dict[str, str] | None, se
         classifier = getattr(engine, "classifier", None)
         quality = classifier.score(letters, [fields] * n) if classifier is not None and fields else None
         choice = choose(letters, select, fields, quality, engine.cfg.classifier_threshold,
-                        engine.cfg.select_repetition_weight)
+                        engine.cfg.select_repetition_weight, skills_weight=engine.cfg.select_skills_weight)
         index, record = choice.index, choice.record([r.completion_tokens for r in results])
     letter = apply_form(letters[index], form, fields) if fields is not None else letters[index]
     yield "done", Chosen(letter, results[0].prompt_tokens, sum(r.completion_tokens for r in results),

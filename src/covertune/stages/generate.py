@@ -169,6 +169,8 @@ def generate(cfg: GenerateConfig) -> str:
     if cfg.candidates > 1:
         tuned["candidates"] = {"n": cfg.candidates, "select": cfg.select,
                                "repetition_weight": cfg.select_repetition_weight,
+                               # only when set: the journals and keys of runs without it stay as they were
+                               **({"skills_weight": cfg.select_skills_weight} if cfg.select_skills_weight else {}),
                                "sampling": candidate_decoding(cfg).identity(),
                                # each row's draws from its own seed (covertune.generation.seeded_sampling): the batch
                                # composition and the processes no longer change them
@@ -242,7 +244,7 @@ def generate(cfg: GenerateConfig) -> str:
                             candidate_decoding(cfg), candidate_batch(cfg), journal=journal, stats=st, desc=which,
                             classifier=classifier, threshold=cfg.classifier_threshold,
                             repetition_weight=cfg.select_repetition_weight, progress=main,
-                            indices=share)
+                            indices=share, skills_weight=cfg.select_skills_weight)
                     else:
                         generate_letters(model, tokenizer, inputs, cfg.batch_size, decoding, journal=journal,
                                          stats=st, desc=which, engine=cfg.engine, progress=main, indices=share)

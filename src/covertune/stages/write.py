@@ -131,7 +131,8 @@ def write(cfg: WriteConfig) -> str:
                                                    cfg.select, candidate_decoding(cfg), batch_size=1,
                                                    stats=stats, progress=False, classifier=classifier,
                                                    threshold=cfg.classifier_threshold,
-                                                   repetition_weight=cfg.select_repetition_weight)
+                                                   repetition_weight=cfg.select_repetition_weight,
+                                                   skills_weight=cfg.select_skills_weight)
         letter, choice = letters[0], choices[0]
     else:
         letter = generate_letters(lm.model, lm.tokenizer, [ids], 1, decoding, stats=stats, progress=False)[0]
