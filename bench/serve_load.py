@@ -10,6 +10,14 @@ Reports per batch size: letters/s, new tokens/s, p50/p95/p99 request latency, er
 answer, or a transport error), batches and mean rows per batch (from the server's metrics), and the
 throughput gain over max batch 1. Bounded: N x M requests per batch size, and --max-seconds per run (a
 run that overruns stops and counts its unanswered requests as errors).
+
+``--as-served`` serves what `covertune serve` serves when no model is named: the shipped model, its recipe
+(16 grounded candidates per letter, its max new tokens unless --max-new-tokens is given) and engine auto
+(llama.cpp on a machine without a GPU where it is installed), loaded by the serve stage's own
+``build_engine``:
+
+    python bench/serve_load.py --as-served --clients 16 --requests 1 --batch-sizes default \
+        --data ../shared/data/cover-letter-dataset --json serve_load_recipe.json
 """
 
 from __future__ import annotations
@@ -113,7 +121,10 @@ def main() -> None:
     ap.add_argument("--stream", action="store_true", help="clients ask for server-sent events")
     ap.add_argument("--max-seconds", type=float, default=600, help="per batch size")
     ap.add_argument("--json", default="", help="write the results here too")
+    ap.add_argument("--as-served", action="store_true",
+                    help="the model, recipe and engine `covertune serve` loads when none is named")
     args = ap.parse_args()
+    given_tokens = "--max-new-tokens" in sys.argv
     if args.clients < 1 or args.requests < 1 or args.clients * args.requests > 2000:
         ap.error("clients and requests must be >= 1, and clients x requests at most 2000")
 
@@ -127,8 +138,10 @@ def main() -> None:
     from covertune.serve.app import create_app
     from covertune.serve.engine import Engine
 
-    lm = load_letter_model(GenerateConfig(model=args.model, out=args.out, dtype=args.dtype))
-    device = next(lm.model.parameters()).device
+    from covertune.config.build import build
+    from covertune.stages.serve import build_engine
+
+    lm = None if args.as_served else load_letter_model(GenerateConfig(model=args.model, out=args.out, dtype=args.dtype))
     apps = applications(args.data, args.clients * args.requests)
     results = []
     sizes = [ServeConfig().max_batch_size if s.strip() == "default" else int(s) for s in args.batch_sizes.split(",")]
@@ -136,9 +149,15 @@ def main() -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        cfg = ServeConfig(port=port, max_batch_size=size, batch_window_ms=args.batch_window_ms,
-                          max_new_tokens=args.max_new_tokens, max_queue=max(64, args.clients * 2))
-        engine = Engine(lm, cfg)
+        options = dict(port=port, max_batch_size=size, batch_window_ms=args.batch_window_ms,
+                       max_queue=max(64, args.clients * 2))
+        if args.as_served:  # the serve stage's own config and loader: the recipe fills what is not given
+            cfg = build("serve", {**options, **({"max_new_tokens": args.max_new_tokens} if given_tokens else {})})
+            engine = build_engine(cfg)
+            lm = engine.lm
+        else:
+            cfg = ServeConfig(**options, max_new_tokens=args.max_new_tokens)
+            engine = Engine(lm, cfg)
         srv, thread = start_server(create_app(engine, cfg), port)
         try:
             bodies = [apps[c * args.requests:(c + 1) * args.requests] for c in range(args.clients)]
@@ -162,11 +181,17 @@ def main() -> None:
     base = next((r for r in results if r["max_batch_size"] == 1), None)
     for r in results:
         r["gain_letters_per_s"] = round(r["letters_per_s"] / base["letters_per_s"], 2) if base and base["letters_per_s"] else None
-    env = {"device": f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
-           f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+    if getattr(lm.model, "is_llamacpp", False):
+        device_text, dtype = f"cpu ({platform.processor() or platform.machine()}, llama.cpp)", f"gguf {cfg.gguf_quant}"
+    else:
+        device = next(lm.model.parameters()).device
+        device_text = (f"{device} ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else
+                       f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
+        dtype = str(next(lm.model.parameters()).dtype).replace("torch.", "")
+    env = {"device": device_text,
            "torch": torch.__version__, "transformers": transformers.__version__, "model": lm.source,
-           "dtype": str(next(lm.model.parameters()).dtype).replace("torch.", ""),
-           "max_new_tokens": args.max_new_tokens, "stream": args.stream, "batch_window_ms": args.batch_window_ms,
+           "dtype": dtype, "candidates": cfg.candidates, "select": cfg.select,
+           "max_new_tokens": cfg.max_new_tokens, "stream": args.stream, "batch_window_ms": args.batch_window_ms,
            "command": " ".join(sys.argv)}
     print("| max batch | letters/s | tokens/s | p50 s | p95 s | p99 s | errors | mean rows/batch | gain |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

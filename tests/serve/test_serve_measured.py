@@ -46,8 +46,8 @@ def test_generate_records_its_recipe(measured, serve_model_dir):  # noqa: F811
     out, _, _ = measured
     assert read_recipe(out) == {"candidates": 3, "select": "grounded-mbr", "candidate_temperature": 1.3,
                                 "candidate_top_p": 0.95, "top_k": 50, "repetition_penalty": 1.0,
-                                "select_repetition_weight": 0.0, "seed": 7, "max_new_tokens": 16, "form": "full",
-                                "prompt_format": "raw"}
+                                "select_repetition_weight": 0.0, "select_skills_weight": 0.0, "seed": 7,
+                                "max_new_tokens": 16, "form": "full", "prompt_format": "raw"}
     assert json.loads((out / "recipe.json").read_text())["split"] == "test"
     # a finished run without a recipe (generated before recipes were kept) gets it on the next, skipped, generate
     recipe = (out / "recipe.json").read_text()
