@@ -74,6 +74,7 @@ async def drive(url: str, bodies: list[list[dict]], stream: bool, deadline: floa
     import httpx
 
     latencies, tokens, errors = [], [], [0]
+    reasons: dict[str, int] = {}  # what the failed requests got: "HTTP 503: ...", or the transport error
 
     async def client(mine: list[dict]):
         async with httpx.AsyncClient(timeout=None) as c:
@@ -90,20 +91,24 @@ async def drive(url: str, bodies: list[list[dict]], stream: bool, deadline: floa
                         r = await c.post(f"{url}/v1/cover-letter", json=body)
                         ok = r.status_code == 200
                         usage = r.json()["usage"] if ok else None
-                except httpx.HTTPError:
-                    ok = False
+                    why = None if ok else f"HTTP {r.status_code}: {r.text[:120]}"
+                except httpx.HTTPError as e:
+                    ok, why = False, f"{type(e).__name__}: {str(e)[:120]}"
                 if ok:
                     latencies.append(time.perf_counter() - t0)
                     tokens.append(usage["completion_tokens"])
                 else:
                     errors[0] += 1
+                    reasons[why] = reasons.get(why, 0) + 1
 
     tasks = [asyncio.create_task(client(b)) for b in bodies]
     _, pending = await asyncio.wait(tasks, timeout=max(deadline - time.perf_counter(), 0))
     for t in pending:
         t.cancel()
     unanswered = sum(len(b) for b in bodies) - len(latencies) - errors[0]
-    return latencies, tokens, errors[0] + unanswered
+    if unanswered:
+        reasons["unanswered when --max-seconds ran out"] = unanswered
+    return latencies, tokens, errors[0] + unanswered, reasons
 
 
 def main() -> None:
@@ -139,6 +144,7 @@ def main() -> None:
     from covertune.serve.engine import Engine
 
     from covertune.config.build import build
+    from covertune.models.recipe import resolve_letter_model
     from covertune.stages.serve import build_engine
 
     lm = None if args.as_served else load_letter_model(GenerateConfig(model=args.model, out=args.out, dtype=args.dtype))
@@ -153,6 +159,9 @@ def main() -> None:
                        max_queue=max(64, args.clients * 2))
         if args.as_served:  # the serve stage's own config and loader: the recipe fills what is not given
             cfg = build("serve", {**options, **({"max_new_tokens": args.max_new_tokens} if given_tokens else {})})
+            resolve_letter_model(cfg)  # the recipe's candidates (build_engine applies it again: the same)
+            # the queue counts sequences: every client's request with all its candidates may wait
+            cfg.max_queue = max(cfg.max_queue, args.clients * 2 * cfg.candidates)
             engine = build_engine(cfg)
             lm = engine.lm
         else:
@@ -162,7 +171,7 @@ def main() -> None:
         try:
             bodies = [apps[c * args.requests:(c + 1) * args.requests] for c in range(args.clients)]
             t0 = time.perf_counter()
-            lat, toks, errors = asyncio.run(drive(f"http://127.0.0.1:{port}", bodies, args.stream,
+            lat, toks, errors, reasons = asyncio.run(drive(f"http://127.0.0.1:{port}", bodies, args.stream,
                                                   t0 + args.max_seconds))
             wall = time.perf_counter() - t0
         finally:
@@ -170,7 +179,7 @@ def main() -> None:
             thread.join(60)
         m = engine.metrics
         row = {"max_batch_size": size, "clients": args.clients, "requests": args.clients * args.requests,
-               "letters": len(lat), "errors": errors, "seconds": round(wall, 2),
+               "letters": len(lat), "errors": errors, "error_reasons": reasons, "seconds": round(wall, 2),
                "letters_per_s": round(len(lat) / wall, 3), "tokens_per_s": round(sum(toks) / wall, 1),
                "new_tokens": sum(toks), "mean_new_tokens": round(statistics.mean(toks), 1) if toks else None,
                "p50_s": round(percentile(lat, 0.5), 2), "p95_s": round(percentile(lat, 0.95), 2),

@@ -347,7 +347,8 @@ class ServeConfig:
                                    "rebinding guard; '*' for any); other Host headers get 403")
     max_batch_size: int = opt(16, "Most requests generated together in one batch")
     batch_window_ms: float = opt(20.0, "How long the batcher waits for more requests after the first")
-    max_queue: int = opt(64, "Requests waiting for the model at most; more get 503 with Retry-After")
+    max_queue: int = opt(64, "Sequences waiting for the model at most (a request with N candidates counts N); "
+                             "more get 503 with Retry-After")
     retry_after_s: int = opt(2, "Retry-After seconds sent with a 503")
     max_new_tokens: int = DECODING.field("max_new_tokens", help="New tokens per letter when a request does not say")
     max_new_tokens_cap: int = opt(1024, "Largest max_new_tokens a request may ask for (larger is capped)")

@@ -195,7 +195,7 @@ class Batcher:
             raise QueueFull("the server is shutting down")
         with self._count_lock:
             if self._waiting >= self.max_queue:
-                raise QueueFull(f"{self.max_queue} requests are waiting")
+                raise QueueFull(f"{self.max_queue} sequences are waiting (a letter's candidates count one each)")
             self._waiting += 1
         self._queue.put_nowait(job)
 
