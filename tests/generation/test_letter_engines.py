@@ -100,6 +100,38 @@ def test_a_llamacpp_letter_starts_without_torch(tiny_model_dir, make_tiny_adapte
                              capture_output=True, text=True)
     assert blocked.returncode != 0 and "error: imported " in blocked.stderr  # the blocker does block
 
+    # `covertune serve` on the same model, torch blocked too: it starts and answers with write's greedy letter
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    greedy = json.loads(subprocess.run([sys.executable, "-m", "covertune", *argv[:-4], "--candidates", "1"],
+                                       capture_output=True, text=True).stdout)["letter"]
+    serve = subprocess.Popen([sys.executable, "-c", WITHOUT_TORCH, "serve", "--port", str(port), "--model",
+                              str(tiny_model_dir), "--out", str(out), "--engine", "llama.cpp", "--gguf-quant", "f16",
+                              "--threads", "1", "--max-new-tokens", "10"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        body = None
+        for _ in range(120):
+            assert serve.poll() is None, serve.stdout.read()
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/v1/cover-letter", headers={"Content-Type": "application/json"},
+                    data=json.dumps({**json.loads(app.read_text()), "candidates": 1}).encode())
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    body = json.loads(response.read())
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert body is not None and body["letter"] == greedy
+    finally:
+        serve.terminate()
+        serve.wait(30)
+
 
 def test_generate_with_llamacpp_writes_its_letters(tiny_model_dir, make_tiny_adapter, dataset_dir, tmp_path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'covertune[llamacpp]')")

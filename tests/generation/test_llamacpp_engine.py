@@ -182,6 +182,21 @@ def test_gguf_cache_is_rebuilt_when_the_adapter_changes(tiny_model_dir, make_tin
     assert np.abs(after - before).max() > 1e-3  # the new adapter's weights are in it
 
 
+def test_adapters_without_a_run_directory_keep_their_own_exports(tiny_model_dir, make_tiny_adapter, tmp_path,
+                                                               monkeypatch):
+    """Two adapter folders written with --adapter (no run directory) go to covertune's cache: exporting the
+    second does not remove the first's, so taking turns between them exports each once."""
+    monkeypatch.setenv("COVERTUNE_CACHE", str(tmp_path / "cache"))
+    a = make_tiny_adapter(tiny_model_dir, tmp_path / "a", quantization="none")
+    b = make_tiny_adapter(tiny_model_dir, tmp_path / "b", quantization="none")
+    first = run_gguf(model=str(tiny_model_dir), adapter=str(a), quant="f16")
+    second = run_gguf(model=str(tiny_model_dir), adapter=str(b), quant="f16")
+    assert first.is_file() and second.is_file() and first.parent.parent != second.parent.parent
+    stamp = first.stat().st_mtime_ns
+    assert run_gguf(model=str(tiny_model_dir), adapter=str(a), quant="f16") == first
+    assert first.stat().st_mtime_ns == stamp
+
+
 def test_bad_input_is_a_clear_error(engine, tmp_path):
     with pytest.raises(FileNotFoundError, match="no such file"):
         LlamaCppModel(tmp_path / "missing.gguf")

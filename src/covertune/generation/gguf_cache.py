@@ -1,7 +1,7 @@
 """The run's model as a GGUF file for the llama.cpp engine, written once by ``covertune export`` and kept.
 
 The file lives in ``<out>/.engine/gguf/<quant>-<key>/model.gguf`` (without a run directory, in covertune's
-cache, ``~/.cache/covertune/gguf/<model>/``), where ``key`` is a hash of what the model is made of: the adapter's
+cache, ``~/.cache/covertune/gguf/<model and adapter folder>/``), where ``key`` is a hash of what the model is made of: the adapter's
 fingerprint (every file of the adapter folder, by content), or a merged folder's identity (config hash,
 weight files and sizes), the base model's identity, and the export settings. A changed adapter has another
 key, so its GGUF is exported afresh and the stale one removed; an unchanged one is read as it is. An
@@ -31,11 +31,14 @@ ENGINE_DIR = ".engine"
 DEFAULT_QUANT = "q8_0"
 
 
-def cache_root(out, model: str = EMBEDDED_MODEL) -> Path:
-    """Where a run's GGUF files are kept: in the run directory, else in covertune's cache, per base model."""
+def cache_root(out, model: str = EMBEDDED_MODEL, source: Path | None = None) -> Path:
+    """Where a run's GGUF files are kept: in the run directory, else in covertune's cache, per base model and
+    adapter (or merged) folder, so that another folder's export does not replace this one's."""
     if out:
         return Path(out) / ENGINE_DIR / "gguf"
     ref = str(Path(models.resolve_model(model)).resolve())
+    if source is not None:
+        ref += "\n" + str(Path(source).resolve())
     return models.cache_dir() / "gguf" / hashlib.sha256(ref.encode()).hexdigest()[:12]
 
 
@@ -70,7 +73,7 @@ def run_gguf(out: str = "", *, model: str = EMBEDDED_MODEL, adapter: str = "", m
         merged_dir = Path(models.resolve_model(model))
     dtype = "fp32" if dtype in ("", "auto") else dtype  # merged in fp32, rounded once into the GGUF's types
     key = source_key(model, adapter_dir, merged_dir, quant, base_weights, dtype)
-    root = cache_root(out, model)
+    root = cache_root(out, model, adapter_dir if adapter_dir is not None else merged_dir)
     target = root / f"{quant}-{key}"
     path = target / MODEL_FILE
     if path.is_file():

@@ -10,10 +10,11 @@ each sampled one from its own seed (``row_seed``, covertune.generation.seeded_sa
 ``covertune generate`` writes for the same prompt. Requests that do not fit the current batch wait, first in line, for the
 next one.
 
-A ``BatchTracker`` (a transformers ``BaseStreamer`` and ``StoppingCriteria``) receives each step's new
-tokens for the whole batch: it hands each row's tokens to its job (streaming jobs get their text as it
-grows), finishes a job as soon as its row emits a stop token or reaches its own ``max_new_tokens``, and
-tells ``generate`` to stop rows that are finished or whose client went away.
+A ``BatchTracker`` receives each step's new tokens for the whole batch: it hands each row's tokens to its
+job (streaming jobs get their text as it grows), finishes a job as soon as its row emits a stop token or
+reaches its own ``max_new_tokens``, and tells the decoder to stop rows that are finished or whose client
+went away (torch: through transformers' streamer and stopping criterion, covertune.serve.torch_hooks;
+llama.cpp: through the return value of ``token``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,6 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
-
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.streamers import BaseStreamer
 
 from covertune.core.prompt import COVER_LETTER_HEADER, INSTRUCTION, extract_letter
 from covertune.generation.decoding import Decoding, check_pad, cut_at_stop, generate_batch, stop_token_ids
@@ -104,8 +101,8 @@ class LetterText:
         return piece
 
 
-class BatchTracker(BaseStreamer, StoppingCriteria):
-    """Per-row bookkeeping of one ``generate`` call (see the module docstring)."""
+class BatchTracker:
+    """Per-row bookkeeping of one batch's decoding (see the module docstring)."""
 
     def __init__(self, jobs: Sequence[Job], tokenizer, stop_ids: Sequence[int], prompt_width: int):
         self.jobs = list(jobs)
@@ -115,21 +112,6 @@ class BatchTracker(BaseStreamer, StoppingCriteria):
         self.rows: list[list[int]] = [[] for _ in jobs]
         self.finished = [False] * len(jobs)
         self.texts = [LetterText() for _ in jobs]
-        self._prompt_seen = False
-
-    # StoppingCriteria: True for rows that need no more tokens
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        new = input_ids.shape[1] - self.prompt_width
-        done = [f or j.cancelled or new >= j.decoding.max_new_tokens for f, j in zip(self.finished, self.jobs)]
-        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
-
-    # BaseStreamer
-    def put(self, value: torch.Tensor) -> None:
-        if not self._prompt_seen:  # generate's first call hands over the prompts
-            self._prompt_seen = True
-            return
-        for i, token in enumerate(value.view(-1).tolist()):
-            self.token(i, int(token))
 
     def token(self, i: int, token: int) -> bool:
         """Row ``i``'s next token: kept, streamed, and the row finished at a stop token or its own
@@ -145,9 +127,6 @@ class BatchTracker(BaseStreamer, StoppingCriteria):
             if piece:
                 job.emit("delta", piece)
         return self.finished[i] or job.cancelled
-
-    def end(self) -> None:
-        pass
 
     def finish(self, i: int, ids: list[int]) -> None:
         """Hand row ``i`` its result (once)."""
@@ -305,7 +284,9 @@ class Batcher:
             tracker.finish(i, row_ids)
 
     def _run_torch(self, batch: list[Job], decoding: Decoding, tracker: BatchTracker) -> None:
-        extra = {}
+        from covertune.serve.torch_hooks import TrackerHooks  # torch and transformers: only for a torch model
+
+        extra = TrackerHooks(tracker).generate_kwargs()
         if batch[0].group is not None:  # candidates: each sampled row draws from its own seed, the rest greedy
             from transformers import LogitsProcessorList
 
@@ -318,7 +299,6 @@ class Batcher:
             from transformers import set_seed
 
             set_seed(decoding.seed)
-        rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id,
-                              streamer=tracker, stopping_criteria=StoppingCriteriaList([tracker]), **extra)
+        rows = generate_batch(self.model, [j.ids for j in batch], decoding, self.stop_ids, self.pad_id, **extra)
         for i, row in enumerate(rows):  # rows the tracker did not finish (cancelled ones)
             tracker.finish(i, row)
