@@ -22,8 +22,6 @@ eval.csv's (the count that differ is printed).
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 from pathlib import Path
 
@@ -35,12 +33,6 @@ from covertune.metrics.grounding import ground_details
 from covertune.core.prompt import parse_prompt
 from covertune.metrics.rouge import rouge_l  # noqa: E402
 from covertune.core.records import inputs_of
-
-
-def read_candidates(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def prefer_full_choice(record: dict, fields: dict) -> str:
@@ -107,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     letters = frame[args.column].tolist()
     choices = None
     if args.candidates:
-        choices = sorted(read_candidates(Path(args.candidates)), key=lambda c: c["index"])
+        choices = sorted(io.read_jsonl(args.candidates), key=lambda c: c["index"])
         if len(choices) != len(frame):
             raise SystemExit(f"{args.candidates} has {len(choices)} rows, {args.eval_csv} {len(frame)}")
         from covertune.generation.select import choose

@@ -16,8 +16,6 @@ replaced. The count of rows whose letter changed is printed.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 from pathlib import Path
 
@@ -46,9 +44,7 @@ def main(argv=None) -> int:
 
     frame = pd.read_csv(a.eval_csv, dtype=str, keep_default_na=False)
     records = io.read_jsonl(a.split_jsonl)
-    opener = gzip.open if a.candidates.endswith(".gz") else open
-    with opener(a.candidates, "rt", encoding="utf-8") as f:
-        rows = sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["index"])
+    rows = sorted(io.read_jsonl(a.candidates), key=lambda r: r["index"])
     if not (len(frame) == len(records) == len(rows)):
         raise SystemExit(f"rows: {len(frame)} in {a.eval_csv}, {len(records)} in {a.split_jsonl}, "
                          f"{len(rows)} in {a.candidates}")

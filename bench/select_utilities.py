@@ -13,7 +13,7 @@ Rules (all but greedy and the oracles drop the candidates that fail the groundin
 ``grounded-mbr`` does; ``covertune.generation.select``):
 - ``greedy``: candidate 0; ``grounded-mbr``: the shipped rule (mean ROUGE-L F1 against the other candidates);
 - ``grounded-mbr+skills:W``: MBR score + W x the candidate's skills coverage (the share of the applicant's
-  skills the letter names);
+  skills the letter names): ``choose`` with ``skills_weight`` W, as ``--select-skills-weight W`` chooses;
 - ``grounded-bertscore-mbr``: the mean BERTScore F1 against the other candidates instead of ROUGE-L
   (``--bertscore``; each distinct letter encoded once);
 - ``grounded-mix``: the mean of the ROUGE-L and BERTScore MBR scores;
@@ -28,7 +28,6 @@ Rules (all but greedy and the oracles drop the candidates that fail the groundin
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import statistics
@@ -36,12 +35,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def _mean(values) -> float:
@@ -70,7 +63,6 @@ def choose_all(letters: list[str], inputs: dict, truth: str, skill_weights: list
                bert: list[list[float]] | None) -> dict[str, int]:
     """The index each rule chooses among ``letters``."""
     from covertune.generation.select import choose, mbr_scores
-    from covertune.metrics.grounding import ground_details
     from covertune.metrics.rouge import rouge_l
 
     n = len(letters)
@@ -82,12 +74,9 @@ def choose_all(letters: list[str], inputs: dict, truth: str, skill_weights: list
         return max(among, key=lambda k: (score[k], -k))
 
     chosen = {"greedy": 0, "grounded-mbr": shipped.index}
-    coverage = []
-    for t in letters:
-        c = ground_details(t, inputs)["skills_coverage"]
-        coverage.append(0.0 if isinstance(c, float) and math.isnan(c) else c)
-    for w in skill_weights:
-        chosen[f"grounded-mbr+skills:{w:g}"] = best([m + w * c for m, c in zip(mbr, coverage)], grounded)
+    for w in skill_weights:  # the product's own rule (--select-skills-weight)
+        chosen[f"grounded-mbr+skills:{w:g}"] = choose(letters, "grounded-mbr", inputs, scores=mbr,
+                                                      skills_weight=w).index
     if bert is not None:
         bmbr = [sum(bert[i][j] for j in range(n) if j != i) / max(n - 1, 1) for i in range(n)]
         chosen["grounded-bertscore-mbr"] = best(bmbr, grounded)
@@ -129,10 +118,11 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
 
+    from covertune.core import io
     from covertune.core.records import inputs_of
 
-    records = _read_jsonl(Path(a.data))
-    rows = sorted(_read_jsonl(Path(a.candidates)), key=lambda r: r["index"])
+    records = io.read_jsonl(a.data)
+    rows = sorted(io.read_jsonl(a.candidates), key=lambda r: r["index"])
     if len(rows) != len(records):
         raise SystemExit(f"{a.candidates}: {len(rows)} prompts with candidates, {a.data}: {len(records)} records")
     groups = [[c["letter"] for c in r["candidates"]] for r in rows]

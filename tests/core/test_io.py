@@ -74,3 +74,17 @@ def test_written_files_have_the_usual_permissions(tmp_path):
     os.umask(umask)
     io.write_text(tmp_path / "a.txt", "x")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_read_jsonl_reads_plain_and_gzipped_files(tmp_path):
+    import gzip
+
+    rows = [{"index": 0, "letter": "Dear team,"}, {"index": 1, "letter": "ü"}]
+    io.write_jsonl(tmp_path / "a.jsonl", rows)
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write((tmp_path / "a.jsonl").read_text(encoding="utf-8") + "\n")
+    assert io.read_jsonl(tmp_path / "a.jsonl") == io.read_jsonl(tmp_path / "a.jsonl.gz") == rows
+    with gzip.open(tmp_path / "bad.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write('{"index": 0}\n{"index": \n')
+    with pytest.raises(ValueError, match="bad.jsonl.gz: line 2"):
+        io.read_jsonl(tmp_path / "bad.jsonl.gz")

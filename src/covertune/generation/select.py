@@ -166,14 +166,15 @@ def choose(candidates: Sequence[str], select: str = "grounded-mbr", inputs: dict
     if select == "classifier-mbr":
         good = [k for k in pool if quality[k] >= threshold]
         pool = good or [max(pool, key=lambda k: (quality[k], scores[k], -k))]
-    penalty = dict.fromkeys(pool, 0.0)
+    utility = {k: scores[k] for k in pool}
     if repetition_weight:
-        penalty = {k: repetition_weight * repetition_ratio(candidates[k]) for k in pool}
+        for k in pool:
+            utility[k] -= repetition_weight * repetition_ratio(candidates[k])
     if skills_weight and inputs is not None and not all_failed:  # among letters that pass the check (as measured)
         for k in pool:
             total, named, _ = skill_coverage(candidates[k], inputs.get("skillsets", ""))
-            penalty[k] -= skills_weight * (named / total if total else 0.0)
-    best = max(pool, key=lambda k: (scores[k] - penalty[k], -k))
+            utility[k] += skills_weight * (named / total if total else 0.0)
+    best = max(pool, key=lambda k: (utility[k], -k))
     return Choice(best, select, candidates, scores, reasons, quality, threshold_used)
 
 

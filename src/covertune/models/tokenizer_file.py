@@ -26,24 +26,18 @@ _UNSUPPORTED_OPTIONS = ("add_bos_token", "add_eos_token", "add_prefix_space", "c
 class FileTokenizer:
     """The subset of transformers' tokenizer interface covertune's llama.cpp path uses."""
 
-    padding_side = "left"
     chat_template = None  # chat prompts are rendered by transformers' tokenizer (``load`` refuses them)
 
-    def __init__(self, tokenizer, eos_token: str, pad_token: str, folder: Path):
+    def __init__(self, tokenizer, eos_token: str, pad_token: str):
         self._tok = tokenizer
-        self.eos_token, self.pad_token = eos_token, pad_token
         self.eos_token_id = tokenizer.token_to_id(eos_token)
         self.pad_token_id = tokenizer.token_to_id(pad_token)
-        self.name_or_path = str(folder)
 
     def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
         return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=skip_special_tokens)
-
-    def __len__(self) -> int:
-        return self._tok.get_vocab_size(with_added_tokens=True)
 
 
 def _token(value) -> str | None:
@@ -76,4 +70,4 @@ def load(folder: str | Path, prompt_format: str) -> FileTokenizer | None:
         pad = unk if unk is not None and unk != eos else None
     if pad is None or tokenizer.token_to_id(pad) is None:
         return None  # load_tokenizer would add a pad token: transformers' tokenizer does that
-    return FileTokenizer(tokenizer, eos, pad, folder)
+    return FileTokenizer(tokenizer, eos, pad)
