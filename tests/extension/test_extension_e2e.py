@@ -223,6 +223,15 @@ def browser(site, tmp_path_factory):
         try:
             worker = context.service_workers[0] if context.service_workers else context.wait_for_event("serviceworker")
             extension_id = worker.url.split("/")[2]
+            # on install (no profile yet) the extension opens its options page itself; a test opening that page
+            # at the same moment had its navigation interrupted by it: let it open, then close it
+            options = f"chrome-extension://{extension_id}/options.html"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not any(pg.url == options for pg in context.pages):
+                time.sleep(0.1)
+            for pg in [pg for pg in context.pages if pg.url == options]:
+                pg.wait_for_load_state()
+                pg.close()
             yield Browser(context, extension_id, site, shots)
         finally:
             context.close()
