@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from covertune.generation.letter_form import FORMS, apply_form, body_of, complete, detect, is_full
+from covertune.generation.letter_form import FORMS, apply_form, body_of, complete, detect, is_full, parts
 from covertune.generation.select import choose
 
 FIELDS = {"applicant_name": "Jane Doe", "hiring_company": "Acme Corp", "job_title": "Data Analyst"}
@@ -66,3 +66,32 @@ def test_full_completes_the_usual_choice():
     computed = choose(cands, "mbr", fields)
     assert choose(cands, "mbr", fields, scores=computed.scores).index == computed.index
     assert choose(cands, "mbr", fields, scores=[0.0, 0.0, 0.0, 1.0]).index == 3
+
+
+def test_greeting_and_closing_run_into_the_body():
+    """A one-paragraph letter that opens with "Dear ..., I am" and ends "... Sincerely, Jane Doe" is a full letter:
+    ``full`` sets its greeting and sign-off on lines of their own and adds no second ones."""
+    one = f"Dear Hiring Manager, {BODY} Thank you for your time. Sincerely, Jane Doe"
+    cut = parts(one)
+    assert (cut.greeting, cut.closing, cut.inline) == ("Dear Hiring Manager,", "Sincerely,\nJane Doe", True)
+    assert cut.body == f"{BODY} Thank you for your time."
+    assert detect(one, "Jane Doe").full
+    done = f"Dear Hiring Manager,\n\n{BODY} Thank you for your time.\n\nSincerely,\nJane Doe"
+    assert complete(one, FIELDS) == done and apply_form(one, "full", FIELDS) == done
+    assert complete(done, FIELDS) == done  # already in shape: unchanged
+    assert body_of(one) == f"{BODY} Thank you for your time."
+    # the name on the next line; a closing naming someone else is replaced; a sentence that thanks is body
+    assert complete(f"{BODY} Best regards,\nJane Doe", FIELDS) == (
+        f"Dear Acme Corp team,\n\n{BODY}\n\nBest regards,\nJane Doe")
+    assert complete(f"Dear Ms. Lee: {BODY} Sincerely, John Smith", FIELDS) == (
+        f"Dear Ms. Lee:\n\n{BODY}\n\nSincerely,\nJane Doe")
+    thanks = f"{BODY} Thank you for considering my application."
+    assert parts(thanks) == parts(thanks) and parts(thanks).closing == "" and not parts(thanks).inline
+    assert complete(thanks, FIELDS) == f"Dear Acme Corp team,\n\n{thanks}\n\nSincerely,\nJane Doe"
+    # a sentence that merely starts like a greeting or ends on capitalised words is not cut
+    for text in (f"Hello world is the first program I wrote. {BODY}", f"{BODY} I thank you, Acme Corp.",
+                 f"{BODY} Regards to the team at Acme Corp"):
+        assert not parts(text).inline, text
+    for letter in (one, thanks):
+        shaped = complete(letter, FIELDS)
+        assert shaped.lower().count("dear ") == 1 and shaped.count("Sincerely,") == 1, shaped
