@@ -17,6 +17,9 @@
 # OUTDIR gets the logs, candidate files, the sweep (candidate_sweep.json) and chosen.sets: the `covertune run
 # --set` options of the chosen setting, for bench/levers_final.sh.
 #   bash bench/levers_gpu.sh DATA ROOT OUTDIR
+# TEST_CANDIDATES=1: each variant then writes its 16 candidates for the test split too (OUTDIR/test_cands_NAME.jsonl.gz),
+# so that the variant chosen on validation (on a CPU machine, after the call) has its test letters without another
+# GPU call; only the chosen variant's are ever scored. SWEEP=0 leaves the sweep to the CPU machine.
 # DATA_ARGS, TRAIN_ARGS, GEN_ARGS, PREFER_ARGS are added to every data, train, generate, prefer call (a CPU smoke
 # run on a tiny model: tests/bench/test_levers_gpu.sh's settings).
 set -uo pipefail
@@ -43,6 +46,13 @@ candidates() {  # NAME RUN [ADAPTER]
     > "$OUT/${name}_validation.log" 2>&1 || { step "$name: generate failed"; return 1; }
   cp "$run/candidates/validation.fine_tuned.jsonl" "$OUT/cands_$name.jsonl"
   cp "$run/generate_stats.json" "$OUT/${name}_validation_stats.json"
+  if [ "${TEST_CANDIDATES:-0}" = 1 ]; then
+    gate; step "$name: test candidates"
+    python3 -m covertune generate --preset smol --out "$run" ${adapter:+--adapter "$adapter"} "${GEN[@]}" --split test \
+      --output-file test_c16.csv $GEN_ARGS > "$OUT/${name}_test.log" 2>&1 || { step "$name: test generate failed"; return 1; }
+    gzip -c "$run/candidates/test.fine_tuned.jsonl" > "$OUT/test_cands_$name.jsonl.gz"
+    cp "$run/generate_stats.json" "$OUT/${name}_test_stats.json"
+  fi
   step "$name: done"
 }
 
@@ -106,6 +116,7 @@ if [ "$(jobs -rp | wc -l)" -gt 0 ]; then
 fi
 nvidia-smi --query-gpu=memory.used,memory.total --format=csv > "$OUT/nvidia_smi_end.csv" 2>/dev/null
 
+[ "${SWEEP:-1}" = 1 ] || { step "no sweep (SWEEP=0)"; exit 0; }
 step sweep
 sets=(); [ -f "$OUT/cands_base.jsonl" ] || { step "no base candidates"; exit 1; }
 for v in base $VARIANTS; do

@@ -115,6 +115,8 @@ def main(argv=None) -> int:
     ap.add_argument("--counts", type=int, nargs="+", default=[16])
     ap.add_argument("--skill-weights", type=float, nargs="+", default=[0.05, 0.1, 0.2])
     ap.add_argument("--bertscore", action="store_true", help="BERTScore-MBR rules and BERTScore F1 of the choices")
+    ap.add_argument("--subset", action="store_true", help="the candidates cover only some of the records (generate "
+                    "--limit): each row is matched to its record by its index")
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
 
@@ -123,6 +125,8 @@ def main(argv=None) -> int:
 
     records = io.read_jsonl(a.data)
     rows = sorted(io.read_jsonl(a.candidates), key=lambda r: r["index"])
+    if a.subset:
+        records = [records[r["index"]] for r in rows]
     if len(rows) != len(records):
         raise SystemExit(f"{a.candidates}: {len(rows)} prompts with candidates, {a.data}: {len(records)} records")
     groups = [[c["letter"] for c in r["candidates"]] for r in rows]
