@@ -5,19 +5,20 @@
 # `source scripts/gpu_env.sh .gpu/m/site.tgz`):
 #   bench/levers_gpu.sh's variants base (the preset), ungrounded (rsLoRA + train --drop-flags ungrounded),
 #   task (train --select-checkpoint task), dpo and rpo (covertune prefer on base's adapter, at most MAX_PAIRS
-#   pairs), each with its 16 candidates for the validation and the test split (TEST_CANDIDATES=1);
+#   pairs), each with its 16 candidates for the validation split (and the test split with TEST_CANDIDATES=1);
 #   the shipped adapter's 16 candidates for the training split (a reranker is learned on the training split only).
 # At the end, each variant's validation candidates are chosen among with the shipped rule (grounded MBR + 0.2 x
 # skills coverage; bench/select_utilities.py) and the rule fixed before the run picks the winner: among the
 # variants with no more letters holding an unsupported number than base and none with an unsupported
 # organisation, the highest ROUGE-L; it replaces base only if it beats base's by at least 0.015 (the spread
 # of two trainings of the same recipe on these 81 letters, docs/RESULTS.md). The winner's adapter is copied to
-# OUTDIR/winner_adapter. Only the winner's test candidates are to be scored (on a CPU machine).
+# OUTDIR/winner_adapter, and when it is not base, its 16 candidates for the test split are written
+# (OUTDIR/test_cands_WINNER.jsonl.gz), to be scored once on a CPU machine.
 # VARIANTS, MAXJ, DEADLINE, DATA_ARGS, TRAIN_ARGS, GEN_ARGS, PREFER_ARGS go to bench/levers_gpu.sh.
 #   bash bench/levers_round.sh DATA ROOT OUTDIR
 set -uo pipefail
 DATA=$1; ROOT=$2; OUT=$3
-SHIPPED=${SHIPPED-src/covertune/shipped/smol}; MARGIN=${MARGIN:-0.015}
+SHIPPED=${SHIPPED-src/covertune/shipped/smol}; MARGIN=${MARGIN:-0.015}; GEN_ARGS=${GEN_ARGS:-}
 mkdir -p "$OUT" "$ROOT"
 t0=$(date +%s)
 step() { echo "$(date +%T) +$(( $(date +%s) - t0 ))s $*" >> "$OUT/round_steps.log"; }
@@ -35,7 +36,7 @@ train_candidates() {  # the shipped adapter's candidates for the training split 
   step "train-split candidates rc=$?"
 }
 [ -n "$SHIPPED" ] && train_candidates &  # SHIPPED= (empty): none
-TEST_CANDIDATES=1 SWEEP=0 MAXJ=${MAXJ:-8} DEADLINE=${DEADLINE:-1500} \
+TEST_CANDIDATES=${TEST_CANDIDATES:-0} SWEEP=0 MAXJ=${MAXJ:-8} DEADLINE=${DEADLINE:-1500} \
   VARIANTS=${VARIANTS:-"base ungrounded task dpo rpo"} PREFER_ARGS=${PREFER_ARGS:-"--max-pairs ${MAX_PAIRS:-256}"} \
   bash bench/levers_gpu.sh "$DATA" "$ROOT" "$OUT"
 step "variants rc=$?"
@@ -61,5 +62,14 @@ w=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['winner'])" 
 a=$ROOT/$w/adapter; [ -d "$ROOT/$w/preference_adapter" ] && a=$ROOT/$w/preference_adapter
 mkdir -p "$OUT/winner_adapter" && cp "$a"/*.json "$a"/*.safetensors "$a"/*.md "$OUT/winner_adapter/" 2>/dev/null
 step "winner $w ($a)"
+if [ "$w" != base ] && [ ! -f "$OUT/test_cands_$w.jsonl.gz" ]; then
+  adapter=; [ -d "$ROOT/$w/preference_adapter" ] && adapter=$ROOT/$w/preference_adapter
+  step "$w: test candidates"
+  python3 -m covertune generate --preset smol --out "$ROOT/$w" ${adapter:+--adapter "$adapter"} --split test \
+    --models fine_tuned --candidates 16 --select grounded-mbr --candidate-temperature 0.7 --candidate-top-p 0.95 \
+    --candidate-batch-size ${TEST_BATCH:-64} --output-file test_c16.csv $GEN_ARGS > "$OUT/${w}_test.log" 2>&1 \
+    && gzip -c "$ROOT/$w/candidates/test.fine_tuned.jsonl" > "$OUT/test_cands_$w.jsonl.gz"
+  step "$w: test candidates rc=$?"
+fi
 wait
 step done

@@ -41,7 +41,9 @@ pack)
   tar czf .gpu/m/data.tgz -C "$(dirname "$DATA")" "$(basename "$DATA")"
   gzip -6 -c "$G" > .gpu/z.gz
   # each call carries the working tree too: the parts fill what is left of 64 MiB (less MARGIN bytes)
-  TREE=$( (git ls-files; git ls-files --others --exclude-standard) | tr '\n' '\0' | xargs -0 du -cb | tail -1 | cut -f1)
+  # (files moved out of the working tree for the transfer calls do not travel, so they are not counted)
+  TREE=$( (git ls-files; git ls-files --others --exclude-standard) | while read -r f; do [ -e "$f" ] && printf '%s\0' "$f"; done \
+    | xargs -0 du -cb | tail -1 | cut -f1)
   CAP=$(( 67108864 - TREE - ${MARGIN:-1000000} ))
   first=$(( CAP - $(du -sb .gpu/m | cut -f1) )); total=$(stat -c %s .gpu/z.gz); off=0; n=0
   while [ "$off" -lt "$total" ]; do
