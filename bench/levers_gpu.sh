@@ -7,6 +7,7 @@
 #   classifier  data --filter-classifier 0.5 (the letter-quality classifier's filter on the train rows)
 #   dora        train --use-dora;      rslora  train --use-rslora;      neftune  train --neftune-noise-alpha 5
 #   task        train --select-checkpoint task (the checkpoint chosen by its validation letters)
+#   nf4         train --quantization nf4 (QLoRA's 4-bit base: does the model still learn the letter form?)
 #   dpo, rpo    covertune prefer on the base adapter (pairs from the training split only), losses dpo and rpo
 # Every variant's adapter writes 16 candidates per validation prompt (the greedy letter + 15 samples at T 0.7,
 # top-p 0.95); bench/candidate_sweep.py then re-makes grounded-mbr for 12/16 candidates and repetition weights
@@ -103,6 +104,7 @@ for v in $VARIANTS; do
     rslora) trained rslora --use-rslora & ;;
     neftune) trained neftune --neftune-noise-alpha 5 & ;;
     task) trained task --select-checkpoint task & ;;
+    nf4) trained nf4 --quantization nf4 & ;;
     dpo) preferred dpo dpo & ;;
     rpo) preferred rpo rpo & ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
@@ -130,7 +132,7 @@ import json, sys
 c = json.load(open(sys.argv[1]))["chosen"]
 train = {"base": [], "ungrounded": ["train.drop_flags=ungrounded"], "classifier": ["data.filter_classifier=0.5"],
          "dora": ["train.use_dora=true"], "rslora": ["train.use_rslora=true"],
-         "neftune": ["train.neftune_noise_alpha=5"], "task": ["train.select_checkpoint=task"],
+         "neftune": ["train.neftune_noise_alpha=5"], "task": ["train.select_checkpoint=task"], "nf4": ["train.quantization=nf4"],
          "dpo": ["prefer.loss=dpo"], "rpo": ["prefer.loss=rpo"]}[c["variant"]]
 if c["variant"] in ("dpo", "rpo"):
     train += ["prefer.candidates=6", "prefer.sample_batch_size=64"]
