@@ -28,6 +28,10 @@ RECORD_FIELDS: tuple[str, ...] = (*INPUT_FIELDS, TARGET_FIELD)
 # extra keys the data stage adds to every record it writes
 ID_FIELD = "id"  # stable "<split>-<row index in the source file>"
 FLAGS_FIELD = "flags"  # list of {"flag": name, "reason": text}
+# the quality flags the data stage can set (covertune.data.quality says when); train's drop_flags and
+# flag_weights name them
+FLAG_NAMES: tuple[str, ...] = ("too_short", "no_greeting", "no_signoff", "generic", "collapsed_bullets",
+                               "empty_inputs", "ungrounded")
 MISSING_FIELD = "missing_fields"  # input fields that were null/empty in the source
 
 # eval.csv, written by generate and read by evaluate (the reference's columns, in its order)

@@ -17,11 +17,11 @@ import re
 from collections import defaultdict
 from typing import Iterable
 
-from covertune.core.records import FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS, TARGET_FIELD, inputs_of
+from covertune.core.records import (FLAG_NAMES, FLAGS_FIELD, INPUT_FIELDS, MISSING_FIELD, SOURCE_COLUMNS,
+                                    TARGET_FIELD, inputs_of)
 from covertune.metrics.grounding import number_claims, unsupported_orgs
 
-FLAG_NAMES: tuple[str, ...] = ("too_short", "no_greeting", "no_signoff", "generic", "collapsed_bullets",
-                               "empty_inputs", "ungrounded")
+# FLAG_NAMES is declared with the record's keys (covertune.core.records): the train stage's options name them too
 REUSE_MIN = 3  # a letter text that is the target of this many distinct input sets is a template
 REPETITION_MAX = 0.2  # share of repeated word trigrams above which a letter is repetitive
 COLUMN_OF = {v: k for k, v in SOURCE_COLUMNS.items()}
