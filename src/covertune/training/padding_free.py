@@ -128,8 +128,23 @@ def register() -> str:
     return ATTN_IMPLEMENTATION
 
 
-def collator():
-    """transformers' flattening collator, with the boundaries the attention function reads."""
-    from transformers import DataCollatorWithFlattening
+class PackedCollator:
+    """transformers' flattening collator, with the boundaries the attention function reads; examples that
+    carry a "loss_weight" (train's flag_weights) give the packed row one weight per token, their example's."""
 
-    return DataCollatorWithFlattening(return_flash_attn_kwargs=True)
+    def __init__(self):
+        from transformers import DataCollatorWithFlattening
+
+        self.flatten = DataCollatorWithFlattening(return_flash_attn_kwargs=True)
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.flatten(features)
+        if features and "loss_weight" in features[0]:
+            weights = [float(f["loss_weight"]) for f in features for _ in range(len(f["input_ids"]))]
+            batch["loss_weight"] = torch.tensor([weights], dtype=torch.float32)
+        return batch
+
+
+def collator() -> PackedCollator:
+    """The collator of padding-free batches (PackedCollator)."""
+    return PackedCollator()

@@ -25,6 +25,7 @@ Truncation policy (``max_length`` tokens per example):
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -85,10 +86,12 @@ def encode_example(record: dict, tokenizer, max_length: int, prompt_format: str 
 
 
 def encode_records(records: list[dict], tokenizer, max_length: int, prompt_format: str = "raw",
-                   loss_on: str = "letter", split: str = "train") -> Encoded:
+                   loss_on: str = "letter", split: str = "train",
+                   loss_weight: Callable[[dict], float] | None = None) -> Encoded:
     """Tokenize a split under the truncation policy (module docstring). Rows without a letter are
     skipped (they would teach the model to stop at once); rows whose prompt fills max_length are
-    skipped with a warning, and it is a ValueError if no row is left."""
+    skipped with a warning, and it is a ValueError if no row is left. ``loss_weight``: each example
+    carries ``loss_weight(record)`` under "loss_weight" (train's flag_weights); None: no such key."""
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; the model could not learn to stop")
     out = Encoded()
@@ -102,6 +105,8 @@ def encode_records(records: list[dict], tokenizer, max_length: int, prompt_forma
             out.skipped.append((rid, len(prompt_ids(record, tokenizer, prompt_format))))
             continue
         ex["id"] = rid
+        if loss_weight is not None:
+            ex["loss_weight"] = float(loss_weight(record))
         out.examples.append(ex)
         if ex["truncated"]:
             out.truncated.append(rid)
@@ -128,7 +133,8 @@ def encode_records(records: list[dict], tokenizer, max_length: int, prompt_forma
 class PadCollator:
     """Pads a batch on the right: input_ids with ``pad_token_id``, attention_mask with 0, labels with
     -100. Padding is located by length, never by comparing ids, so an EOS is never masked (and the
-    pad token should differ from EOS anyway: models.load_tokenizer makes sure)."""
+    pad token should differ from EOS anyway: models.load_tokenizer makes sure). Examples that carry a
+    "loss_weight" (train's flag_weights) give the batch a float "loss_weight" of one weight per row."""
 
     pad_token_id: int
     pad_to_multiple_of: int | None = None
@@ -144,4 +150,7 @@ class PadCollator:
             batch["input_ids"].append(list(f["input_ids"]) + [self.pad_token_id] * pad)
             batch["attention_mask"].append(list(f["attention_mask"]) + [0] * pad)
             batch["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * pad)
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+        out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
+        if "loss_weight" in features[0]:
+            out["loss_weight"] = torch.tensor([float(f["loss_weight"]) for f in features], dtype=torch.float32)
+        return out

@@ -16,7 +16,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from covertune.config.stages import TrainConfig
 from covertune.core import distributed, rundir
 from covertune.models import load as models
-from covertune.training import checkpoint_choice
+from covertune.training import checkpoint_choice, flag_weights
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,43 @@ def fsdp_args(cfg: TrainConfig) -> dict:
 class GlobalBatchTrainer(Trainer):
     """The Trainer, with batches grouped by length over the global batch (rows per optimizer step, all
     processes together) rather than over one process's rows: N processes then see the rows one process
-    would, step by step (the Trainer hands each process its share of every step's rows in turn)."""
+    would, step by step (the Trainer hands each process its share of every step's rows in turn).
+
+    A batch that carries row weights (``loss_weight``: train's flag_weights) gets the weighted token-mean
+    loss of covertune.training.flag_weights; any other batch the Trainer's own loss, unchanged."""
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The Trainer's micro-batches of one optimizer step and their label-token count; with row weights,
+        the weighted count instead (sum_i w_i * n_i over the step's micro-batches, summed across processes
+        wherever the Trainer sums its count), which compute_loss divides by."""
+        batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if count is None or not batches or flag_weights.BATCH_KEY not in batches[0]:
+            return batches, count
+        weighted = sum(flag_weights.weighted_tokens(b["labels"], b[flag_weights.BATCH_KEY]) for b in batches)
+        weighted = weighted.to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            weighted = self.accelerator.gather(weighted).sum()
+        return batches, weighted
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """With row weights: the model's logits (its own loss not asked for), then the weighted token-mean
+        cross-entropy, over the step's weighted count when the Trainer counts one (and scaled by the number
+        of processes where it sums that count across them, as the Trainer's loss is, since DDP averages the
+        gradients); otherwise the Trainer's compute_loss."""
+        if flag_weights.BATCH_KEY not in inputs:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        inputs = dict(inputs)
+        weight, labels = inputs.pop(flag_weights.BATCH_KEY), inputs.pop("labels")
+        outputs = model(**inputs)
+        if getattr(outputs, "logits", None) is None:
+            raise ValueError("flag_weights computes the loss from the model's logits and this model returned none "
+                             "(a fused loss kernel?): train with --liger-kernel off, or without --flag-weights")
+        loss = flag_weights.weighted_loss(outputs.logits, labels, weight, num_items_in_batch)
+        if (num_items_in_batch is not None and self.args.average_tokens_across_devices
+                and self.args.world_size > 1):
+            loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
         from transformers.trainer_pt_utils import LengthGroupedSampler
