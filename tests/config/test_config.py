@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from covertune import cli
-from covertune.config.build import STAGE_CONFIGS, build, load_preset, load_yaml, validate
+from covertune.config.build import STAGE_CONFIGS, build, flag_weight_map, load_preset, load_yaml, validate
 from covertune.config.stages import TrainConfig
 from covertune.stages.pipeline import STAGES, pipeline_configs, run_layers
 
@@ -66,6 +66,40 @@ def test_bad_train_values_are_one_line_errors_naming_the_option(tmp_path, text, 
 def test_bad_values_of_other_stages(stage, values, option):
     with pytest.raises(ValueError, match=option):
         build(stage, values)
+
+
+def test_flag_weights_from_the_cli_yaml_and_set(tmp_path):
+    """train --flag-weights FLAG=W ...; a YAML list or comma-separated text; `covertune run --set`."""
+    args = cli.build_parser().parse_args(["train", "--flag-weights", "ungrounded=0.3", "generic=0.5"])
+    assert cli.stage_config(args).flag_weights == ["ungrounded=0.3", "generic=0.5"]
+    path = write_yaml(tmp_path, "train:\n  flag_weights: [ungrounded=0.3, too_short=0]\n")
+    assert build("train", load_yaml(path)).flag_weights == ["ungrounded=0.3", "too_short=0"]
+    assert build("train", {"flag_weights": "generic=0.5,ungrounded=1"}).flag_weights == ["generic=0.5", "ungrounded=1"]
+    configs, _ = _run_configs(["--set", "train.flag_weights=ungrounded=0.25"])
+    assert configs["train"].flag_weights == ["ungrounded=0.25"]
+    assert flag_weight_map(["ungrounded=0.3", " generic = 1e-1", "too_short=0"]) == {
+        "ungrounded": 0.3, "generic": 0.1, "too_short": 0.0}
+    assert TrainConfig().flag_weights == [] and flag_weight_map([]) == {}
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"flag_weights": ["ungrounded"]}, "flag_weights: 'ungrounded' is not FLAG=W"),
+    ({"flag_weights": ["ungrounded=abc"]}, "flag_weights: 'ungrounded=abc' is not FLAG=W"),
+    ({"flag_weights": ["=0.5"]}, "flag_weights: '=0.5' is not FLAG=W"),
+    ({"flag_weights": ["ungrounded=1.5"]}, "the weight of ungrounded must be in [0, 1], got 1.5"),
+    ({"flag_weights": ["generic=-0.1"]}, "the weight of generic must be in [0, 1], got -0.1"),
+    ({"flag_weights": ["generic=nan"]}, "the weight of generic must be in [0, 1], got nan"),
+    ({"flag_weights": ["grounded=0.5"]}, "flag_weights: unknown flag 'grounded'; flags are too_short, "),
+    ({"flag_weights": ["generic=0.5", "generic=0.2"]}, "flag_weights names generic twice"),
+    ({"flag_weights": ["generic=0.5", "ungrounded=0.2"], "drop_flags": ["ungrounded", "too_short"]},
+     "flag(s) ungrounded both dropped (drop_flags) and weighted (flag_weights)"),
+    ({"flag_weights": ["generic=0.5"], "drop_flagged": True}, "drop_flagged skips every flagged train row"),
+])
+def test_bad_flag_weights_are_one_line_errors(values, message):
+    with pytest.raises(ValueError) as err:
+        build("train", values)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_greedy_decoding_takes_temperature_zero():

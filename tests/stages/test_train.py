@@ -20,7 +20,7 @@ from covertune.config.stages import TrainConfig
 from covertune.core.records import from_source_row
 from covertune.core.rundir import last_checkpoint
 from covertune.training.trainer import add_lora, use_liger
-from covertune.stages.train import check_config, train
+from covertune.stages.train import check_config, fingerprint, train
 
 FAST = dict(quantization="none", compute_dtype="fp32", max_length=512, batch_size=2, grad_accum=1,
             logging_steps=1, seed=0)
@@ -313,6 +313,54 @@ def test_drop_flags_filters_train_rows(tiny_model_dir, short_records, tmp_path):
         train(TrainConfig(drop_flags=["too_short"], **base))
     with pytest.raises(ValueError, match=r"2 usable row\(s\)"):  # every flagged row goes
         train(TrainConfig(drop_flagged=True, **base))
+
+
+def test_flag_weights_are_logged_recorded_and_fingerprinted(tiny_model_dir, short_records, tmp_path, caplog):
+    """Flagged rows kept with their weights: the count below 1 logged, the weights in covertune_train.json and the
+    card; the same weights (spelt otherwise) reuse the adapter, other weights or none refuse it as stale."""
+    rows = [dict(r) for r in short_records[:4]]
+    rows[0]["flags"] = [{"flag": "ungrounded", "reason": "test"}]
+    rows[1]["flags"] = [{"flag": "generic", "reason": "test"}, {"flag": "ungrounded", "reason": "test"}]
+    rows[2]["flags"] = [{"flag": "too_short", "reason": "test"}]  # not named: weight 1
+    out = make_run(tmp_path, rows, short_records[:1])
+    base = dict(model=str(tiny_model_dir), out=str(out), max_steps=1, save_strategy="no", eval_strategy="no",
+                **{**FAST, "grad_accum": 2})  # one step over all 4 rows
+    caplog.set_level(logging.INFO, logger="covertune.stages.train")
+    train(TrainConfig(flag_weights=["ungrounded=0.5", "generic=0"], **base))
+    assert "flag weights (ungrounded=0.5, generic=0): 2 of 4 train rows weighted below 1, 1 of them at 0" in caplog.text
+    info = json.loads((out / "adapter" / "covertune_train.json").read_text())
+    assert info["flag_weights"] == ["ungrounded=0.5", "generic=0"]
+    assert info["data"]["flag_weights"] == {"ungrounded": 0.5, "generic": 0.0}
+    assert info["data"]["train_rows_weighted_below_1"] == 2 and info["data"]["train_rows"] == 4
+    assert "2 flagged rows weighted below 1 in the loss" in (out / "adapter" / "README.md").read_text()
+    assert "skipped" in train(TrainConfig(flag_weights=["generic=0.0", "ungrounded=.5"], **base))
+    with pytest.raises(rundir.StaleStage, match=r'flag_weights \{"generic": 0.0, "ungrounded": 0.5\} -> '
+                                                r'\{"generic": 0.0, "ungrounded": 0.3\}'):
+        train(TrainConfig(flag_weights=["ungrounded=0.3", "generic=0"], **base))
+    with pytest.raises(rundir.StaleStage, match="flag_weights"):
+        train(TrainConfig(**base))
+    # unset, the option is not in the fingerprint: runs made before it existed stay complete
+    assert "flag_weights" not in fingerprint(TrainConfig(**base))["settings"]
+    # the first step's loss (all 4 rows, LoRA still the identity) is the weighted token mean of the base model
+    from covertune.training.sft_data import encode_records
+
+    tok = models.load_tokenizer(str(tiny_model_dir), padding_side="right")
+    model = models.load_model(str(tiny_model_dir), "none", "fp32", tokenizer=tok)
+    total = count = 0.0
+    with torch.no_grad():
+        for ex, w in zip(encode_records(rows, tok, 512).examples, [0.5, 0.0, 1.0, 1.0]):
+            logits, labels = model(input_ids=torch.tensor([ex["input_ids"]])).logits[0], torch.tensor(ex["labels"])
+            total += w * torch.nn.functional.cross_entropy(logits[:-1], labels[1:], reduction="sum").item()
+            count += w * labels[1:].ne(-100).sum().item()
+    first = next(r["loss"] for r in read_log(out) if "loss" in r)
+    assert first == pytest.approx(total / count, rel=1e-5)
+
+
+def test_flag_weights_that_leave_nothing_to_learn(tiny_model_dir, short_records, tmp_path):
+    rows = [{**r, "flags": [{"flag": "generic", "reason": "test"}]} for r in short_records[:4]]
+    out = make_run(tmp_path, rows, short_records[:1])
+    with pytest.raises(ValueError, match="flag_weights weighs every train row 0"):
+        train(TrainConfig(model=str(tiny_model_dir), out=str(out), flag_weights=["generic=0"], **FAST))
 
 
 def test_max_length_shorter_than_prompt(tiny_model_dir, short_records, tmp_path):

@@ -17,6 +17,7 @@ import yaml
 from covertune.config.groups import check_decoding
 from covertune.config.options import ModelName, check_choice, choices
 from covertune.config.stages import GenerateConfig, PreferConfig, TrainConfig, WriteConfig
+from covertune.core.records import FLAG_NAMES
 from covertune.registry import stage_configs
 
 
@@ -222,6 +223,14 @@ def _check_train(cfg: TrainConfig) -> None:
                              "select_checkpoint last)")
     if not cfg.target_modules:
         raise ValueError("target_modules must not be empty")
+    weights = flag_weight_map(cfg.flag_weights)
+    if weights and cfg.drop_flagged:
+        raise ValueError("drop_flagged skips every flagged train row, so flag_weights would weigh none: use one of "
+                         "them (drop_flags FLAG... skips only the flags you name)")
+    both = sorted(set(weights) & set(cfg.drop_flags))
+    if both:
+        raise ValueError(f"flag(s) {', '.join(both)} both dropped (drop_flags) and weighted (flag_weights): "
+                         "name each flag in one of them")
     if "all-linear" in cfg.target_modules and len(cfg.target_modules) > 1:
         raise ValueError("target_modules: 'all-linear' stands alone")
     if cfg.select_checkpoint != "last" and cfg.save_strategy == "no":
@@ -245,6 +254,31 @@ def _check_train(cfg: TrainConfig) -> None:
     if cfg.optimizer not in optimizers:
         raise ValueError(f"optimizer must be auto or a transformers optim name (adamw_torch, "
                          f"paged_adamw_32bit, adafactor...); got {cfg.optimizer!r}")
+
+
+def flag_weight_map(entries: list[str]) -> dict[str, float]:
+    """train's ``flag_weights`` (``["ungrounded=0.3", "generic=0.5"]``) as {flag: weight}; a one-line
+    ValueError naming the option for an entry that is not FLAG=W, a W outside [0, 1], a flag the data stage
+    never sets (covertune.core.records.FLAG_NAMES) or a flag named twice."""
+    weights: dict[str, float] = {}
+    for entry in entries:
+        flag, sep, text = str(entry).partition("=")
+        flag = flag.strip()
+        try:
+            weight = float(text)
+        except ValueError:
+            weight = None
+        if not sep or not flag or weight is None:
+            raise ValueError(f"flag_weights: {entry!r} is not FLAG=W (e.g. ungrounded=0.3, W a number in [0, 1])")
+        if flag not in FLAG_NAMES:
+            raise ValueError(f"flag_weights: unknown flag {flag!r}; flags are {', '.join(FLAG_NAMES)}")
+        if not 0 <= weight <= 1:  # also refuses nan
+            raise ValueError(f"flag_weights: the weight of {flag} must be in [0, 1], got {text.strip()} "
+                             "(0 ignores those rows' loss, 1 counts it fully)")
+        if flag in weights:
+            raise ValueError(f"flag_weights names {flag} twice: give each flag one weight")
+        weights[flag] = weight
+    return weights
 
 
 def _check_generate(cfg: GenerateConfig) -> None:

@@ -108,6 +108,10 @@ class TrainConfig:
                               "the auto Liger kernels and padding-free batches off")
     drop_flagged: bool = opt(False, "Skip train rows that the data stage flagged")
     drop_flags: list[str] = opt([], "Skip only train rows with these flags (e.g. generic too_short)")
+    flag_weights: list[str] = opt([], "Keep flagged train rows but weigh their loss: FLAG=W entries with W in [0, 1] "
+                                  "(e.g. ungrounded=0.3 generic=0.5); a row's weight is the product of its flags' "
+                                  "weights (unnamed flags and unflagged rows: 1), the loss the weighted mean over the "
+                                  "letter tokens; validation loss stays unweighted; empty: off")
     logging_steps: int = opt(10, "Log the training loss every N optimizer steps", ge=1)
     eval_strategy: Strategy = opt("epoch", "When to compute validation loss: epoch, steps or no")
     save_strategy: Strategy = opt("epoch", "When to checkpoint: epoch, steps or no")

@@ -77,7 +77,9 @@ def adapter_card(cfg: TrainConfig, info: dict) -> str:
         "",
         f"- {d['train_rows']} training rows and {d['validation_rows']} validation rows from the data stage "
         f"of run `{cfg.out}` ({d['train_tokens']:,} training tokens, {d['train_loss_tokens']:,} of them in "
-        "the loss)" + ("; flagged rows dropped" if cfg.drop_flagged or cfg.drop_flags else "") + ".",
+        "the loss)" + ("; flagged rows dropped" if cfg.drop_flagged or cfg.drop_flags else "")
+        + (f"; {d['train_rows_weighted_below_1']} flagged rows weighted below 1 in the loss "
+           f"({', '.join(cfg.flag_weights)})" if d.get("flag_weights") else "") + ".",
         f"- {d['train_letters_truncated']} letters were cut at {cfg.max_length} tokens (no EOS on a cut "
         f"letter); {len(d['skipped_prompt_too_long'])} rows skipped because the prompt alone filled it; "
         f"{len(d['skipped_empty_letter'])} rows without a letter skipped.",

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments, set_seed
 
-from covertune.config.build import to_dict, validate
+from covertune.config.build import flag_weight_map, to_dict, validate
 from covertune.config.options import EMBEDDED_MODEL
 from covertune.config.stages import TrainConfig
 from covertune.core import distributed, io, rundir
@@ -30,7 +30,7 @@ from covertune.core.records import FLAGS_FIELD
 from covertune.core.versions import versions
 from covertune.models import load as models
 from covertune.models.card import adapter_card
-from covertune.training import checkpoint_choice, padding_free, tracking
+from covertune.training import checkpoint_choice, flag_weights, padding_free, tracking
 from covertune.training.sft_data import PadCollator, encode_records
 from covertune.training.train_log import JsonlLogger, plot_loss, trim_log
 from covertune.training.trainer import CHECKPOINTS_FINGERPRINT, GlobalBatchTrainer, MemoryCallback, add_lora, check_checkpoints, checkpoint_step, checkpointing_args, fsdp_args, good_checkpoint, optimizer_name, process_batch, use_liger
@@ -48,10 +48,14 @@ NOT_IN_FINGERPRINT = ("out", "force", "resume", "trust_remote_code", "logging_st
 
 def fingerprint(cfg: TrainConfig) -> dict:
     """What the adapter is built from: the options that change it, the splits' hashes and, for a local
-    base model, its folder's identity (rundir.model_identity)."""
+    base model, its folder's identity (rundir.model_identity). flag_weights counts as {flag: weight}, and
+    only when set (a run made before the option existed keeps its fingerprint)."""
     out = Path(cfg.out)
     settings = {k: v for k, v in to_dict(cfg).items()
                 if k not in NOT_IN_FINGERPRINT and k not in checkpoint_choice.OPTIONS}
+    weights = settings.pop("flag_weights")
+    if weights:
+        settings["flag_weights"] = dict(sorted(flag_weight_map(weights).items()))
     settings.update(checkpoint_choice.fingerprint_options(cfg))  # how the adapter is chosen, where it matters
     inputs = {f"data/{s}.jsonl": rundir.path_hash(rundir.split_path(out, s)) for s in ("train", "validation")}
     if cfg.model not in ("", EMBEDDED_MODEL) and Path(cfg.model).expanduser().is_dir():
@@ -110,7 +114,9 @@ def train(cfg: TrainConfig) -> str:
     with distributed.main_first():  # the embedded model is converted once, by the main process
         tokenizer = models.load_tokenizer(cfg.model, padding_side="right",
                                           trust_remote_code=cfg.trust_remote_code)
-    train_set = encode_records(train_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on, "train")
+    weights = flag_weight_map(cfg.flag_weights)  # {} unless flag_weights is set: no weights in the batches
+    train_set = encode_records(train_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on, "train",
+                               loss_weight=(lambda r: flag_weights.row_weight(r, weights)) if weights else None)
     val_set = (encode_records(val_rows, tokenizer, cfg.max_length, cfg.prompt_format, cfg.loss_on,
                               "validation") if val_rows else None)
     rows_per_step = cfg.batch_size * cfg.grad_accum
@@ -126,6 +132,7 @@ def train(cfg: TrainConfig) -> str:
                          "or use select_checkpoint last")
     if val_set is None:
         log.warning("no validation rows: training without validation loss")
+    weighted = _report_weights(weights, train_set.examples)
     log.info("train: %d examples, %d tokens (%d with loss), %d letters cut at max_length=%d",
              len(train_set.examples), train_set.tokens, train_set.loss_tokens, len(train_set.truncated),
              cfg.max_length)
@@ -145,6 +152,9 @@ def train(cfg: TrainConfig) -> str:
     fsdp = cfg.distributed == "fsdp"
     optim = optimizer_name(cfg.optimizer, fsdp)
     liger = use_liger(cfg.liger_kernel, cfg.torch_compile)
+    if liger and weights:
+        log.info("flag_weights computes the loss from the logits: Liger's fused cross-entropy, which never "
+                 "builds them, is not used (its other kernels are)")
     eval_strategy = cfg.eval_strategy if val_set is not None else "no"
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -278,7 +288,8 @@ def train(cfg: TrainConfig) -> str:
                  "train_tokens": train_set.tokens, "train_loss_tokens": train_set.loss_tokens,
                  "train_letters_truncated": len(train_set.truncated),
                  "skipped_prompt_too_long": [rid for rid, _ in train_set.skipped],
-                 "skipped_empty_letter": train_set.empty},
+                 "skipped_empty_letter": train_set.empty,
+                 **({"flag_weights": weights, "train_rows_weighted_below_1": weighted} if weights else {})},
         "speed": {"tokens_per_s": tokens_per_s, "tokens": logger.tokens, "train_seconds": logger.seconds,
                   "device": torch.cuda.get_device_name(0) if on_gpu else "cpu", **peak,
                   "note": "non-padding tokens (prompt and letter) per second of optimizer steps, this session"},
@@ -355,6 +366,21 @@ def check_config(cfg: TrainConfig) -> None:
         if importlib.util.find_spec("liger_kernel") is None:
             raise ValueError("--liger-kernel on needs the liger-kernel package: `pip install liger-kernel`, "
                              "or use auto/off")
+
+
+def _report_weights(weights: dict[str, float], examples: list[dict]) -> int:
+    """Log how many train rows flag_weights weighs below 1 (and at 0); refuse a split whose rows all weigh 0.
+    Returns the count below 1."""
+    if not weights:
+        return 0
+    below = sum(1 for e in examples if e["loss_weight"] < 1)
+    zero = sum(1 for e in examples if e["loss_weight"] == 0)
+    log.info("flag weights (%s): %d of %d train rows weighted below 1, %d of them at 0",
+             ", ".join(f"{k}={v:g}" for k, v in weights.items()), below, len(examples), zero)
+    if zero == len(examples):
+        raise ValueError("flag_weights weighs every train row 0, which leaves nothing to learn: give the flags "
+                         "these rows carry a weight above 0")
+    return below
 
 
 def _fmt(x, spec: str = "{:.4f}") -> str:
