@@ -7,6 +7,8 @@
 #   classifier  data --filter-classifier 0.5 (the letter-quality classifier's filter on the train rows)
 #   dora        train --use-dora;      rslora  train --use-rslora;      neftune  train --neftune-noise-alpha 5
 #   task        train --select-checkpoint task (the checkpoint chosen by its validation letters)
+#   flagw       train --flag-weights FLAG_WEIGHTS (the data stage's flags as loss weights instead of drops;
+#               default ungrounded=0.25 generic=0.5 collapsed_bullets=0.5 too_short=0.5)
 #   nf4         train --quantization nf4 (QLoRA's 4-bit base: does the model still learn the letter form?)
 #   dpo, rpo    covertune prefer on the base adapter (pairs from the training split only), losses dpo and rpo
 # Every variant's adapter writes 16 candidates per validation prompt (the greedy letter + 15 samples at T 0.7,
@@ -26,6 +28,7 @@
 set -uo pipefail
 DATA=$1; ROOT=$2; OUT=$3
 DATA_ARGS=${DATA_ARGS:-}; TRAIN_ARGS=${TRAIN_ARGS:-}; GEN_ARGS=${GEN_ARGS:-}; PREFER_ARGS=${PREFER_ARGS:-}
+export FLAG_WEIGHTS=${FLAG_WEIGHTS:-"ungrounded=0.25 generic=0.5 collapsed_bullets=0.5 too_short=0.5"}
 WORKERS=${WORKERS:-16}; DEADLINE=${DEADLINE:-470}; MAXJ=${MAXJ:-6}; MAX_REP=${MAX_REP:-0.354}
 VARIANTS=${VARIANTS:-"base ungrounded classifier dora neftune rslora task dpo rpo"}
 export OMP_NUM_THREADS=2 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
@@ -105,6 +108,7 @@ for v in $VARIANTS; do
     neftune) trained neftune --neftune-noise-alpha 5 & ;;
     task) trained task --select-checkpoint task & ;;
     nf4) trained nf4 --quantization nf4 & ;;
+    flagw) trained flagw --flag-weights $FLAG_WEIGHTS & ;;
     dpo) preferred dpo dpo & ;;
     rpo) preferred rpo rpo & ;;
     *) echo "unknown variant $v" >&2; exit 2 ;;
@@ -133,6 +137,7 @@ c = json.load(open(sys.argv[1]))["chosen"]
 train = {"base": [], "ungrounded": ["train.drop_flags=ungrounded"], "classifier": ["data.filter_classifier=0.5"],
          "dora": ["train.use_dora=true"], "rslora": ["train.use_rslora=true"],
          "neftune": ["train.neftune_noise_alpha=5"], "task": ["train.select_checkpoint=task"], "nf4": ["train.quantization=nf4"],
+         "flagw": ["train.flag_weights=" + ",".join(__import__("os").environ["FLAG_WEIGHTS"].split())],
          "dpo": ["prefer.loss=dpo"], "rpo": ["prefer.loss=rpo"]}[c["variant"]]
 if c["variant"] in ("dpo", "rpo"):
     train += ["prefer.candidates=6", "prefer.sample_batch_size=64"]

@@ -5,7 +5,8 @@
 # `source scripts/gpu_env.sh .gpu/m/site.tgz`):
 #   bench/levers_gpu.sh's variants base (the preset), ungrounded (rsLoRA + train --drop-flags ungrounded),
 #   task (train --select-checkpoint task), dpo and rpo (covertune prefer on base's adapter, at most MAX_PAIRS
-#   pairs), nf4 (the preset on a 4-bit NF4 base: whether it still learns the letter form), each with its 16 candidates for the validation split (and the test split with TEST_CANDIDATES=1);
+#   pairs), nf4 (the preset on a 4-bit NF4 base: whether it still learns the letter form), flagw
+#   (the data stage's flags as loss weights: bench/levers_gpu.sh), each with its 16 candidates for the validation split (and the test split with TEST_CANDIDATES=1);
 #   the shipped adapter's 16 candidates for the training split (a reranker is learned on the training split only).
 # At the end, each variant's validation candidates are chosen among with the shipped rule (grounded MBR + 0.2 x
 # skills coverage; bench/select_utilities.py) and the rule fixed before the run picks the winner: among the
@@ -37,7 +38,7 @@ train_candidates() {  # the shipped adapter's candidates for the training split 
 }
 [ -n "$SHIPPED" ] && train_candidates &  # SHIPPED= (empty): none
 TEST_CANDIDATES=${TEST_CANDIDATES:-0} SWEEP=0 MAXJ=${MAXJ:-8} DEADLINE=${DEADLINE:-1500} \
-  VARIANTS=${VARIANTS:-"base ungrounded task dpo rpo nf4"} PREFER_ARGS=${PREFER_ARGS:-"--max-pairs ${MAX_PAIRS:-256}"} \
+  VARIANTS=${VARIANTS:-"base ungrounded task dpo rpo nf4 flagw"} PREFER_ARGS=${PREFER_ARGS:-"--max-pairs ${MAX_PAIRS:-256}"} \
   bash bench/levers_gpu.sh "$DATA" "$ROOT" "$OUT"
 step "variants rc=$?"
 for f in "$OUT"/cands_*.jsonl; do
