@@ -36,7 +36,10 @@ pack)
   [ -f .gpu/w/bsite.tgz ] || GPU_SITE=lean bash bench/gpu_site.sh
   S=$(mktemp -d); tar xzf .gpu/w/bsite.tgz -C "$S"
   rm -rf .gpu/m .gpu/z[0-9]*; mkdir -p .gpu/m
-  tar czf .gpu/m/site.tgz -C "$S" $(cd "$S" && ls -d bitsandbytes* gguf* rouge_score* rapidfuzz* nltk* regex* click* joblib*)
+  # PREFER=1: also what `covertune prefer` needs (trl and datasets with their own needs)
+  EXTRA=$([ "${PREFER:-0}" = 1 ] && echo "trl* datasets* dill* multiprocess* _multiprocess*")
+  # shellcheck disable=SC2086
+  tar czf .gpu/m/site.tgz -C "$S" $(cd "$S" && ls -d bitsandbytes* gguf* rouge_score* rapidfuzz* nltk* regex* click* joblib* $EXTRA)
   rm -rf "$S"
   tar czf .gpu/m/data.tgz -C "$(dirname "$DATA")" "$(basename "$DATA")"
   gzip -6 -c "$G" > .gpu/z.gz
