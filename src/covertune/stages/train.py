@@ -31,7 +31,7 @@ from covertune.core.versions import versions
 from covertune.models import load as models
 from covertune.models.card import adapter_card
 from covertune.training import checkpoint_choice, flag_weights, padding_free, tracking
-from covertune.training.sft_data import PadCollator, encode_records
+from covertune.training.sft_data import LOSS_WEIGHT, PadCollator, encode_records
 from covertune.training.train_log import JsonlLogger, plot_loss, trim_log
 from covertune.training.trainer import CHECKPOINTS_FINGERPRINT, GlobalBatchTrainer, MemoryCallback, add_lora, check_checkpoints, checkpoint_step, checkpointing_args, fsdp_args, good_checkpoint, optimizer_name, process_batch, use_liger
 
@@ -373,8 +373,8 @@ def _report_weights(weights: dict[str, float], examples: list[dict]) -> int:
     Returns the count below 1."""
     if not weights:
         return 0
-    below = sum(1 for e in examples if e["loss_weight"] < 1)
-    zero = sum(1 for e in examples if e["loss_weight"] == 0)
+    below = sum(1 for e in examples if e[LOSS_WEIGHT] < 1)
+    zero = sum(1 for e in examples if e[LOSS_WEIGHT] == 0)
     log.info("flag weights (%s): %d of %d train rows weighted below 1, %d of them at 0",
              ", ".join(f"{k}={v:g}" for k, v in weights.items()), below, len(examples), zero)
     if zero == len(examples):

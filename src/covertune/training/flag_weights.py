@@ -20,9 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from covertune.core.records import FLAGS_FIELD
-
-IGNORE_INDEX = -100  # as sft_data: labels the loss skips
-BATCH_KEY = "loss_weight"
+from covertune.training.sft_data import IGNORE_INDEX
 
 
 def row_weight(record: dict, weights: dict[str, float]) -> float:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from covertune.config.options import AutoOnOff, check_choice
+from covertune.training.sft_data import LOSS_WEIGHT
 
 ATTN_IMPLEMENTATION = "covertune_varlen"
 
@@ -139,9 +140,9 @@ class PackedCollator:
 
     def __call__(self, features: list[dict]) -> dict:
         batch = self.flatten(features)
-        if features and "loss_weight" in features[0]:
-            weights = [float(f["loss_weight"]) for f in features for _ in range(len(f["input_ids"]))]
-            batch["loss_weight"] = torch.tensor([weights], dtype=torch.float32)
+        if features and LOSS_WEIGHT in features[0]:
+            weights = [float(f[LOSS_WEIGHT]) for f in features for _ in range(len(f["input_ids"]))]
+            batch[LOSS_WEIGHT] = torch.tensor([weights], dtype=torch.float32)
         return batch
 
 

@@ -36,6 +36,7 @@ from covertune.core.records import ID_FIELD, TARGET_FIELD
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100  # label value that cross-entropy ignores
+LOSS_WEIGHT = "loss_weight"  # an example's (and a batch's) row weight, when train's flag_weights is set
 
 
 def letter_of(record: dict) -> str:
@@ -106,7 +107,7 @@ def encode_records(records: list[dict], tokenizer, max_length: int, prompt_forma
             continue
         ex["id"] = rid
         if loss_weight is not None:
-            ex["loss_weight"] = float(loss_weight(record))
+            ex[LOSS_WEIGHT] = float(loss_weight(record))
         out.examples.append(ex)
         if ex["truncated"]:
             out.truncated.append(rid)
@@ -151,6 +152,6 @@ class PadCollator:
             batch["attention_mask"].append(list(f["attention_mask"]) + [0] * pad)
             batch["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * pad)
         out = {k: torch.tensor(v, dtype=torch.long) for k, v in batch.items()}
-        if "loss_weight" in features[0]:
-            out["loss_weight"] = torch.tensor([float(f["loss_weight"]) for f in features], dtype=torch.float32)
+        if LOSS_WEIGHT in features[0]:
+            out[LOSS_WEIGHT] = torch.tensor([float(f[LOSS_WEIGHT]) for f in features], dtype=torch.float32)
         return out

@@ -17,6 +17,7 @@ from covertune.config.stages import TrainConfig
 from covertune.core import distributed, rundir
 from covertune.models import load as models
 from covertune.training import checkpoint_choice, flag_weights
+from covertune.training.sft_data import LOSS_WEIGHT
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +155,9 @@ class GlobalBatchTrainer(Trainer):
         the weighted count instead (sum_i w_i * n_i over the step's micro-batches, summed across processes
         wherever the Trainer sums its count), which compute_loss divides by."""
         batches, count = super().get_batch_samples(epoch_iterator, num_batches, device)
-        if count is None or not batches or flag_weights.BATCH_KEY not in batches[0]:
+        if count is None or not batches or LOSS_WEIGHT not in batches[0]:
             return batches, count
-        weighted = sum(flag_weights.weighted_tokens(b["labels"], b[flag_weights.BATCH_KEY]) for b in batches)
+        weighted = sum(flag_weights.weighted_tokens(b["labels"], b[LOSS_WEIGHT]) for b in batches)
         weighted = weighted.to(device)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             weighted = self.accelerator.gather(weighted).sum()
@@ -167,11 +168,11 @@ class GlobalBatchTrainer(Trainer):
         cross-entropy, over the step's weighted count when the Trainer counts one (and scaled by the number
         of processes where it sums that count across them, as the Trainer's loss is, since DDP averages the
         gradients); otherwise the Trainer's compute_loss."""
-        if flag_weights.BATCH_KEY not in inputs:
+        if LOSS_WEIGHT not in inputs:
             return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                         num_items_in_batch=num_items_in_batch)
         inputs = dict(inputs)
-        weight, labels = inputs.pop(flag_weights.BATCH_KEY), inputs.pop("labels")
+        weight, labels = inputs.pop(LOSS_WEIGHT), inputs.pop("labels")
         outputs = model(**inputs)
         if getattr(outputs, "logits", None) is None:
             raise ValueError("flag_weights computes the loss from the model's logits and this model returned none "
