@@ -123,7 +123,10 @@ def _names(text: str, name: str) -> bool:
 
 def detect(letter: str, applicant_name: str = "") -> Shape:
     """The shape of ``letter``: greeting, sign-off, and a sign-off naming ``applicant_name``."""
-    cut = parts(letter)
+    return _shape(parts(letter), applicant_name)
+
+
+def _shape(cut: Parts, applicant_name: str) -> Shape:
     after = cut.closing.partition("\n")[2]
     sign_off = bool(after.strip())
     name = known(applicant_name)
@@ -155,8 +158,8 @@ def complete(letter: str, fields: dict[str, str]) -> str:
     the body's first or last line where the model ran them on), else the ones built from the inputs
     (``greeting_for``, ``sign_off_for``) around the model's text. A closing without the applicant's name is
     replaced by the sign-off with the name (when the inputs give it)."""
-    shape = detect(letter, fields.get("applicant_name", ""))
     cut = parts(letter)
+    shape = _shape(cut, fields.get("applicant_name", ""))
     if shape.full and not cut.inline:
         return letter.strip()
     head = cut.greeting or greeting_for(fields)
