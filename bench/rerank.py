@@ -34,19 +34,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from select_utilities import read_candidates, score_letters  # noqa: E402
 
 FEATURES = ("mbr", "mbr_gap", "passes", "failures", "skills", "repetition", "log_chars", "rel_chars", "greedy",
             "full")
 SHIPPED_SKILLS_WEIGHT = 0.2
-
-
-def _groups(data: str, candidates: str) -> tuple[list[dict], list[dict]]:
-    from covertune.core import io
-
-    records = io.read_jsonl(data)
-    rows = sorted(io.read_jsonl(candidates), key=lambda r: r["index"])
-    records = [records[r["index"]] for r in rows]  # the candidates may cover only some rows (generate --limit)
-    return records, rows
 
 
 def features(row: dict, record: dict) -> tuple[list[list[float]], list[int], int]:
@@ -110,9 +104,6 @@ def picks(model, X, groups) -> list[int]:
 
 
 def score(records, rows, chosen: list[int]) -> dict:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from select_utilities import score_letters
-
     letters = [row["candidates"][k]["letter"] for row, k in zip(rows, chosen)]
     return score_letters(letters, records, bertscore=False)
 
@@ -132,8 +123,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
 
-    train = _groups(a.train_data, a.train_candidates)
-    val = _groups(a.val_data, a.val_candidates)
+    train = read_candidates(a.train_data, a.train_candidates, subset=True)
+    val = read_candidates(a.val_data, a.val_candidates, subset=True)
     Xt, yt, _ = table(*train)
     Xv, _, gv = table(*val)
     result = {"features": FEATURES, "train_prompts": len(train[1]), "train_candidates": len(Xt),
@@ -159,7 +150,7 @@ def main(argv=None) -> int:
         print("validation", name, json.dumps(figures), flush=True)
     print("best", best, "adopted" if adopted else "not adopted (the shipped rule stays)")
     if a.test_data and a.test_candidates and adopted:  # the test split, once, for the setting chosen on validation
-        test = _groups(a.test_data, a.test_candidates)
+        test = read_candidates(a.test_data, a.test_candidates, subset=True)
         Xs, _, gs = table(*test)
         chosen = picks(fitted[best], Xs, gs)
         result["test"] = {best: score(*test, chosen), "shipped rule": score(*test, [g["shipped"] for g in gs])}

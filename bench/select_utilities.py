@@ -59,6 +59,21 @@ def pairwise_bertscore(groups: list[list[str]]) -> list[list[list[float]]]:
     return out
 
 
+def read_candidates(data: str, candidates: str, subset: bool = False) -> tuple[list[dict], list[dict]]:
+    """The split's records and the recorded candidates, row for row (sorted by index); ``subset``: the
+    candidates cover only some of the records (generate --limit, a stopped run's journal), each matched to
+    its record by its index. A SystemExit when the counts still differ."""
+    from covertune.core import io
+
+    records = io.read_jsonl(data)
+    rows = sorted(io.read_jsonl(candidates), key=lambda r: r["index"])
+    if subset:
+        records = [records[r["index"]] for r in rows]
+    if len(rows) != len(records):
+        raise SystemExit(f"{candidates}: {len(rows)} prompts with candidates, {data}: {len(records)} records")
+    return records, rows
+
+
 def choose_all(letters: list[str], inputs: dict, truth: str, skill_weights: list[float],
                bert: list[list[float]] | None) -> dict[str, int]:
     """The index each rule chooses among ``letters``."""
@@ -120,15 +135,9 @@ def main(argv=None) -> int:
     ap.add_argument("--json", required=True)
     a = ap.parse_args(argv)
 
-    from covertune.core import io
     from covertune.core.records import inputs_of
 
-    records = io.read_jsonl(a.data)
-    rows = sorted(io.read_jsonl(a.candidates), key=lambda r: r["index"])
-    if a.subset:
-        records = [records[r["index"]] for r in rows]
-    if len(rows) != len(records):
-        raise SystemExit(f"{a.candidates}: {len(rows)} prompts with candidates, {a.data}: {len(records)} records")
+    records, rows = read_candidates(a.data, a.candidates, a.subset)
     groups = [[c["letter"] for c in r["candidates"]] for r in rows]
     bert_all = pairwise_bertscore([g[:max(a.counts)] for g in groups]) if a.bertscore else None
     results = {"data": a.data, "candidates": a.candidates, "prompts": len(rows), "by_count": {}}
